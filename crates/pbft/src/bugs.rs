@@ -1,0 +1,26 @@
+//! Deliberate protocol bugs, compiled only with the `deliberate-bugs` feature and
+//! off unless a test switches one on. Each exists to prove that one of the
+//! simulator's checkers can fail.
+
+/// Switches for deliberate bugs. All off by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    /// Replicas skip MAC verification of protocol messages (caught by agreement,
+    /// with a forging replica).
+    pub skip_mac_check: bool,
+    /// Replicas ignore the reply table and execute a retransmitted request again
+    /// (caught by exactly-once).
+    pub execute_twice: bool,
+    /// Clients accept f matching replies instead of f+1 (caught by
+    /// linearizability, with a replica that lies in its replies).
+    pub weak_reply_certificate: bool,
+    /// The primary's request queue ignores its bound (caught by the bounds checker,
+    /// with flooding clients).
+    pub unbounded_request_queue: bool,
+    /// Replicas never send STATUS, so nothing lost is ever retransmitted between
+    /// replicas (caught by liveness under message loss).
+    pub no_status: bool,
+    /// A batch commits with 2f matching commits instead of 2f+1 (caught by the
+    /// agreement checker's commit-certificate invariant).
+    pub commit_quorum_2f: bool,
+}

@@ -1,0 +1,79 @@
+//! What the core asks its host to do. The core never performs IO: each entry
+//! point appends effects to an [`Outbox`], and the host (the simulator or the real
+//! runtime) carries them out.
+
+use bytes::Bytes;
+
+use crate::types::{ClientId, Digest, Instant, ReplicaId, SeqNo, Timestamp};
+
+/// Where a datagram goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dest {
+    Replica(ReplicaId),
+    /// Every replica but the sender.
+    AllReplicas,
+    Client(ClientId),
+}
+
+/// The timers a node can set. Setting a timer replaces the previous deadline of
+/// the same kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Timer {
+    /// A replica's periodic STATUS, which drives retransmission.
+    Status,
+    /// A client's retransmission of its outstanding request.
+    ClientRetransmit,
+}
+
+/// A record of one executed batch, for the host's metrics and the simulator's
+/// checkers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Execution {
+    pub seq: SeqNo,
+    /// Digest of the batch (its requests and non-deterministic value).
+    pub batch: Digest,
+    /// Executed before the batch committed.
+    pub tentative: bool,
+    /// The requests the service actually executed (duplicates are skipped).
+    pub requests: Vec<(ClientId, Timestamp)>,
+}
+
+/// One thing for the host to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    Send { to: Dest, bytes: Bytes },
+    SetTimer { timer: Timer, at: Instant },
+    CancelTimer { timer: Timer },
+    /// A replica executed a batch.
+    Executed(Execution),
+    /// A replica committed a batch it had executed tentatively.
+    CommittedTentative { seq: SeqNo },
+    /// A replica's checkpoint became stable: the log below it is gone.
+    StableCheckpoint { seq: SeqNo, digest: Digest },
+    /// A client's request completed with this result.
+    Completed { timestamp: Timestamp, result: Bytes, read_only: bool },
+}
+
+/// Effects produced by one call into the core, in order.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pub effects: Vec<Effect>,
+}
+
+impl Outbox {
+    pub fn new() -> Outbox {
+        Outbox::default()
+    }
+    pub fn push(&mut self, e: Effect) {
+        self.effects.push(e);
+    }
+    pub fn send(&mut self, to: Dest, bytes: Bytes) {
+        self.effects.push(Effect::Send { to, bytes });
+    }
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Effect> {
+        self.effects.drain(..)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.effects.is_empty()
+    }
+}

@@ -1,0 +1,69 @@
+//! Checkpoints and garbage collection (TOCS 2002 §4.3).
+//!
+//! After executing and committing a batch whose sequence number is a multiple of
+//! K, a replica snapshots its state (copy-on-write, with the partition tree
+//! updated incrementally) and multicasts CHECKPOINT(n, d). A checkpoint is stable
+//! once this replica's own digest is matched by 2f+1 replicas (itself included):
+//! then the log up to n is discarded and the water marks advance to (n, n + L].
+//!
+//! Votes are kept only for multiples of K inside the water marks and only one per
+//! replica and sequence number, so a lying replica cannot grow the table.
+
+use bytes::Bytes;
+
+use super::{CheckpointVotes, Replica};
+use crate::effects::{Effect, Outbox};
+use crate::metrics::DropReason;
+use crate::service::Service;
+use crate::types::{Digest, ReplicaId, SeqNo};
+use crate::wire::{Checkpoint, Message};
+
+impl<S: Service> Replica<S> {
+    pub(super) fn take_checkpoint(&mut self, n: SeqNo, out: &mut Outbox) {
+        let digest = match self.state.take_checkpoint(n) {
+            Ok(d) => d,
+            Err(_) => return self.metrics.drop(DropReason::Invalid),
+        };
+        let msg = Message::Checkpoint(Checkpoint { seq: n, state_digest: digest });
+        let raw = self.multicast(&msg, out);
+        self.checkpoints.entry(n).or_default().mine = Some((digest, raw));
+        self.check_stable(n, out);
+    }
+
+    pub(super) fn on_checkpoint(&mut self, from: ReplicaId, c: Checkpoint, raw: Bytes, out: &mut Outbox) {
+        if c.seq.0 % self.cfg.checkpoint_interval != 0 || c.seq.0 == 0 {
+            return self.metrics.drop(DropReason::Invalid);
+        }
+        if !self.in_window(c.seq) {
+            return self.metrics.drop(DropReason::OutOfWindow);
+        }
+        let votes = self.checkpoints.entry(c.seq).or_default();
+        if votes.votes.contains_key(&from) {
+            return self.metrics.drop(DropReason::Duplicate);
+        }
+        votes.votes.insert(from, (c.state_digest, raw));
+        self.check_stable(c.seq, out);
+    }
+
+    fn check_stable(&mut self, n: SeqNo, out: &mut Outbox) {
+        let Some(CheckpointVotes { mine: Some((digest, _)), votes }) = self.checkpoints.get(&n) else { return };
+        let matching = 1 + votes.values().filter(|(d, _)| d == digest).count();
+        if matching >= self.cfg.quorum() {
+            let digest = *digest;
+            self.make_stable(n, digest, out);
+        }
+    }
+
+    fn make_stable(&mut self, n: SeqNo, digest: Digest, out: &mut Outbox) {
+        assert!(n > self.low_water_mark, "the low water mark never moves back");
+        assert!(n <= self.last_executed, "a stable checkpoint is one this replica took");
+        self.low_water_mark = n;
+        self.log = self.log.split_off(&n.next());
+        // Keep the stable checkpoint's own record: it proves the state to peers.
+        self.checkpoints = self.checkpoints.split_off(&n);
+        self.state.discard_checkpoints_before(n);
+        self.metrics.checkpoints_stable += 1;
+        out.push(Effect::StableCheckpoint { seq: n, digest });
+        self.try_send_batches_after_execution(out);
+    }
+}

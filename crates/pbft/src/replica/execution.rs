@@ -1,0 +1,199 @@
+//! Executing batches (TOCS 2002 §4.2, §5.1): in sequence order, tentatively once
+//! prepared and all earlier batches committed, or for good once committed; and the
+//! replicated reply table that gives exactly-once semantics.
+//!
+//! The reply table lives in the paged state, ahead of the service's pages, one
+//! slot per client: `timestamp u64 | result length u32 | reserved u32 | result`.
+//! Because it is part of the state, it is covered by checkpoints and will travel
+//! with state transfer; every correct replica decides alike whether a request is
+//! new, a duplicate or stale.
+
+use bytes::Bytes;
+
+use super::Replica;
+use crate::effects::{Dest, Effect, Execution, Outbox};
+use crate::metrics::DropReason;
+use crate::service::{ExecContext, ReadContext, Service, StateRegion, StateRegionRef};
+use crate::types::{ClientId, Digest, NodeId, SeqNo, Timestamp};
+use crate::wire::{Message, Reply, ReplyBody, Request};
+use crate::{auth::Audience, state::PAGE_SIZE};
+
+/// Bytes of a reply-table slot before the cached result.
+pub const REPLY_HEADER_LEN: usize = 16;
+
+impl<S: Service> Replica<S> {
+    fn reply_slot_offset(&self, client: ClientId) -> u64 {
+        client.0 as u64 * self.reply_slot_pages * PAGE_SIZE as u64
+    }
+
+    /// The last timestamp executed for `client` (0 if none).
+    pub(super) fn last_timestamp(&self, client: ClientId) -> Timestamp {
+        let mut b = [0u8; 8];
+        match self.state.read(self.reply_slot_offset(client), &mut b) {
+            Ok(()) => Timestamp(u64::from_le_bytes(b)),
+            Err(_) => Timestamp(u64::MAX),
+        }
+    }
+
+    /// The cached result of `client`'s last executed request.
+    fn cached_result(&self, client: ClientId) -> Option<Bytes> {
+        let at = self.reply_slot_offset(client);
+        let mut hdr = [0u8; REPLY_HEADER_LEN];
+        self.state.read(at, &mut hdr).ok()?;
+        let len = u32::from_le_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]) as usize;
+        if len > self.cfg.max_reply_bytes {
+            return None;
+        }
+        let mut result = vec![0u8; len];
+        self.state.read(at + REPLY_HEADER_LEN as u64, &mut result).ok()?;
+        Some(Bytes::from(result))
+    }
+
+    fn store_reply(&mut self, client: ClientId, ts: Timestamp, result: &[u8]) {
+        let at = self.reply_slot_offset(client);
+        let mut hdr = [0u8; REPLY_HEADER_LEN];
+        hdr[..8].copy_from_slice(&ts.0.to_le_bytes());
+        hdr[8..12].copy_from_slice(&(result.len() as u32).to_le_bytes());
+        // Both writes are inside the slot: the client id and result length were
+        // checked against the configuration, which sized the table.
+        let ok = self.state.write(at, &hdr).is_ok() && self.state.write(at + REPLY_HEADER_LEN as u64, result).is_ok();
+        debug_assert!(ok, "reply table write out of range");
+    }
+
+    /// Executes every batch that can be: the next one in sequence order, once it is
+    /// committed, or prepared while nothing executed is still tentative.
+    pub(super) fn try_execute(&mut self, out: &mut Outbox) {
+        loop {
+            if let Some(t) = self.tentative {
+                if !self.log.get(&t).is_some_and(|s| s.committed) {
+                    break;
+                }
+                self.tentative = None;
+                out.push(Effect::CommittedTentative { seq: t });
+                self.after_commit(t, out);
+                continue;
+            }
+            let n = self.last_executed.next();
+            let Some(slot) = self.log.get(&n) else { break };
+            let Some(batch) = &slot.batch else { break };
+            if !batch.complete() {
+                break;
+            }
+            if slot.committed {
+                self.execute_batch(n, false, out);
+                self.after_commit(n, out);
+            } else if slot.prepared && self.cfg.tentative_execution {
+                self.execute_batch(n, true, out);
+                self.tentative = Some(n);
+            } else {
+                break;
+            }
+        }
+        self.try_send_batches_after_execution(out);
+    }
+
+    /// What follows a batch's commit: a checkpoint every K, and the read-only
+    /// requests that waited for the tentative state to commit.
+    fn after_commit(&mut self, n: SeqNo, out: &mut Outbox) {
+        if n.0 % self.cfg.checkpoint_interval == 0 {
+            self.take_checkpoint(n, out);
+        }
+        while let Some(req) = self.read_only_queue.pop_front() {
+            self.execute_read_only(&req, out);
+        }
+    }
+
+    fn execute_batch(&mut self, n: SeqNo, tentative: bool, out: &mut Outbox) {
+        let slot = self.log.get(&n).expect("caller checked the slot");
+        let batch = slot.batch.as_ref().expect("caller checked the batch");
+        let nondet = batch.nondet_time_us;
+        let digest = batch.digest;
+        let requests: Vec<Request> = batch.entries.iter().filter_map(|e| e.body.as_ref().map(|b| b.0.clone())).collect();
+        let mut executed = Vec::with_capacity(requests.len());
+        for req in requests {
+            // A read-only request has no place in a batch: all correct replicas skip it.
+            if req.read_only || !self.cfg.is_client(req.client) {
+                continue;
+            }
+            if req.timestamp <= self.last_timestamp(req.client) && !self.bug_execute_twice() {
+                continue;
+            }
+            let first_page = self.reply_slot_pages * self.cfg.max_clients as u64;
+            let pages = self.state.num_pages() - first_page;
+            let mut result = {
+                let region = StateRegion::new(&mut self.state, first_page, pages).expect("service region is inside the state");
+                let mut ctx = ExecContext { client: req.client, nondet_time_us: nondet, state: region };
+                self.service.execute(&req.op, &mut ctx)
+            };
+            if result.len() > self.cfg.max_reply_bytes {
+                // Deterministic at every replica: an oversized result becomes empty.
+                self.metrics.drop(DropReason::Invalid);
+                result.clear();
+            }
+            self.store_reply(req.client, req.timestamp, &result);
+            self.known.remove(&req.digest());
+            self.send_reply(&req, Bytes::from(result), tentative, out);
+            executed.push((req.client, req.timestamp));
+        }
+        self.metrics.requests_executed += executed.len() as u64;
+        self.metrics.batches_executed += 1;
+        self.metrics.batch_requests_total += executed.len() as u64;
+        self.last_executed = n;
+        out.push(Effect::Executed(Execution { seq: n, batch: digest, tentative, requests: executed }));
+    }
+
+    fn bug_execute_twice(&self) -> bool {
+        #[cfg(feature = "deliberate-bugs")]
+        if self.cfg.bugs.execute_twice {
+            return true;
+        }
+        false
+    }
+
+    /// Sends the reply to `req`: the full result from the designated replier (or
+    /// from everyone when the client asked for that), its digest from the others.
+    fn send_reply(&self, req: &Request, result: Bytes, tentative: bool, out: &mut Outbox) {
+        let full = req.replier.is_none_or(|r| r == self.id);
+        let body = if full { ReplyBody::Full(result) } else { ReplyBody::Digest(Digest::of(&result)) };
+        let msg = Message::Reply(Reply { view: self.view, timestamp: req.timestamp, client: req.client, tentative, body });
+        let bytes = self.keys.seal(&msg, Audience::One(NodeId::Client(req.client)));
+        out.send(Dest::Client(req.client), bytes);
+    }
+
+    /// Resends the cached reply to a retransmitted request that already executed.
+    pub(super) fn resend_reply(&mut self, req: &Request, out: &mut Outbox) {
+        let Some(result) = self.cached_result(req.client) else { return };
+        // Still tentative if the batch that executed it has not committed.
+        let tentative = self.tentative.is_some();
+        self.metrics.replies_resent += 1;
+        self.send_reply(req, result, tentative, out);
+    }
+
+    /// Executes a read-only request now, or queues it until the tentatively
+    /// executed batch commits (a read must not see uncommitted state).
+    pub(super) fn on_read_only(&mut self, req: Request, out: &mut Outbox) {
+        if self.tentative.is_some() {
+            if self.read_only_queue.len() >= self.cfg.max_read_only_queue {
+                return self.metrics.drop(DropReason::QueueFull);
+            }
+            self.read_only_queue.push_back(req);
+            return;
+        }
+        self.execute_read_only(&req, out);
+    }
+
+    fn execute_read_only(&mut self, req: &Request, out: &mut Outbox) {
+        let first_page = self.reply_slot_pages * self.cfg.max_clients as u64;
+        let pages = self.state.num_pages() - first_page;
+        let region = StateRegionRef::new(&self.state, first_page, pages).expect("service region is inside the state");
+        let ctx = ReadContext { client: req.client, state: region };
+        match self.service.execute_read_only(&req.op, &ctx) {
+            Some(result) if result.len() <= self.cfg.max_reply_bytes => {
+                self.metrics.read_only_executed += 1;
+                // Read-only replies need 2f+1 matching: they travel as tentative.
+                self.send_reply(req, Bytes::from(result), true, out);
+            }
+            _ => self.metrics.drop(DropReason::Invalid),
+        }
+    }
+}

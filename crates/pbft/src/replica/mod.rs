@@ -1,0 +1,320 @@
+//! A PBFT replica (TOCS 2002 §4–5): a deterministic state machine.
+//!
+//! The host hands it datagrams and timer expiries together with the local time;
+//! it returns effects in an [`Outbox`]. Each protocol phase lives in its own file:
+//!
+//! | file | what |
+//! |---|---|
+//! | `requests.rs` | client requests, the primary's batching, read-only requests |
+//! | `normal_case.rs` | PRE-PREPARE, PREPARE, COMMIT |
+//! | `execution.rs` | executing batches in order, tentative execution, replies, the reply table |
+//! | `checkpoint.rs` | CHECKPOINT messages, stable checkpoints, garbage collection |
+//! | `status.rs` | STATUS messages and the retransmission they drive |
+//!
+//! Invariants kept here: the low water mark `h` (last stable checkpoint) never
+//! moves back; every log entry has a sequence number in `(h, h + L]`; a batch is
+//! executed only once it is prepared (tentatively) or committed, and in sequence
+//! order; at most one batch is executed tentatively at a time.
+
+mod checkpoint;
+mod execution;
+mod normal_case;
+mod requests;
+mod status;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use bytes::Bytes;
+
+use crate::auth::{Audience, AuthError, KeyTable, Verified};
+use crate::config::{Config, ConfigError};
+use crate::effects::{Dest, Effect, Outbox, Timer};
+use crate::metrics::{DropReason, Metrics};
+use crate::service::Service;
+use crate::state::{PagedState, StateError, PAGE_SIZE};
+use crate::types::{ClientId, Digest, Instant, NodeId, ReplicaId, SeqNo, View};
+use crate::wire::{self, Envelope, Message, Request};
+
+pub use execution::REPLY_HEADER_LEN;
+
+/// Why a replica could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("replica id {0} is not in a cluster of {1}")]
+    BadId(ReplicaId, usize),
+    #[error("state: {0}")]
+    State(#[from] StateError),
+    #[error("the key table belongs to {0:?}, not to this replica")]
+    WrongKeys(NodeId),
+}
+
+/// A vote (PREPARE or COMMIT) from one replica for one sequence number.
+#[derive(Clone, Debug)]
+struct Vote {
+    view: View,
+    digest: Digest,
+}
+
+/// One request of an accepted batch.
+#[derive(Clone, Debug)]
+struct Entry {
+    digest: Digest,
+    /// The request and its client envelope, once known.
+    body: Option<(Request, Bytes)>,
+    /// This replica checked the client's MAC on it.
+    authenticated: bool,
+}
+
+/// An accepted PRE-PREPARE.
+#[derive(Clone, Debug)]
+struct Batch {
+    view: View,
+    digest: Digest,
+    nondet_time_us: u64,
+    /// The pre-prepare datagram as received (or sent), for retransmission.
+    raw: Bytes,
+    entries: Vec<Entry>,
+    /// The non-deterministic value passed this replica's own check.
+    nondet_ok: bool,
+}
+
+impl Batch {
+    fn complete(&self) -> bool {
+        self.entries.iter().all(|e| e.body.is_some())
+    }
+    /// This replica could validate the whole batch itself.
+    fn validated(&self) -> bool {
+        self.nondet_ok && self.entries.iter().all(|e| e.body.is_some() && e.authenticated)
+    }
+}
+
+/// The log entry for one sequence number.
+#[derive(Clone, Debug, Default)]
+struct Slot {
+    batch: Option<Batch>,
+    prepares: BTreeMap<ReplicaId, Vote>,
+    commits: BTreeMap<ReplicaId, Vote>,
+    my_prepare: Option<Bytes>,
+    my_commit: Option<Bytes>,
+    prepared: bool,
+    committed: bool,
+}
+
+/// A checkpoint: this replica's own digest and the votes of others.
+#[derive(Clone, Debug, Default)]
+struct CheckpointVotes {
+    mine: Option<(Digest, Bytes)>,
+    votes: BTreeMap<ReplicaId, (Digest, Bytes)>,
+}
+
+/// A PBFT replica hosting service `S`.
+pub struct Replica<S: Service> {
+    cfg: Config,
+    id: ReplicaId,
+    keys: KeyTable,
+    service: S,
+    state: PagedState,
+    /// Pages per client slot of the reply table, which precedes the service's pages.
+    reply_slot_pages: u64,
+    view: View,
+    /// h: the last stable checkpoint.
+    low_water_mark: SeqNo,
+    last_executed: SeqNo,
+    /// The batch executed tentatively and not yet committed, if any.
+    tentative: Option<SeqNo>,
+    /// The primary's next sequence number to assign.
+    next_seq: SeqNo,
+    /// The primary's last proposed non-deterministic value (kept monotonic).
+    last_nondet_us: u64,
+    log: BTreeMap<SeqNo, Slot>,
+    checkpoints: BTreeMap<SeqNo, CheckpointVotes>,
+    /// The primary's requests waiting to be batched.
+    request_queue: VecDeque<(Request, Bytes)>,
+    /// The primary's highest timestamp queued or batched, per client.
+    assigned: HashMap<ClientId, crate::types::Timestamp>,
+    /// Request bodies received from clients (or forwarded), keyed by digest:
+    /// large requests named by digest, and requests a client retransmitted.
+    known: HashMap<Digest, (Request, Bytes, bool)>,
+    /// Read-only requests waiting for the tentative batch to commit.
+    read_only_queue: VecDeque<Request>,
+    /// When this replica last answered each peer's STATUS.
+    status_answered: HashMap<ReplicaId, Instant>,
+    /// The time of the input being handled (an input like any other).
+    now: Instant,
+    metrics: Metrics,
+}
+
+impl<S: Service> Replica<S> {
+    /// A replica in view 0 with empty state. `keys` must belong to replica `id`.
+    pub fn new(cfg: Config, id: ReplicaId, keys: KeyTable, service: S) -> Result<Self, ReplicaError> {
+        cfg.validate()?;
+        if !cfg.is_replica(id) {
+            return Err(ReplicaError::BadId(id, cfg.n()));
+        }
+        if keys.me() != NodeId::Replica(id) {
+            return Err(ReplicaError::WrongKeys(keys.me()));
+        }
+        let reply_slot_pages = (REPLY_HEADER_LEN + cfg.max_reply_bytes).div_ceil(PAGE_SIZE) as u64;
+        let pages = reply_slot_pages * cfg.max_clients as u64 + service.state_pages();
+        let state = PagedState::new(pages, cfg.tree)?;
+        Ok(Replica {
+            id,
+            keys,
+            service,
+            state,
+            reply_slot_pages,
+            view: View(0),
+            low_water_mark: SeqNo(0),
+            last_executed: SeqNo(0),
+            tentative: None,
+            next_seq: SeqNo(1),
+            last_nondet_us: 0,
+            log: BTreeMap::new(),
+            checkpoints: BTreeMap::new(),
+            request_queue: VecDeque::new(),
+            assigned: HashMap::new(),
+            known: HashMap::new(),
+            read_only_queue: VecDeque::new(),
+            status_answered: HashMap::new(),
+            now: Instant(0),
+            metrics: Metrics::default(),
+            cfg,
+        })
+    }
+
+    /// Arms the replica's timers. Call once, before anything else.
+    pub fn start(&mut self, now: Instant, out: &mut Outbox) {
+        self.now = now;
+        out.push(Effect::SetTimer { timer: Timer::Status, at: now.plus_us(self.cfg.status_interval_us) });
+    }
+
+    /// Handles one datagram. Bad input is dropped and counted, never a panic.
+    pub fn on_datagram(&mut self, now: Instant, bytes: Bytes, out: &mut Outbox) {
+        self.now = now;
+        let env = match wire::decode(bytes, self.cfg.max_message_bytes) {
+            Ok(env) => env,
+            Err(_) => return self.metrics.drop(DropReason::Malformed),
+        };
+        let verified = match self.verify(env.clone()) {
+            Ok(v) => v,
+            Err(e) => {
+                self.metrics.drop(DropReason::from(&e));
+                // A request body whose MAC for us is bad may still be one that a
+                // batch names by digest: the digest vouches for its content.
+                if let (AuthError::BadMac, Message::Request(r)) = (&e, &env.message) {
+                    if self.cfg.is_client(r.client) && NodeId::Client(r.client) == env.sender {
+                        self.fill_missing_body(r, &env.raw, out);
+                    }
+                }
+                return;
+            }
+        };
+        let sender = verified.sender();
+        let raw = verified.raw().clone();
+        match (verified.into_message(), sender) {
+            (Message::Request(r), NodeId::Client(_)) => self.on_request(now, r, raw, out),
+            (Message::PrePrepare(p), NodeId::Replica(from)) => self.on_pre_prepare(now, from, p, raw, out),
+            (Message::Prepare(p), NodeId::Replica(from)) => self.on_prepare(from, p, out),
+            (Message::Commit(c), NodeId::Replica(from)) => self.on_commit(from, c, out),
+            (Message::Checkpoint(c), NodeId::Replica(from)) => self.on_checkpoint(from, c, raw, out),
+            (Message::Status(s), NodeId::Replica(from)) => self.on_status(now, from, s, out),
+            _ => self.metrics.drop(DropReason::WrongSenderKind),
+        }
+    }
+
+    /// Handles a timer the host set on this replica's behalf.
+    pub fn on_timer(&mut self, now: Instant, timer: Timer, out: &mut Outbox) {
+        self.now = now;
+        match timer {
+            Timer::Status => {
+                self.send_status(out);
+                out.push(Effect::SetTimer { timer: Timer::Status, at: now.plus_us(self.cfg.status_interval_us) });
+            }
+            Timer::ClientRetransmit => self.metrics.drop(DropReason::Unexpected),
+        }
+    }
+
+    fn verify(&self, env: Envelope) -> Result<Verified, AuthError> {
+        #[cfg(feature = "deliberate-bugs")]
+        if self.cfg.bugs.skip_mac_check {
+            return crate::auth::verify_without_mac(env);
+        }
+        self.keys.verify(env)
+    }
+
+    /// Seals and multicasts a protocol message to the other replicas.
+    fn multicast(&self, message: &Message, out: &mut Outbox) -> Bytes {
+        let bytes = self.keys.seal(message, Audience::Replicas);
+        out.send(Dest::AllReplicas, bytes.clone());
+        bytes
+    }
+
+    fn primary(&self) -> ReplicaId {
+        self.view.primary(self.cfg.n())
+    }
+
+    fn is_primary(&self) -> bool {
+        self.primary() == self.id
+    }
+
+    /// The high water mark H = h + L.
+    fn high_water_mark(&self) -> SeqNo {
+        SeqNo(self.low_water_mark.0 + self.cfg.log_window)
+    }
+
+    fn in_window(&self, seq: SeqNo) -> bool {
+        seq > self.low_water_mark && seq <= self.high_water_mark()
+    }
+
+    // ----- queries for hosts, metrics and the simulator's checkers -----
+
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    pub fn view(&self) -> View {
+        self.view
+    }
+    pub fn low_water_mark(&self) -> SeqNo {
+        self.low_water_mark
+    }
+    pub fn last_executed(&self) -> SeqNo {
+        self.last_executed
+    }
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+    pub fn service(&self) -> &S {
+        &self.service
+    }
+    pub fn state(&self) -> &PagedState {
+        &self.state
+    }
+    /// Entries in the log (each within the water marks).
+    pub fn log_len(&self) -> usize {
+        self.log.len()
+    }
+    pub fn log_bounds(&self) -> Option<(SeqNo, SeqNo)> {
+        Some((*self.log.keys().next()?, *self.log.keys().next_back()?))
+    }
+    pub fn request_queue_len(&self) -> usize {
+        self.request_queue.len()
+    }
+    pub fn known_requests_len(&self) -> usize {
+        self.known.len()
+    }
+    pub fn read_only_queue_len(&self) -> usize {
+        self.read_only_queue.len()
+    }
+    pub fn checkpoint_records(&self) -> usize {
+        self.checkpoints.len()
+    }
+    /// Whether this replica holds a prepared certificate for `digest` at `seq`.
+    pub fn is_prepared(&self, seq: SeqNo, digest: &Digest) -> bool {
+        self.log.get(&seq).is_some_and(|s| s.prepared && s.batch.as_ref().is_some_and(|b| b.digest == *digest))
+    }
+}

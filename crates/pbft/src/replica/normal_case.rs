@@ -1,0 +1,196 @@
+//! The normal-case protocol (TOCS 2002 §4.2): PRE-PREPARE, PREPARE, COMMIT.
+//!
+//! A batch is *prepared* at a replica once it holds the pre-prepare and 2f
+//! matching PREPAREs from distinct backups; it is *committed* once, in addition,
+//! it holds 2f+1 matching COMMITs from distinct replicas (its own included).
+//!
+//! A backup sends PREPARE once it has validated the batch itself: every request
+//! present and carrying a valid client MAC for it, and the primary's
+//! non-deterministic value within its clock bound. A backup that cannot validate
+//! (a client gave it a bad MAC, or its clock is skewed) still follows the batch
+//! once f+1 replicas have prepared it, since at least one of them is correct and
+//! validated it; it still needs every request body to execute.
+
+use bytes::Bytes;
+
+use super::{Batch, Entry, Replica, Vote};
+use crate::effects::Outbox;
+use crate::metrics::DropReason;
+use crate::service::Service;
+use crate::types::{Digest, Instant, ReplicaId, SeqNo};
+use crate::wire::{self, BatchEntry, Commit, Message, PrePrepare, Prepare};
+
+/// The digest of a batch: its non-deterministic value and its requests' digests.
+/// It leaves out the view, so a batch keeps its digest across views.
+pub fn batch_digest(nondet_time_us: u64, requests: impl Iterator<Item = Digest>) -> Digest {
+    let mut h = blake3::Hasher::new();
+    h.update(b"pbft-batch");
+    h.update(&nondet_time_us.to_le_bytes());
+    for d in requests {
+        h.update(&d.0);
+    }
+    Digest(*h.finalize().as_bytes())
+}
+
+impl<S: Service> Replica<S> {
+    /// Multicasts a pre-prepare for `entries` (the primary only) and accepts it locally.
+    pub(super) fn send_pre_prepare(&mut self, now: Instant, entries: Vec<Entry>, inline: Vec<BatchEntry>, out: &mut Outbox) {
+        let seq = self.next_seq;
+        self.next_seq = seq.next();
+        let nondet_time_us = now.as_us().max(self.last_nondet_us);
+        self.last_nondet_us = nondet_time_us;
+        let digest = batch_digest(nondet_time_us, entries.iter().map(|e| e.digest));
+        let msg = Message::PrePrepare(PrePrepare { view: self.view, seq, nondet_time_us, entries: inline });
+        let raw = self.multicast(&msg, out);
+        let batch = Batch { view: self.view, digest, nondet_time_us, raw, entries, nondet_ok: true };
+        self.log.entry(seq).or_default().batch = Some(batch);
+        self.check_progress(seq, out);
+    }
+
+    pub(super) fn on_pre_prepare(&mut self, now: Instant, from: ReplicaId, p: PrePrepare, raw: Bytes, out: &mut Outbox) {
+        if p.view != self.view {
+            return self.metrics.drop(DropReason::WrongView);
+        }
+        if from != self.primary() || self.is_primary() {
+            return self.metrics.drop(DropReason::WrongRole);
+        }
+        if !self.in_window(p.seq) {
+            return self.metrics.drop(DropReason::OutOfWindow);
+        }
+        if p.entries.len() > self.cfg.max_batch_requests {
+            return self.metrics.drop(DropReason::Invalid);
+        }
+        let mut entries = Vec::with_capacity(p.entries.len());
+        for e in &p.entries {
+            match self.batch_entry(e) {
+                Some(entry) => entries.push(entry),
+                None => return self.metrics.drop(DropReason::Invalid),
+            }
+        }
+        let digest = batch_digest(p.nondet_time_us, entries.iter().map(|e| e.digest));
+        let slot = self.log.entry(p.seq).or_default();
+        if let Some(existing) = &slot.batch {
+            let reason = if existing.view == p.view && existing.digest == digest {
+                DropReason::Duplicate
+            } else {
+                DropReason::Conflicting
+            };
+            return self.metrics.drop(reason);
+        }
+        let skew = now.as_us().abs_diff(p.nondet_time_us);
+        let nondet_ok = skew <= self.cfg.nondet_skew_us;
+        slot.batch = Some(Batch { view: p.view, digest, nondet_time_us: p.nondet_time_us, raw, entries, nondet_ok });
+        self.check_progress(p.seq, out);
+    }
+
+    /// Turns one entry of a received pre-prepare into a log entry. `None` when the
+    /// entry is malformed: a correct primary never sends one.
+    fn batch_entry(&self, e: &BatchEntry) -> Option<Entry> {
+        match e {
+            BatchEntry::Inline(bytes) => {
+                let env = wire::decode(bytes.clone(), self.cfg.max_message_bytes).ok()?;
+                let Message::Request(req) = &env.message else { return None };
+                if req.op.len() > self.cfg.max_op_bytes || !self.cfg.is_client(req.client) {
+                    return None;
+                }
+                let req = req.clone();
+                let authenticated = self.keys.verify(env).is_ok();
+                Some(Entry { digest: req.digest(), body: Some((req, bytes.clone())), authenticated })
+            }
+            BatchEntry::ByDigest(d) => {
+                let known = self.known.get(d);
+                Some(Entry {
+                    digest: *d,
+                    authenticated: known.is_some_and(|k| k.2),
+                    body: known.map(|(r, raw, _)| (r.clone(), raw.clone())),
+                })
+            }
+        }
+    }
+
+    pub(super) fn on_prepare(&mut self, from: ReplicaId, p: Prepare, out: &mut Outbox) {
+        if p.view != self.view {
+            return self.metrics.drop(DropReason::WrongView);
+        }
+        if from == self.primary() {
+            return self.metrics.drop(DropReason::WrongRole);
+        }
+        if !self.in_window(p.seq) {
+            return self.metrics.drop(DropReason::OutOfWindow);
+        }
+        let slot = self.log.entry(p.seq).or_default();
+        if slot.prepares.contains_key(&from) {
+            return self.metrics.drop(DropReason::Duplicate);
+        }
+        slot.prepares.insert(from, Vote { view: p.view, digest: p.digest });
+        self.check_progress(p.seq, out);
+    }
+
+    pub(super) fn on_commit(&mut self, from: ReplicaId, c: Commit, out: &mut Outbox) {
+        if c.view != self.view {
+            return self.metrics.drop(DropReason::WrongView);
+        }
+        if !self.in_window(c.seq) {
+            return self.metrics.drop(DropReason::OutOfWindow);
+        }
+        let slot = self.log.entry(c.seq).or_default();
+        if slot.commits.contains_key(&from) {
+            return self.metrics.drop(DropReason::Duplicate);
+        }
+        slot.commits.insert(from, Vote { view: c.view, digest: c.digest });
+        self.check_progress(c.seq, out);
+    }
+
+    /// Advances slot `seq` as far as its messages allow: send PREPARE, become
+    /// prepared and send COMMIT, become committed; then execute what can be.
+    pub(super) fn check_progress(&mut self, seq: SeqNo, out: &mut Outbox) {
+        let f = self.cfg.f;
+        let is_primary = self.is_primary();
+        let Some(slot) = self.log.get(&seq) else { return };
+        let Some(batch) = &slot.batch else { return };
+        let (view, digest) = (batch.view, batch.digest);
+        let prepares = matching(&slot.prepares, view, digest);
+
+        // PREPARE: a backup that validated the batch, or that f+1 replicas vouch for.
+        if !is_primary && slot.my_prepare.is_none() && (batch.validated() || prepares > f) {
+            let msg = Message::Prepare(Prepare { view, seq, digest });
+            let raw = self.multicast(&msg, out);
+            let slot = self.log.get_mut(&seq).expect("slot exists");
+            slot.my_prepare = Some(raw);
+            slot.prepares.insert(self.id, Vote { view, digest });
+        }
+
+        let slot = self.log.get(&seq).expect("slot exists");
+        // Prepared: the pre-prepare and 2f matching prepares from distinct backups.
+        // A backup's own prepare counts among the 2f; the primary sends none.
+        let prepares = matching(&slot.prepares, view, digest);
+        if !slot.prepared && prepares >= 2 * f {
+            let msg = Message::Commit(Commit { view, seq, digest });
+            let raw = self.multicast(&msg, out);
+            let slot = self.log.get_mut(&seq).expect("slot exists");
+            slot.prepared = true;
+            slot.my_commit = Some(raw);
+            slot.commits.insert(self.id, Vote { view, digest });
+        }
+
+        let slot = self.log.get(&seq).expect("slot exists");
+        let commits = matching(&slot.commits, view, digest);
+        if slot.prepared && !slot.committed && commits >= self.commit_quorum() {
+            self.log.get_mut(&seq).expect("slot exists").committed = true;
+        }
+        self.try_execute(out);
+    }
+
+    fn commit_quorum(&self) -> usize {
+        #[cfg(feature = "deliberate-bugs")]
+        if self.cfg.bugs.commit_quorum_2f {
+            return 2 * self.cfg.f;
+        }
+        self.cfg.quorum()
+    }
+}
+
+/// Votes in `votes` that match the slot's batch (same view and digest).
+fn matching(votes: &std::collections::BTreeMap<ReplicaId, Vote>, view: crate::types::View, digest: Digest) -> usize {
+    votes.values().filter(|v| v.view == view && v.digest == digest).count()
+}

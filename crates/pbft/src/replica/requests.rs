@@ -1,0 +1,143 @@
+//! Client requests at a replica (TOCS 2002 §4.1, §5.1): exactly-once filtering
+//! by timestamp, the primary's batching, large requests named by digest, and
+//! read-only requests.
+//!
+//! Bounds: the primary's queue holds at most `max_request_queue` requests and at
+//! most one per client (a newer request from the same client replaces none: a
+//! correct client has one outstanding); `known` holds at most
+//! `max_known_requests` bodies and one per client.
+
+use bytes::Bytes;
+
+use super::{Entry, Replica};
+use crate::effects::Outbox;
+use crate::metrics::DropReason;
+use crate::service::Service;
+use crate::types::Instant;
+use crate::wire::{BatchEntry, Request};
+
+impl<S: Service> Replica<S> {
+    pub(super) fn on_request(&mut self, now: Instant, req: Request, raw: Bytes, out: &mut Outbox) {
+        if req.op.len() > self.cfg.max_op_bytes || !self.cfg.is_client(req.client) {
+            return self.metrics.drop(DropReason::Invalid);
+        }
+        if req.read_only {
+            return self.on_read_only(req, out);
+        }
+        let last = self.last_timestamp(req.client);
+        if req.timestamp < last {
+            return self.metrics.drop(DropReason::StaleRequest);
+        }
+        if req.timestamp == last {
+            return self.resend_reply(&req, out);
+        }
+        self.remember_request(&req, &raw, true, out);
+        if self.is_primary() {
+            self.enqueue(req, raw);
+            self.try_send_batches(now, out);
+        }
+    }
+
+    /// Keeps a request body that may be named by digest in a pre-prepare, and
+    /// fills it into any batch that waits for it.
+    pub(super) fn remember_request(&mut self, req: &Request, raw: &Bytes, authenticated: bool, out: &mut Outbox) {
+        let digest = req.digest();
+        if !self.known.contains_key(&digest) {
+            // One body per client: a newer request replaces the older one.
+            self.known.retain(|_, (r, _, _)| r.client != req.client || r.timestamp > req.timestamp);
+            if self.known.values().any(|(r, _, _)| r.client == req.client) {
+                return self.metrics.drop(DropReason::StaleRequest);
+            }
+            if self.known.len() >= self.cfg.max_known_requests {
+                return self.metrics.drop(DropReason::QueueFull);
+            }
+            self.known.insert(digest, (req.clone(), raw.clone(), authenticated));
+        }
+        self.fill_missing_body(req, raw, out);
+    }
+
+    /// Fills `req` into every batch entry that names it and lacks a body. The
+    /// body is not marked authenticated: such a batch proceeds only once f+1
+    /// replicas vouch for it (see `normal_case.rs`).
+    pub(super) fn fill_missing_body(&mut self, req: &Request, raw: &Bytes, out: &mut Outbox) {
+        let digest = req.digest();
+        let authenticated = self.known.get(&digest).is_some_and(|k| k.2);
+        let mut filled = Vec::new();
+        for (seq, slot) in self.log.iter_mut() {
+            let Some(batch) = slot.batch.as_mut() else { continue };
+            for e in batch.entries.iter_mut().filter(|e| e.digest == digest && e.body.is_none()) {
+                e.body = Some((req.clone(), raw.clone()));
+                e.authenticated = authenticated;
+                filled.push(*seq);
+            }
+        }
+        for seq in filled {
+            self.check_progress(seq, out);
+        }
+    }
+
+    fn enqueue(&mut self, req: Request, raw: Bytes) {
+        if self.assigned.get(&req.client).is_some_and(|t| *t >= req.timestamp) {
+            // Already queued or in a batch: a retransmission.
+            return self.metrics.drop(DropReason::Duplicate);
+        }
+        if self.request_queue.len() >= self.cfg.max_request_queue && !self.bug_unbounded_queue() {
+            return self.metrics.drop(DropReason::QueueFull);
+        }
+        self.assigned.insert(req.client, req.timestamp);
+        self.request_queue.push_back((req, raw));
+    }
+
+    fn bug_unbounded_queue(&self) -> bool {
+        #[cfg(feature = "deliberate-bugs")]
+        if self.cfg.bugs.unbounded_request_queue {
+            return true;
+        }
+        false
+    }
+
+    /// The primary packs queued requests into batches while its window of
+    /// outstanding batches has room and the high water mark allows.
+    pub(super) fn try_send_batches(&mut self, now: Instant, out: &mut Outbox) {
+        if !self.is_primary() {
+            return;
+        }
+        while !self.request_queue.is_empty()
+            && self.next_seq.0 - 1 - self.last_executed.0 < self.cfg.max_outstanding_batches
+            && self.next_seq <= self.high_water_mark()
+        {
+            let mut entries = Vec::new();
+            let mut inline = Vec::new();
+            let mut bytes = 0usize;
+            while let Some((req, raw)) = self.request_queue.front() {
+                if entries.len() >= self.cfg.max_batch_requests {
+                    break;
+                }
+                let large = req.op.len() > self.cfg.large_request_threshold;
+                let size = if large { 33 } else { raw.len() + 5 };
+                if !entries.is_empty() && bytes + size > self.cfg.max_batch_bytes {
+                    break;
+                }
+                let (req, raw) = self.request_queue.pop_front().expect("front exists");
+                if req.timestamp <= self.last_timestamp(req.client) {
+                    continue;
+                }
+                bytes += size;
+                let digest = req.digest();
+                inline.push(if large { BatchEntry::ByDigest(digest) } else { BatchEntry::Inline(raw.clone()) });
+                entries.push(Entry { digest, body: Some((req, raw)), authenticated: true });
+            }
+            if entries.is_empty() {
+                continue;
+            }
+            self.send_pre_prepare(now, entries, inline, out);
+        }
+    }
+
+    /// After execution or a stable checkpoint the window may have room again.
+    pub(super) fn try_send_batches_after_execution(&mut self, out: &mut Outbox) {
+        if self.is_primary() && !self.request_queue.is_empty() {
+            self.try_send_batches(self.now, out);
+        }
+    }
+}

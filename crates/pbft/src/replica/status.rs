@@ -1,0 +1,135 @@
+//! Retransmission driven by STATUS messages (Castro's thesis §5.2).
+//!
+//! Every `status_interval` a replica multicasts what it has: its view, stable
+//! checkpoint, last executed batch, and for each open sequence number whether it
+//! holds the pre-prepare, is prepared, is committed; plus the large requests it
+//! lacks. A peer answers by resending, unchanged, the messages the sender lacks:
+//! the pre-prepare (its authenticator still holds a MAC for every replica), its
+//! own PREPARE and COMMIT, its CHECKPOINTs, and request bodies. Answers to one
+//! peer are rate-limited to one per half interval, so STATUS cannot be used to
+//! amplify traffic.
+
+use super::Replica;
+use crate::effects::{Dest, Outbox};
+use crate::metrics::DropReason;
+use crate::service::Service;
+use crate::types::{Digest, Instant, ReplicaId, SeqNo};
+use crate::wire::{slot_flags, Message, Status};
+
+/// Largest number of sequence numbers described in one STATUS.
+const MAX_STATUS_SLOTS: u64 = 512;
+/// Largest number of missing request digests listed in one STATUS.
+const MAX_STATUS_MISSING: usize = 32;
+
+impl<S: Service> Replica<S> {
+    pub(super) fn send_status(&mut self, out: &mut Outbox) {
+        #[cfg(feature = "deliberate-bugs")]
+        if self.cfg.bugs.no_status {
+            return;
+        }
+        let first_open = self.tentative.unwrap_or(self.last_executed.next());
+        let last = self.high_water_mark().0.min(first_open.0 + MAX_STATUS_SLOTS - 1);
+        let mut slots = Vec::new();
+        let mut missing = Vec::new();
+        for seq in first_open.0..=last {
+            let flags = match self.log.get(&SeqNo(seq)) {
+                None => 0,
+                Some(s) => {
+                    if let Some(b) = &s.batch {
+                        for e in b.entries.iter().filter(|e| e.body.is_none()) {
+                            if missing.len() < MAX_STATUS_MISSING {
+                                missing.push(e.digest);
+                            }
+                        }
+                    }
+                    (s.batch.is_some() as u8) * slot_flags::PRE_PREPARED
+                        | (s.prepared as u8) * slot_flags::PREPARED
+                        | (s.committed as u8) * slot_flags::COMMITTED
+                }
+            };
+            slots.push(flags);
+        }
+        while slots.last() == Some(&0) {
+            slots.pop();
+        }
+        let msg = Message::Status(Status {
+            view: self.view,
+            stable: self.low_water_mark,
+            first_open,
+            last_executed: self.last_executed,
+            slots,
+            missing_requests: missing,
+        });
+        self.multicast(&msg, out);
+    }
+
+    pub(super) fn on_status(&mut self, now: Instant, from: ReplicaId, s: Status, out: &mut Outbox) {
+        if let Some(at) = self.status_answered.get(&from) {
+            if now.as_us() < at.as_us() + self.cfg.status_interval_us / 2 {
+                return self.metrics.drop(DropReason::RateLimited);
+            }
+        }
+        self.status_answered.insert(from, now);
+        if s.view != self.view {
+            return self.metrics.drop(DropReason::WrongView);
+        }
+        let to = Dest::Replica(from);
+        let mut sent = 0u64;
+
+        // Checkpoints the peer has reached but not yet seen stable.
+        if s.last_executed.0 > s.stable.0 {
+            for votes in self.checkpoints.range(SeqNo(s.stable.0 + 1)..=s.last_executed).map(|(_, v)| v) {
+                if let Some((_, raw)) = &votes.mine {
+                    out.send(to, raw.clone());
+                    sent += 1;
+                }
+            }
+        }
+
+        // Protocol messages for the sequence numbers it has not finished. Its slot
+        // list may be shorter than its window: an absent flag byte means "nothing".
+        let first = s.first_open.0.max(self.low_water_mark.0 + 1);
+        let last = self.high_water_mark().0.min(s.first_open.0.saturating_add(MAX_STATUS_SLOTS - 1));
+        for seq in first..=last {
+            let Some(slot) = self.log.get(&SeqNo(seq)) else { continue };
+            let flags = s.slots.get((seq - s.first_open.0) as usize).copied().unwrap_or(0);
+            if flags & slot_flags::COMMITTED != 0 {
+                continue;
+            }
+            if flags & slot_flags::PRE_PREPARED == 0 {
+                if let Some(b) = &slot.batch {
+                    out.send(to, b.raw.clone());
+                    sent += 1;
+                }
+            }
+            if flags & slot_flags::PREPARED == 0 {
+                if let Some(raw) = &slot.my_prepare {
+                    out.send(to, raw.clone());
+                    sent += 1;
+                }
+            }
+            if let Some(raw) = &slot.my_commit {
+                out.send(to, raw.clone());
+                sent += 1;
+            }
+        }
+
+        // Request bodies it lacks.
+        for d in s.missing_requests.iter().take(MAX_STATUS_MISSING) {
+            if let Some(raw) = self.find_request_raw(d) {
+                out.send(to, raw);
+                sent += 1;
+            }
+        }
+        self.metrics.retransmitted += sent;
+    }
+
+    fn find_request_raw(&self, d: &Digest) -> Option<bytes::Bytes> {
+        if let Some((_, raw, _)) = self.known.get(d) {
+            return Some(raw.clone());
+        }
+        self.log.values().filter_map(|s| s.batch.as_ref()).flat_map(|b| b.entries.iter()).find_map(|e| {
+            (e.digest == *d).then(|| e.body.as_ref().map(|(_, raw)| raw.clone())).flatten()
+        })
+    }
+}
