@@ -1,0 +1,229 @@
+//! A 4-replica cluster driven by hand with a perfect network: the normal case,
+//! checkpoints and garbage collection, read-only requests, large requests and
+//! retransmitted requests, checked message by message.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use pbft::auth::{public_key, KeyTable};
+use pbft::service::{ExecContext, ReadContext, Service};
+use pbft::{Client, ClientId, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId, SeqNo};
+
+/// A counter: a read-write op adds its first byte; a read-only op returns the
+/// value; the result is padded to the op's length so results can be large.
+struct Counter;
+
+impl Service for Counter {
+    fn state_pages(&self) -> u64 {
+        1
+    }
+    fn execute(&mut self, op: &[u8], ctx: &mut ExecContext<'_>) -> Vec<u8> {
+        let mut b = [0u8; 8];
+        ctx.state.read(0, &mut b).expect("in range");
+        let v = u64::from_le_bytes(b) + op.first().copied().unwrap_or(1) as u64;
+        ctx.state.write(0, &v.to_le_bytes()).expect("in range");
+        v.to_le_bytes().to_vec()
+    }
+    fn execute_read_only(&self, _op: &[u8], ctx: &ReadContext<'_>) -> Option<Vec<u8>> {
+        let mut b = [0u8; 8];
+        ctx.state.read(0, &mut b).ok()?;
+        Some(b.to_vec())
+    }
+}
+
+struct Cluster {
+    replicas: Vec<Replica<Counter>>,
+    clients: Vec<Client>,
+    /// (to, datagram); `to` is a replica index or, for clients, 1000 + id.
+    net: VecDeque<(usize, Bytes)>,
+    completed: Vec<(Bytes, bool)>,
+    now: u64,
+    /// Replicas that receive nothing (crashed).
+    down: Vec<usize>,
+}
+
+fn secret(node: NodeId) -> [u8; 32] {
+    match node {
+        NodeId::Replica(r) => [r.0 as u8 + 1; 32],
+        NodeId::Client(c) => [c.0 as u8 + 101; 32],
+    }
+}
+
+impl Cluster {
+    fn new(cfg: Config, clients: usize) -> Cluster {
+        let n = cfg.n();
+        let rp: Vec<_> = (0..n).map(|i| public_key(&secret(NodeId::Replica(ReplicaId(i as u16))))).collect();
+        let cp: Vec<_> = (0..clients).map(|c| public_key(&secret(NodeId::Client(ClientId(c as u32))))).collect();
+        let mut c = Cluster { replicas: Vec::new(), clients: Vec::new(), net: VecDeque::new(), completed: Vec::new(), now: 1_000, down: Vec::new() };
+        for i in 0..n {
+            let me = NodeId::Replica(ReplicaId(i as u16));
+            let keys = KeyTable::from_static_dh(me, &secret(me), &rp, &cp);
+            c.replicas.push(Replica::new(cfg.clone(), ReplicaId(i as u16), keys, Counter).expect("valid"));
+        }
+        for id in 0..clients {
+            let me = NodeId::Client(ClientId(id as u32));
+            let keys = KeyTable::from_static_dh(me, &secret(me), &rp, &[]);
+            c.clients.push(Client::new(cfg.clone(), ClientId(id as u32), keys, 0));
+        }
+        c
+    }
+
+    fn route(&mut self, from_replica: Option<usize>, out: &mut Outbox) {
+        for e in out.drain() {
+            match e {
+                Effect::Send { to: Dest::Replica(r), bytes } => self.net.push_back((r.index(), bytes)),
+                Effect::Send { to: Dest::AllReplicas, bytes } => {
+                    for j in 0..self.replicas.len() {
+                        if Some(j) != from_replica {
+                            self.net.push_back((j, bytes.clone()));
+                        }
+                    }
+                }
+                Effect::Send { to: Dest::Client(c), bytes } => self.net.push_back((1000 + c.0 as usize, bytes)),
+                Effect::Completed { result, read_only, .. } => self.completed.push((result, read_only)),
+                _ => {}
+            }
+        }
+    }
+
+    fn submit(&mut self, c: usize, op: &[u8], read_only: bool) {
+        let mut out = Outbox::new();
+        self.clients[c].submit(Instant(self.now), Bytes::copy_from_slice(op), read_only, &mut out).expect("idle client");
+        self.route(None, &mut out);
+    }
+
+    /// Delivers everything until the network is quiet.
+    fn run(&mut self) {
+        while let Some((to, bytes)) = self.net.pop_front() {
+            self.now += 10;
+            let mut out = Outbox::new();
+            if to >= 1000 {
+                self.clients[to - 1000].on_datagram(Instant(self.now), bytes, &mut out);
+                self.route(None, &mut out);
+            } else if !self.down.contains(&to) {
+                self.replicas[to].on_datagram(Instant(self.now), bytes, &mut out);
+                self.route(Some(to), &mut out);
+            }
+        }
+    }
+
+    fn fire_status(&mut self) {
+        for i in 0..self.replicas.len() {
+            if self.down.contains(&i) {
+                continue;
+            }
+            let mut out = Outbox::new();
+            self.now += 200_000;
+            self.replicas[i].on_timer(Instant(self.now), pbft::Timer::Status, &mut out);
+            self.route(Some(i), &mut out);
+        }
+        self.run();
+    }
+}
+
+fn value(b: &Bytes) -> u64 {
+    u64::from_le_bytes(b[..8].try_into().expect("8 bytes"))
+}
+
+#[test]
+fn normal_case_executes_in_order_and_checkpoints_collect_garbage() {
+    let mut cfg = Config::new(1);
+    cfg.max_clients = 2;
+    cfg.checkpoint_interval = 4;
+    cfg.log_window = 8;
+    let mut c = Cluster::new(cfg, 1);
+    for i in 1..=20u64 {
+        c.submit(0, &[1], false);
+        c.run();
+        assert_eq!(c.completed.len() as u64, i, "request {i} completed");
+        assert_eq!(value(&c.completed.last().expect("completed").0), i);
+    }
+    for r in &c.replicas {
+        assert_eq!(r.last_executed(), SeqNo(20));
+        // The checkpoint at 20 is stable everywhere once the last CHECKPOINT arrived.
+        assert_eq!(r.low_water_mark(), SeqNo(20));
+        assert_eq!(r.log_len(), 0, "log truncated at the stable checkpoint");
+        assert_eq!(r.state().checkpoints().len(), 1, "older checkpoints discarded");
+    }
+    let digests: Vec<_> = c.replicas.iter().map(|r| r.state().checkpoint_digest(SeqNo(20))).collect();
+    assert!(digests.windows(2).all(|w| w[0] == w[1] && w[0].is_some()));
+}
+
+#[test]
+fn read_only_requests_take_one_round_trip() {
+    let mut cfg = Config::new(1);
+    cfg.max_clients = 1;
+    let mut c = Cluster::new(cfg, 1);
+    c.submit(0, &[5], false);
+    c.run();
+    let executed_before: u64 = c.replicas.iter().map(|r| r.metrics().requests_executed).sum();
+    c.submit(0, &[0], true);
+    c.run();
+    let (result, read_only) = c.completed.last().expect("completed").clone();
+    assert!(read_only, "answered by the read-only path");
+    assert_eq!(value(&result), 5);
+    let executed_after: u64 = c.replicas.iter().map(|r| r.metrics().requests_executed).sum();
+    assert_eq!(executed_before, executed_after, "nothing was ordered");
+    assert_eq!(c.replicas.iter().map(|r| r.metrics().read_only_executed).sum::<u64>(), 4);
+}
+
+#[test]
+fn large_requests_are_named_by_digest_and_fetched_when_missing() {
+    let mut cfg = Config::new(1);
+    cfg.max_clients = 1;
+    let mut c = Cluster::new(cfg, 1);
+    let op = vec![3u8; 2_000];
+    c.submit(0, &op, false);
+    // Lose the client's copy to replica 2: it must fetch the body via STATUS.
+    c.net.retain(|(to, _)| *to != 2);
+    c.run();
+    assert_eq!(c.completed.len(), 1, "2f+1 replicas suffice");
+    c.fire_status();
+    c.fire_status();
+    assert_eq!(c.replicas[2].last_executed(), SeqNo(1), "replica 2 fetched the body and executed");
+}
+
+#[test]
+fn a_crashed_backup_catches_up_from_status_and_duplicates_get_the_cached_reply() {
+    let mut cfg = Config::new(1);
+    cfg.max_clients = 1;
+    let mut c = Cluster::new(cfg, 1);
+    c.down = vec![3];
+    for i in 1..=3 {
+        c.submit(0, &[1], false);
+        c.run();
+        if i == 3 {
+            // Timestamp 3 names replica 3, which is down, as the replier: the
+            // others sent digests, so the client retransmits and asks all.
+            assert_eq!(c.completed.len(), 2);
+            let mut out = Outbox::new();
+            c.clients[0].on_timer(Instant(c.now + 1_000_000), pbft::Timer::ClientRetransmit, &mut out);
+            c.route(None, &mut out);
+            c.run();
+        }
+    }
+    assert_eq!(c.completed.len(), 3);
+    assert_eq!(c.replicas[3].last_executed(), SeqNo(0));
+    c.down.clear();
+    c.fire_status();
+    c.fire_status();
+    assert_eq!(c.replicas[3].last_executed(), SeqNo(3), "caught up from retransmissions");
+    // A replay of an executed request is answered from the reply table, not executed again.
+    let executed: u64 = c.replicas.iter().map(|r| r.metrics().requests_executed).sum();
+    let mut out = Outbox::new();
+    c.clients[0].submit(Instant(c.now), Bytes::from_static(&[1]), false, &mut out).expect("idle");
+    let req = out.effects.iter().find_map(|e| match e {
+        Effect::Send { bytes, .. } => Some(bytes.clone()),
+        _ => None,
+    });
+    c.route(None, &mut out);
+    c.run();
+    let req = req.expect("request sent");
+    for r in 0..4 {
+        c.net.push_back((r, req.clone()));
+    }
+    c.run();
+    let executed_after: u64 = c.replicas.iter().map(|r| r.metrics().requests_executed).sum();
+    assert_eq!(executed_after, executed + 4, "the new request once per replica, the replay never");
+    assert!(c.replicas.iter().map(|r| r.metrics().replies_resent).sum::<u64>() >= 4);
+}
