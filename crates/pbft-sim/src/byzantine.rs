@@ -1,0 +1,302 @@
+//! Byzantine replicas and faulty clients.
+//!
+//! A Byzantine replica runs the real replica code and holds its real keys; the
+//! simulator rewrites what it sends (and adds what it makes up), so it can lie
+//! with valid MACs, forge, replay and flood. Faulty clients are registered
+//! clients with real keys that send whatever the adversary likes.
+
+use bytes::Bytes;
+use pbft::auth::{Audience, KeyTable};
+use pbft::wire::{self, Checkpoint, Commit, Message, Prepare, PrePrepare, Reply, ReplyBody, Request, Status};
+use pbft::{ClientId, Config, Digest, NodeId, ReplicaId, SeqNo, Timestamp, View};
+use pbft_kv::{KvOp, KvResult};
+
+use crate::rng::SimRng;
+use crate::scenario::{ByzMode, ClientFault};
+use crate::world::{Addr, World};
+
+/// Bound on the datagrams a replaying replica remembers.
+const REPLAY_MEMORY: usize = 512;
+
+pub struct ByzReplica {
+    pub mode: ByzMode,
+    keys: KeyTable,
+    seen: Vec<Bytes>,
+}
+
+fn random_digest(rng: &mut SimRng) -> Digest {
+    let mut d = [0u8; 32];
+    d.copy_from_slice(&rng.bytes(32));
+    Digest(d)
+}
+
+/// Re-encodes `message` as sent by `sender` with random tags: a forgery.
+fn forge(sender: NodeId, message: &Message, tags: usize, rng: &mut SimRng) -> Bytes {
+    let (mut buf, at) = wire::encode_unauthenticated(sender, message, tags);
+    let tag_bytes = rng.bytes(tags * wire::TAG_LEN);
+    buf[at + 1..].copy_from_slice(&tag_bytes);
+    buf.freeze()
+}
+
+impl ByzReplica {
+    pub fn new(mode: ByzMode, keys: KeyTable) -> ByzReplica {
+        ByzReplica { mode, keys, seen: Vec::new() }
+    }
+
+    fn remember(&mut self, b: &Bytes) {
+        if self.seen.len() < REPLAY_MEMORY {
+            self.seen.push(b.clone());
+        }
+    }
+
+    /// Sees a datagram delivered to this replica.
+    pub fn observe(&mut self, b: &Bytes) {
+        if self.mode == ByzMode::Replay {
+            self.remember(b);
+        }
+    }
+
+    /// Rewrites one outgoing datagram into what the faulty replica really sends.
+    pub fn outbound(&mut self, cfg: &Config, targets: &[Addr], bytes: Bytes, rng: &mut SimRng) -> Vec<(Addr, Bytes)> {
+        let all = |b: Bytes| targets.iter().map(|t| (*t, b.clone())).collect::<Vec<_>>();
+        let Ok(env) = wire::decode(bytes.clone(), cfg.max_message_bytes) else { return all(bytes) };
+        let audience = match env.message {
+            Message::Reply(ref r) => Audience::One(NodeId::Client(r.client)),
+            _ => Audience::Replicas,
+        };
+        match self.mode {
+            ByzMode::Silent => Vec::new(),
+            ByzMode::ForgeMacs => {
+                // Its own messages with corrupted MACs, and the same messages in
+                // another replica's name.
+                let mut out = all(forge(env.sender, &env.message, env.tags.len(), rng));
+                let other = NodeId::Replica(ReplicaId(rng.below(cfg.n() as u64) as u16));
+                out.extend(all(forge(other, &env.message, env.tags.len(), rng)));
+                out
+            }
+            ByzMode::WrongDigests => match env.message {
+                Message::Prepare(p) => {
+                    all(self.keys.seal(&Message::Prepare(Prepare { digest: random_digest(rng), ..p }), audience))
+                }
+                Message::Commit(c) => {
+                    all(self.keys.seal(&Message::Commit(Commit { digest: random_digest(rng), ..c }), audience))
+                }
+                _ => all(bytes),
+            },
+            ByzMode::LyingCheckpoints => match env.message {
+                Message::Checkpoint(c) => {
+                    let lie = Checkpoint { state_digest: random_digest(rng), ..c };
+                    all(self.keys.seal(&Message::Checkpoint(lie), audience))
+                }
+                _ => all(bytes),
+            },
+            ByzMode::Replay => {
+                self.remember(&bytes);
+                all(bytes)
+            }
+            ByzMode::Flood => all(bytes),
+            ByzMode::WrongReplies => match env.message {
+                Message::Reply(r) => {
+                    // Always the full (wrong) result, so a weak certificate takes it.
+                    let lie = KvResult::Value(Some(b"forged-result".to_vec())).encode();
+                    let forged = Reply { body: ReplyBody::Full(Bytes::from(lie)), ..r };
+                    all(self.keys.seal(&Message::Reply(forged), audience))
+                }
+                _ => all(bytes),
+            },
+            ByzMode::EagerCommit => match env.message {
+                Message::Prepare(p) => {
+                    let mut out = all(bytes.clone());
+                    let commit = Commit { view: p.view, seq: p.seq, digest: p.digest };
+                    out.extend(all(self.keys.seal(&Message::Commit(commit), audience)));
+                    out
+                }
+                _ => all(bytes),
+            },
+        }
+    }
+}
+
+/// What a Byzantine replica sends of its own accord, every few milliseconds.
+pub fn byz_tick(world: &mut World, r: usize) -> Vec<(usize, Bytes)> {
+    let n = world.replicas.len();
+    let cfg = world.cfg.clone();
+    let node = &mut world.replicas[r];
+    let Some(byz) = node.byz.as_mut() else { return Vec::new() };
+    let rng = &mut world.rng;
+    let mut out = Vec::new();
+    let others: Vec<usize> = (0..n).filter(|j| *j != r).collect();
+    match byz.mode {
+        ByzMode::Replay => {
+            for _ in 0..4 {
+                if byz.seen.is_empty() {
+                    break;
+                }
+                let b = byz.seen[rng.below(byz.seen.len() as u64) as usize].clone();
+                out.push((others[rng.below(others.len() as u64) as usize], b));
+            }
+        }
+        ByzMode::Flood => {
+            let view = node.replica.view();
+            let h = node.replica.low_water_mark().0;
+            for _ in 0..16 {
+                let seq = SeqNo(match rng.below(3) {
+                    0 => h + 1 + rng.below(cfg.log_window),
+                    1 => h + cfg.log_window + 1 + rng.below(1_000_000),
+                    _ => rng.next_u64(),
+                });
+                let digest = random_digest(rng);
+                let msg = match rng.below(7) {
+                    0 => Message::Prepare(Prepare { view, seq, digest }),
+                    1 => Message::Commit(Commit { view, seq, digest }),
+                    2 => Message::Checkpoint(Checkpoint { seq: SeqNo(seq.0 / cfg.checkpoint_interval * cfg.checkpoint_interval), state_digest: digest }),
+                    3 => Message::Status(Status {
+                        view,
+                        stable: SeqNo(0),
+                        first_open: SeqNo(1),
+                        last_executed: SeqNo(0),
+                        slots: vec![0; 512],
+                        missing_requests: (0..32).map(|_| random_digest(rng)).collect(),
+                    }),
+                    4 => Message::PrePrepare(PrePrepare { view, seq, nondet_time_us: rng.next_u64(), entries: Vec::new() }),
+                    5 => Message::Prepare(Prepare { view: View(view.0 + 1 + rng.below(5)), seq, digest }),
+                    _ => {
+                        let len = rng.below(300) as usize;
+                        let junk = Bytes::from(rng.bytes(len));
+                        out.push((others[rng.below(others.len() as u64) as usize], junk));
+                        continue;
+                    }
+                };
+                let b = byz.keys.seal(&msg, Audience::Replicas);
+                for &j in &others {
+                    out.push((j, b.clone()));
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// A faulty client: a registered principal that sends what it likes.
+pub struct FaultyClient {
+    pub fault: ClientFault,
+    id: ClientId,
+    keys: KeyTable,
+    next_ts: u64,
+    own: Vec<Bytes>,
+}
+
+impl FaultyClient {
+    pub fn new(fault: ClientFault, id: ClientId, keys: KeyTable) -> FaultyClient {
+        FaultyClient { fault, id, keys, next_ts: 1, own: Vec::new() }
+    }
+
+    fn request(&mut self, op: KvOp, ts: u64) -> Request {
+        Request { client: self.id, timestamp: Timestamp(ts), read_only: false, replier: None, op: Bytes::from(op.encode()) }
+    }
+
+    fn own_key(&self) -> Vec<u8> {
+        format!("z{}", self.id.0).into_bytes()
+    }
+}
+
+/// What faulty client `c` sends at one of its ticks: (replica, datagram) pairs.
+pub fn faulty_client_tick(world: &mut World, c: usize) -> Vec<(usize, Bytes)> {
+    let n = world.replicas.len();
+    let cfg = world.cfg.clone();
+    let correct_clients = world.scenario.clients;
+    let rng = &mut world.rng;
+    let fc = &mut world.faulty_clients[c];
+    let mut out = Vec::new();
+    let to_all = |b: Bytes, out: &mut Vec<(usize, Bytes)>| {
+        for r in 0..n {
+            out.push((r, b.clone()));
+        }
+    };
+    match fc.fault {
+        ClientFault::Garbage => {
+            for _ in 0..4 {
+                let len = rng.below(400) as usize;
+                let mut b = rng.bytes(len);
+                if rng.chance(0.5) && b.len() > 4 {
+                    b[..4].copy_from_slice(&[b'P', b'B', 1, 1 + rng.below(8) as u8]);
+                }
+                out.push((rng.below(n as u64) as usize, Bytes::from(b)));
+            }
+        }
+        ClientFault::ForgedAuth => {
+            let ts = fc.next_ts;
+            fc.next_ts += 1;
+            let own = fc.request(KvOp::Put { key: fc.own_key(), value: b"forged-mac".to_vec() }, ts);
+            to_all(forge(NodeId::Client(fc.id), &Message::Request(own), n, rng), &mut out);
+            // A write in a correct client's name: if it ever executes, that
+            // client's history shows a value nobody wrote.
+            let victim = ClientId(rng.below(correct_clients as u64) as u32);
+            let req = Request {
+                client: victim,
+                timestamp: Timestamp(1_000_000 + rng.below(1_000_000)),
+                read_only: false,
+                replier: None,
+                op: Bytes::from(KvOp::Put { key: crate::workload::key(0), value: b"forged-by-client".to_vec() }.encode()),
+            };
+            to_all(forge(NodeId::Client(victim), &Message::Request(req), n, rng), &mut out);
+        }
+        ClientFault::Replay => {
+            let ts = fc.next_ts;
+            fc.next_ts += 1;
+            let req = fc.request(KvOp::Put { key: fc.own_key(), value: format!("v{ts}").into_bytes() }, ts);
+            let b = fc.keys.seal(&Message::Request(req), Audience::Replicas);
+            if fc.own.len() < 64 {
+                fc.own.push(b.clone());
+            }
+            to_all(b, &mut out);
+            // An old request of its own (out-of-order timestamp), and another
+            // client's request captured on the network.
+            if !fc.own.is_empty() {
+                let old = fc.own[rng.below(fc.own.len() as u64) as usize].clone();
+                to_all(old, &mut out);
+            }
+            if !world.recent_requests.is_empty() {
+                let i = rng.below(world.recent_requests.len() as u64) as usize;
+                to_all(world.recent_requests[i].clone(), &mut out);
+            }
+        }
+        ClientFault::Oversized => {
+            let ts = fc.next_ts;
+            fc.next_ts += 1;
+            let big = fc.request(KvOp::Put { key: fc.own_key(), value: vec![7u8; cfg.max_op_bytes + 100] }, ts);
+            to_all(fc.keys.seal(&Message::Request(big), Audience::Replicas), &mut out);
+            let huge = Bytes::from(vec![0u8; cfg.max_message_bytes + 1]);
+            to_all(huge, &mut out);
+        }
+        ClientFault::PartialMacs => {
+            let ts = fc.next_ts;
+            fc.next_ts += 1;
+            let req = fc.request(KvOp::Put { key: fc.own_key(), value: format!("pm{ts}").into_bytes() }, ts);
+            let b = fc.keys.seal(&Message::Request(req), Audience::Replicas);
+            // Break the MAC for one backup (always the same one).
+            let victim = 1 + (fc.id.0 as usize % (n - 1));
+            let mut v = b.to_vec();
+            let at = v.len() - (n - victim) * wire::TAG_LEN;
+            v[at] ^= 0xff;
+            to_all(Bytes::from(v), &mut out);
+        }
+        ClientFault::LargeToPrimaryOnly => {
+            let ts = fc.next_ts;
+            fc.next_ts += 1;
+            let value = vec![b'L'; cfg.large_request_threshold + 500];
+            let req = fc.request(KvOp::Put { key: fc.own_key(), value }, ts);
+            out.push((0, fc.keys.seal(&Message::Request(req), Audience::Replicas)));
+        }
+        ClientFault::Flood => {
+            for _ in 0..20 {
+                let ts = fc.next_ts;
+                fc.next_ts += 1;
+                let req = fc.request(KvOp::Null { arg: Vec::new(), result_len: 0 }, ts);
+                out.push((0, fc.keys.seal(&Message::Request(req), Audience::Replicas)));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,134 @@
+//! The checkers. Each watches every run and records a violation with enough
+//! detail to debug it from the seed:
+//!
+//! - agreement: correct replicas execute the same batch at each sequence number,
+//!   and every batch a correct replica commits is prepared at f+1 correct
+//!   replicas (the committed-local invariant the safety proof rests on);
+//! - exactly-once: no correct replica executes a request twice;
+//! - bounds: no replica's log, queues or tables grow past the configuration;
+//! - linearizability: the correct clients' histories (`linearizability.rs`);
+//! - liveness: every correct client's operations complete after the network heals
+//!   (checked by the world when the run ends).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use pbft::{ClientId, Digest, Execution, Replica, SeqNo, Timestamp};
+use pbft_kv::{KvOp, KvResult, KvService};
+
+use crate::scenario::Scenario;
+use crate::world::ReplicaNode;
+
+/// One operation of a correct client.
+#[derive(Clone, Debug)]
+pub struct OpRecord {
+    pub client: usize,
+    pub op: KvOp,
+    pub invoke_us: u64,
+    pub complete: Option<(u64, KvResult)>,
+}
+
+pub struct Checkers {
+    f: usize,
+    /// The batch digest executed at each sequence number, by the first correct
+    /// replica that executed it.
+    decided: BTreeMap<SeqNo, (usize, Digest)>,
+    /// Per replica: what it executed at each sequence number (for the commit invariant).
+    executed: Vec<BTreeMap<SeqNo, Digest>>,
+    /// Per replica: the requests it executed.
+    requests: Vec<BTreeSet<(ClientId, Timestamp)>>,
+    pub history: Vec<OpRecord>,
+    pub violations: Vec<String>,
+}
+
+impl Checkers {
+    pub fn new(s: &Scenario) -> Checkers {
+        Checkers {
+            f: s.f,
+            decided: BTreeMap::new(),
+            executed: vec![BTreeMap::new(); s.n()],
+            requests: vec![BTreeSet::new(); s.n()],
+            history: Vec::new(),
+            violations: Vec::new(),
+        }
+    }
+
+    pub fn violate(&mut self, v: String) {
+        if self.violations.len() < 20 {
+            self.violations.push(v);
+        }
+    }
+
+    pub fn on_executed(&mut self, r: usize, e: &Execution, replicas: &[ReplicaNode]) {
+        match self.decided.get(&e.seq) {
+            Some((other, d)) if *d != e.batch => self.violate(format!(
+                "agreement: replica {r} executed batch {:?} at seq {} but replica {other} executed {:?}",
+                e.batch, e.seq.0, d
+            )),
+            Some(_) => {}
+            None => {
+                self.decided.insert(e.seq, (r, e.batch));
+            }
+        }
+        self.executed[r].insert(e.seq, e.batch);
+        for req in &e.requests {
+            if !self.requests[r].insert(*req) {
+                self.violate(format!("exactly-once: replica {r} executed request {:?} of client {} twice", req.1, req.0 .0));
+            }
+        }
+        if !e.tentative {
+            self.check_committed(r, e.seq, e.batch, replicas);
+        }
+    }
+
+    pub fn on_committed_tentative(&mut self, r: usize, seq: SeqNo, replicas: &[ReplicaNode]) {
+        if let Some(d) = self.executed[r].get(&seq).copied() {
+            self.check_committed(r, seq, d, replicas);
+        }
+    }
+
+    /// committed-local at a correct replica implies prepared at f+1 correct ones.
+    fn check_committed(&mut self, r: usize, seq: SeqNo, digest: Digest, replicas: &[ReplicaNode]) {
+        let prepared = replicas
+            .iter()
+            .enumerate()
+            .filter(|(i, node)| {
+                node.byz.is_none()
+                    && (node.replica.is_prepared(seq, &digest) || self.executed[*i].get(&seq) == Some(&digest))
+            })
+            .count();
+        if prepared < self.f + 1 {
+            self.violate(format!(
+                "agreement: replica {r} committed seq {} ({digest:?}) while only {prepared} correct replicas had prepared it (need f+1 = {})",
+                seq.0,
+                self.f + 1
+            ));
+        }
+    }
+
+    /// Every bound of the configuration holds at replica `r`.
+    pub fn check_bounds(&mut self, r: usize, replica: &Replica<KvService>) {
+        let cfg = replica.config();
+        let mut check = |what: &str, value: usize, bound: usize| {
+            if value > bound {
+                self.violate(format!("bounds: replica {r} {what} = {value} exceeds its bound {bound}"));
+            }
+        };
+        check("log entries", replica.log_len(), cfg.log_window as usize);
+        check("request queue", replica.request_queue_len(), cfg.max_request_queue);
+        check("known requests", replica.known_requests_len(), cfg.max_known_requests);
+        check("read-only queue", replica.read_only_queue_len(), cfg.max_read_only_queue);
+        check("checkpoint records", replica.checkpoint_records(), (cfg.log_window / cfg.checkpoint_interval) as usize + 1);
+        if let Some((lo, hi)) = replica.log_bounds() {
+            let h = replica.low_water_mark().0;
+            if lo.0 <= h || hi.0 > h + cfg.log_window {
+                self.violate(format!("bounds: replica {r} log spans {}..={} outside the water marks ({h}, {}]", lo.0, hi.0, h + cfg.log_window));
+            }
+        }
+    }
+
+    pub fn check_linearizability(&mut self) {
+        if let Err(e) = crate::linearizability::check(&self.history) {
+            self.violate(format!("linearizability: {e}"));
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! A deterministic simulator for the `pbft` core.
+//!
+//! A run is (seed, scenario family): the seed picks the cluster size (f = 1, 2
+//! or 3), the workload, the faults and every network decision, so the same seed
+//! replays the same run bit for bit. Checkers (agreement, exactly-once,
+//! linearizability, liveness, bounds) watch every run; a failure prints its seed.
+
+pub mod byzantine;
+pub mod checkers;
+pub mod linearizability;
+pub mod rng;
+pub mod scenario;
+pub mod workload;
+pub mod world;
+
+use pbft::bugs::Bugs;
+
+pub use scenario::{Family, Scenario};
+use world::{sim_config, World};
+
+/// The outcome of one run.
+#[derive(Debug)]
+pub struct RunReport {
+    pub seed: u64,
+    pub scenario: String,
+    pub violations: Vec<String>,
+    pub stats: world::RunStats,
+}
+
+impl RunReport {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// One line for the run (and one per violation), the same on every replay.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "seed {} {} | {} ops, max seq {}, {} events, {} datagrams, {} dropped by replicas, t={}us",
+            self.seed,
+            if self.ok() { "ok" } else { "FAILED" },
+            self.stats.ops_completed,
+            self.stats.max_seq,
+            self.stats.events,
+            self.stats.datagrams,
+            self.stats.drops,
+            self.stats.end_us
+        );
+        s.push_str(&format!("\n  scenario: {}", self.scenario));
+        for v in &self.violations {
+            s.push_str(&format!("\n  violation: {v}"));
+        }
+        s
+    }
+}
+
+/// The family a seed runs when none is named: sweeps cycle through all of them.
+pub fn family_for_seed(seed: u64) -> Family {
+    Family::ALL[(seed % Family::ALL.len() as u64) as usize]
+}
+
+/// Runs one seed. Panics inside the protocol are caught and reported as violations.
+pub fn run(seed: u64, family: Option<Family>, bugs: Bugs) -> RunReport {
+    let family = family.unwrap_or_else(|| family_for_seed(seed));
+    let scenario = Scenario::generate(seed, family);
+    let description = scenario.describe();
+    let result = std::panic::catch_unwind(|| {
+        let mut cfg = sim_config(&scenario);
+        cfg.bugs = bugs;
+        let mut world = World::new(seed, scenario, cfg);
+        world.run();
+        (world.checkers.violations, world.stats)
+    });
+    match result {
+        Ok((violations, stats)) => RunReport { seed, scenario: description, violations, stats },
+        Err(p) => {
+            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            RunReport {
+                seed,
+                scenario: description,
+                violations: vec![format!("panic: {}", msg.unwrap_or_default())],
+                stats: Default::default(),
+            }
+        }
+    }
+}
+
+/// Runs seeds `range` on `threads` threads; returns the reports in seed order.
+pub fn sweep(range: std::ops::Range<u64>, family: Option<Family>, bugs: Bugs, threads: usize) -> Vec<RunReport> {
+    let next = std::sync::atomic::AtomicU64::new(range.start);
+    let reports = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if seed >= range.end {
+                    break;
+                }
+                let r = run(seed, family, bugs);
+                reports.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+            });
+        }
+    });
+    let mut v = reports.into_inner().unwrap_or_else(|e| e.into_inner());
+    v.sort_by_key(|r| r.seed);
+    v
+}
+
+/// The deliberate bugs by name, for the command line and the tests.
+pub fn bug_by_name(name: &str) -> Option<Bugs> {
+    let mut b = Bugs::default();
+    match name {
+        "none" => {}
+        "skip-mac-check" => b.skip_mac_check = true,
+        "execute-twice" => b.execute_twice = true,
+        "weak-reply-certificate" => b.weak_reply_certificate = true,
+        "unbounded-request-queue" => b.unbounded_request_queue = true,
+        "no-status" => b.no_status = true,
+        "commit-quorum-2f" => b.commit_quorum_2f = true,
+        _ => return None,
+    }
+    Some(b)
+}

@@ -1,0 +1,263 @@
+//! Scenarios: what a run exercises. A run is (seed, scenario); the seed picks
+//! everything the scenario leaves open (cluster size, which replicas are faulty,
+//! loss rates, the workload), so one seed always gives the same run.
+
+use crate::rng::SimRng;
+
+/// How a Byzantine backup misbehaves. Byzantine primaries come with view changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ByzMode {
+    /// Sends nothing at all.
+    Silent,
+    /// Corrupts the MACs of everything it sends, and sends messages in other
+    /// replicas' names.
+    ForgeMacs,
+    /// Sends PREPARE and COMMIT with wrong digests.
+    WrongDigests,
+    /// Sends CHECKPOINT with wrong state digests.
+    LyingCheckpoints,
+    /// Replays old messages, its own and others', to random replicas.
+    Replay,
+    /// Floods replicas with garbage and with well-authenticated junk.
+    Flood,
+    /// Sends clients wrong results.
+    WrongReplies,
+    /// Sends COMMIT together with PREPARE, before it is prepared.
+    EagerCommit,
+}
+
+impl ByzMode {
+    pub const ALL: [ByzMode; 8] = [
+        ByzMode::Silent,
+        ByzMode::ForgeMacs,
+        ByzMode::WrongDigests,
+        ByzMode::LyingCheckpoints,
+        ByzMode::Replay,
+        ByzMode::Flood,
+        ByzMode::WrongReplies,
+        ByzMode::EagerCommit,
+    ];
+}
+
+/// How a faulty client misbehaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientFault {
+    /// Random bytes.
+    Garbage,
+    /// Requests with random MACs, and requests in other clients' names.
+    ForgedAuth,
+    /// Replays requests it saw (its own and other clients') and sends
+    /// timestamps out of order.
+    Replay,
+    /// Operations and datagrams over the size limits.
+    Oversized,
+    /// A valid MAC for the primary and bad ones for one backup.
+    PartialMacs,
+    /// Large requests sent to the primary only, so backups must fetch them.
+    LargeToPrimaryOnly,
+    /// As many requests as it can, as fast as it can (new timestamps each time).
+    Flood,
+}
+
+impl ClientFault {
+    pub const ALL: [ClientFault; 7] = [
+        ClientFault::Garbage,
+        ClientFault::ForgedAuth,
+        ClientFault::Replay,
+        ClientFault::Oversized,
+        ClientFault::PartialMacs,
+        ClientFault::LargeToPrimaryOnly,
+        ClientFault::Flood,
+    ];
+}
+
+/// The scenario families that sweeps cycle through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Clean,
+    Lossy,
+    Partitions,
+    Crashes,
+    Byzantine,
+    FaultyClients,
+    Mixed,
+}
+
+impl Family {
+    pub const ALL: [Family; 7] =
+        [Family::Clean, Family::Lossy, Family::Partitions, Family::Crashes, Family::Byzantine, Family::FaultyClients, Family::Mixed];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Clean => "clean",
+            Family::Lossy => "lossy",
+            Family::Partitions => "partitions",
+            Family::Crashes => "crashes",
+            Family::Byzantine => "byzantine",
+            Family::FaultyClients => "faulty-clients",
+            Family::Mixed => "mixed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| f.name() == s)
+    }
+}
+
+/// Everything one run does, derived from (seed, family).
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub family: Family,
+    pub f: usize,
+    pub clients: usize,
+    pub ops_per_client: usize,
+    /// Keys the correct clients use.
+    pub keys: usize,
+    pub checkpoint_interval: u64,
+    pub loss: f64,
+    pub duplicate: f64,
+    /// Network delay bounds in microseconds (uniform; the spread reorders).
+    pub min_delay_us: u64,
+    pub max_delay_us: u64,
+    /// Replicas that may be faulty in this run (never the primary, at most f).
+    pub byzantine: Vec<(usize, ByzMode)>,
+    /// Backups crashed at some time and restarted later, state intact.
+    pub crashes: Vec<(usize, u64, u64)>,
+    /// Backups cut off from everyone between two times.
+    pub partitions: Vec<(usize, u64, u64)>,
+    pub faulty_clients: Vec<ClientFault>,
+    /// Time after which the network is clean and every crashed replica is back.
+    pub heal_at_us: u64,
+    /// Per-replica clock skew, within half the non-determinism bound.
+    pub clock_skew_us: Vec<i64>,
+}
+
+impl Scenario {
+    pub fn generate(seed: u64, family: Family) -> Scenario {
+        let mut rng = SimRng::new(seed ^ 0x5eed_5eed_0000_0000);
+        // f = 1 most often: it is the common deployment and the fastest to simulate.
+        let f = match rng.below(10) {
+            0..=5 => 1,
+            6..=8 => 2,
+            _ => 3,
+        };
+        let n = 3 * f + 1;
+        let clients = 2 + rng.below(3) as usize;
+        let mut s = Scenario {
+            family,
+            f,
+            clients,
+            ops_per_client: 25 + rng.below(25) as usize,
+            keys: 3 + rng.below(5) as usize,
+            checkpoint_interval: [4, 8, 16][rng.below(3) as usize],
+            loss: 0.0,
+            duplicate: 0.0,
+            min_delay_us: 100,
+            max_delay_us: 300 + rng.below(3000),
+            byzantine: Vec::new(),
+            crashes: Vec::new(),
+            partitions: Vec::new(),
+            faulty_clients: Vec::new(),
+            heal_at_us: 0,
+            clock_skew_us: (0..n).map(|_| rng.below(200_000) as i64 - 100_000).collect(),
+        };
+        // The backups that may misbehave: at most f of them, never replica 0 (the
+        // primary of view 0; a faulty primary needs view changes).
+        let mut backups: Vec<usize> = (1..n).collect();
+        rng.shuffle(&mut backups);
+        let faulty: Vec<usize> = backups[..1 + rng.below(f as u64) as usize].to_vec();
+        let window = 2_000_000 + rng.below(4_000_000);
+        match family {
+            Family::Clean => {}
+            Family::Lossy => s.lossy(&mut rng),
+            Family::Partitions => {
+                s.lossy_mild(&mut rng);
+                for &r in &faulty {
+                    let start = rng.below(window);
+                    s.partitions.push((r, start, start + 200_000 + rng.below(1_500_000)));
+                }
+            }
+            Family::Crashes => {
+                s.lossy_mild(&mut rng);
+                for &r in &faulty {
+                    let start = rng.below(window);
+                    s.crashes.push((r, start, start + 100_000 + rng.below(2_000_000)));
+                }
+            }
+            Family::Byzantine => {
+                s.lossy_mild(&mut rng);
+                let mode = ByzMode::ALL[rng.below(ByzMode::ALL.len() as u64) as usize];
+                for &r in &faulty {
+                    // Usually one mode for all, sometimes a mix.
+                    let m = if rng.chance(0.3) { ByzMode::ALL[rng.below(ByzMode::ALL.len() as u64) as usize] } else { mode };
+                    s.byzantine.push((r, m));
+                }
+            }
+            Family::FaultyClients => {
+                s.lossy_mild(&mut rng);
+                let k = 1 + rng.below(3) as usize;
+                for _ in 0..k {
+                    s.faulty_clients.push(ClientFault::ALL[rng.below(ClientFault::ALL.len() as u64) as usize]);
+                }
+            }
+            Family::Mixed => {
+                s.lossy(&mut rng);
+                for &r in &faulty {
+                    let start = rng.below(window);
+                    match rng.below(3) {
+                        0 => s.byzantine.push((r, ByzMode::ALL[rng.below(ByzMode::ALL.len() as u64) as usize])),
+                        1 => s.crashes.push((r, start, start + 100_000 + rng.below(2_000_000))),
+                        _ => s.partitions.push((r, start, start + 200_000 + rng.below(1_500_000))),
+                    }
+                }
+                if rng.chance(0.5) {
+                    s.faulty_clients.push(ClientFault::ALL[rng.below(ClientFault::ALL.len() as u64) as usize]);
+                }
+            }
+        }
+        // A client that forges MACs for a backup needs f+1 correct backups that can
+        // check its requests; with faulty replicas there may be too few.
+        if !s.byzantine.is_empty() || !s.crashes.is_empty() || !s.partitions.is_empty() {
+            s.faulty_clients.retain(|c| *c != ClientFault::PartialMacs);
+        }
+        let last_fault = s.crashes.iter().chain(&s.partitions).map(|(_, _, end)| *end).max().unwrap_or(0);
+        s.heal_at_us = last_fault.max(window);
+        s
+    }
+
+    fn lossy(&mut self, rng: &mut SimRng) {
+        self.loss = 0.02 + rng.unit() * 0.13;
+        self.duplicate = rng.unit() * 0.1;
+    }
+
+    fn lossy_mild(&mut self, rng: &mut SimRng) {
+        if rng.chance(0.5) {
+            self.loss = rng.unit() * 0.05;
+            self.duplicate = rng.unit() * 0.05;
+        }
+    }
+
+    pub fn n(&self) -> usize {
+        3 * self.f + 1
+    }
+
+    /// One line describing the run, printed with its result.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} n={} clients={}x{} K={} loss={:.3} dup={:.3} delay={}..{}us byz={:?} crashes={:?} partitions={:?} faulty_clients={:?}",
+            self.family.name(),
+            self.n(),
+            self.clients,
+            self.ops_per_client,
+            self.checkpoint_interval,
+            self.loss,
+            self.duplicate,
+            self.min_delay_us,
+            self.max_delay_us,
+            self.byzantine,
+            self.crashes,
+            self.partitions,
+            self.faulty_clients
+        )
+    }
+}

@@ -1,0 +1,460 @@
+//! The simulated world: virtual time, a seeded network, the nodes, and the loop
+//! that delivers events to them. Replicas and clients are the real `pbft` code;
+//! only the network, the clocks and the faults are simulated.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use bytes::Bytes;
+use pbft::auth::{public_key, KeyTable};
+use pbft::{Client, ClientId, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId, Timer};
+use pbft_kv::{KvConfig, KvResult, KvService};
+
+use crate::byzantine::{ByzReplica, FaultyClient};
+use crate::checkers::{Checkers, OpRecord};
+use crate::rng::SimRng;
+use crate::scenario::Scenario;
+
+/// A node's address in the simulated network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Addr {
+    Replica(usize),
+    Client(usize),
+}
+
+#[derive(Debug)]
+enum EventKind {
+    Deliver { to: Addr, from: Addr, bytes: Bytes },
+    Timer { node: Addr, timer: Timer, generation: u64 },
+    ClientNext(usize),
+    Crash(usize),
+    Restart(usize),
+    FaultyClientTick(usize),
+    ByzTick(usize),
+}
+
+struct Event {
+    at: u64,
+    order: u64,
+    kind: EventKind,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.order) == (o.at, o.order)
+    }
+}
+impl Eq for Event {}
+impl PartialOrd for Event {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Event {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.order).cmp(&(o.at, o.order))
+    }
+}
+
+pub struct ReplicaNode {
+    pub replica: Replica<KvService>,
+    pub crashed: bool,
+    pub byz: Option<ByzReplica>,
+}
+
+struct ClientNode {
+    client: Client,
+    ops_done: usize,
+    /// Index into the history of the outstanding operation.
+    current: Option<usize>,
+}
+
+/// Limits that keep every run finite.
+const MAX_EVENTS: u64 = 4_000_000;
+/// Virtual time allowed after the network heals for every request to complete.
+const LIVENESS_GRACE_US: u64 = 30_000_000;
+
+/// What one run did.
+#[derive(Debug, Default)]
+pub struct RunStats {
+    pub events: u64,
+    pub datagrams: u64,
+    pub ops_completed: usize,
+    pub end_us: u64,
+    pub max_seq: u64,
+    pub drops: u64,
+}
+
+pub struct World {
+    pub(crate) scenario: Scenario,
+    pub(crate) cfg: Config,
+    pub(crate) rng: SimRng,
+    now: u64,
+    order: u64,
+    queue: BinaryHeap<Reverse<Event>>,
+    pub(crate) replicas: Vec<ReplicaNode>,
+    clients: Vec<ClientNode>,
+    pub(crate) faulty_clients: Vec<FaultyClient>,
+    timer_generation: BTreeMap<(Addr, Timer), u64>,
+    pub(crate) checkers: Checkers,
+    /// Recent client requests seen on the network, for replaying faulty clients.
+    pub(crate) recent_requests: Vec<Bytes>,
+    pub stats: RunStats,
+}
+
+/// The simulator's protocol configuration: the papers' algorithm with small
+/// windows and bounds, so that checkpoints, garbage collection and every bound
+/// are exercised in short runs.
+pub fn sim_config(s: &Scenario) -> Config {
+    let mut cfg = Config::new(s.f);
+    cfg.max_clients = (s.clients + s.faulty_clients.len()) as u32;
+    cfg.checkpoint_interval = s.checkpoint_interval;
+    cfg.log_window = 2 * s.checkpoint_interval;
+    cfg.max_batch_requests = 8;
+    cfg.max_outstanding_batches = 2;
+    cfg.max_request_queue = 64;
+    cfg.max_known_requests = 64;
+    cfg.max_read_only_queue = 32;
+    cfg.status_interval_us = 50_000;
+    cfg.client_retransmit_us = 150_000;
+    cfg.nondet_skew_us = 250_000;
+    cfg.tree = pbft::state::TreeShape { fanout: 16, depth: 4 };
+    cfg
+}
+
+fn secret(node: NodeId) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    match node {
+        NodeId::Replica(r) => s[..4].copy_from_slice(&(r.0 as u32).to_le_bytes()),
+        NodeId::Client(c) => {
+            s[4] = 1;
+            s[..4].copy_from_slice(&c.0.to_le_bytes());
+        }
+    }
+    *blake3::hash(&s).as_bytes()
+}
+
+/// Key tables for every principal, from static key pairs derived from their names.
+pub fn key_tables(n: usize, clients: usize) -> (Vec<KeyTable>, Vec<KeyTable>) {
+    let rp: Vec<_> = (0..n).map(|i| public_key(&secret(NodeId::Replica(ReplicaId(i as u16))))).collect();
+    let cp: Vec<_> = (0..clients).map(|c| public_key(&secret(NodeId::Client(ClientId(c as u32))))).collect();
+    let replicas = (0..n)
+        .map(|i| {
+            let me = NodeId::Replica(ReplicaId(i as u16));
+            KeyTable::from_static_dh(me, &secret(me), &rp, &cp)
+        })
+        .collect();
+    let cls = (0..clients)
+        .map(|c| {
+            let me = NodeId::Client(ClientId(c as u32));
+            KeyTable::from_static_dh(me, &secret(me), &rp, &[])
+        })
+        .collect();
+    (replicas, cls)
+}
+
+pub const KV_PAGES: u64 = 256;
+
+impl World {
+    pub fn new(seed: u64, scenario: Scenario, cfg: Config) -> World {
+        let n = scenario.n();
+        let total_clients = scenario.clients + scenario.faulty_clients.len();
+        let (rkeys, ckeys) = key_tables(n, total_clients);
+        let mut replicas = Vec::with_capacity(n);
+        for (i, keys) in rkeys.into_iter().enumerate() {
+            let service = KvService::new(KvConfig { pages: KV_PAGES });
+            let byz = scenario.byzantine.iter().find(|(r, _)| *r == i).map(|(_, m)| ByzReplica::new(*m, keys.clone()));
+            let replica = Replica::new(cfg.clone(), ReplicaId(i as u16), keys, service).expect("simulator config is valid");
+            replicas.push(ReplicaNode { replica, crashed: false, byz });
+        }
+        let mut clients = Vec::new();
+        let mut faulty_clients = Vec::new();
+        for (c, keys) in ckeys.into_iter().enumerate() {
+            if c < scenario.clients {
+                clients.push(ClientNode { client: Client::new(cfg.clone(), ClientId(c as u32), keys, 0), ops_done: 0, current: None });
+            } else {
+                let fault = scenario.faulty_clients[c - scenario.clients];
+                faulty_clients.push(FaultyClient::new(fault, ClientId(c as u32), keys));
+            }
+        }
+        let checkers = Checkers::new(&scenario);
+        World {
+            rng: SimRng::new(seed),
+            scenario,
+            cfg,
+            now: 0,
+            order: 0,
+            queue: BinaryHeap::new(),
+            replicas,
+            clients,
+            faulty_clients,
+            timer_generation: BTreeMap::new(),
+            checkers,
+            recent_requests: Vec::new(),
+            stats: RunStats::default(),
+        }
+    }
+
+    fn schedule(&mut self, at: u64, kind: EventKind) {
+        self.order += 1;
+        self.queue.push(Reverse(Event { at, order: self.order, kind }));
+    }
+
+    /// Runs to completion: every correct client finished, or the time limit.
+    pub fn run(&mut self) {
+        for i in 0..self.replicas.len() {
+            let mut out = Outbox::new();
+            let now = self.local_time(i);
+            self.replicas[i].replica.start(now, &mut out);
+            self.apply(Addr::Replica(i), out);
+            if self.replicas[i].byz.is_some() {
+                self.schedule(1_000, EventKind::ByzTick(i));
+            }
+        }
+        for c in 0..self.clients.len() {
+            let at = self.rng.below(2_000);
+            self.schedule(at, EventKind::ClientNext(c));
+        }
+        for c in 0..self.faulty_clients.len() {
+            let at = self.rng.below(20_000);
+            self.schedule(at, EventKind::FaultyClientTick(c));
+        }
+        for &(r, start, end) in &self.scenario.crashes.clone() {
+            self.schedule(start, EventKind::Crash(r));
+            self.schedule(end, EventKind::Restart(r));
+        }
+        let limit = self.scenario.heal_at_us + LIVENESS_GRACE_US;
+        while let Some(Reverse(ev)) = self.queue.pop() {
+            if ev.at > limit || self.stats.events >= MAX_EVENTS || !self.checkers.violations.is_empty() {
+                break;
+            }
+            self.now = ev.at;
+            self.stats.events += 1;
+            self.handle(ev.kind);
+            if self.clients.iter().all(|c| c.ops_done >= self.scenario.ops_per_client) {
+                break;
+            }
+        }
+        self.stats.end_us = self.now;
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        for (c, node) in self.clients.iter().enumerate() {
+            if node.ops_done < self.scenario.ops_per_client {
+                self.checkers.violate(format!(
+                    "liveness: client {c} completed {} of {} operations by t={}us (network healed at {}us)",
+                    node.ops_done, self.scenario.ops_per_client, self.now, self.scenario.heal_at_us
+                ));
+            }
+        }
+        if self.stats.events >= MAX_EVENTS {
+            self.checkers.violate(format!("event budget of {MAX_EVENTS} exhausted at t={}us", self.now));
+        }
+        self.stats.ops_completed = self.checkers.history.iter().filter(|o| o.complete.is_some()).count();
+        self.stats.max_seq = self.replicas.iter().map(|r| r.replica.last_executed().0).max().unwrap_or(0);
+        self.stats.drops = self.replicas.iter().map(|r| r.replica.metrics().dropped_total()).sum();
+        self.checkers.check_linearizability();
+    }
+
+    /// Replica `i`'s clock: virtual time plus its skew.
+    fn local_time(&self, i: usize) -> Instant {
+        Instant(self.now.saturating_add_signed(self.scenario.clock_skew_us[i]))
+    }
+
+    fn handle(&mut self, kind: EventKind) {
+        match kind {
+            EventKind::Deliver { to, from, bytes } => self.deliver(to, from, bytes),
+            EventKind::Timer { node, timer, generation } => {
+                if self.timer_generation.get(&(node, timer)) != Some(&generation) {
+                    return;
+                }
+                let mut out = Outbox::new();
+                match node {
+                    Addr::Replica(i) => {
+                        if self.replicas[i].crashed {
+                            return;
+                        }
+                        let now = self.local_time(i);
+                        self.replicas[i].replica.on_timer(now, timer, &mut out);
+                    }
+                    Addr::Client(c) => self.clients[c].client.on_timer(Instant(self.now), timer, &mut out),
+                }
+                self.apply(node, out);
+            }
+            EventKind::ClientNext(c) => self.client_next(c),
+            EventKind::Crash(r) => self.replicas[r].crashed = true,
+            EventKind::Restart(r) => {
+                self.replicas[r].crashed = false;
+                let mut out = Outbox::new();
+                let now = self.local_time(r);
+                self.replicas[r].replica.start(now, &mut out);
+                self.apply(Addr::Replica(r), out);
+            }
+            EventKind::FaultyClientTick(c) => {
+                let sends = crate::byzantine::faulty_client_tick(self, c);
+                for (to, bytes) in sends {
+                    self.transmit(Addr::Client(self.scenario.clients + c), Addr::Replica(to), bytes);
+                }
+                let next = self.now + 2_000 + self.rng.below(20_000);
+                if next < self.scenario.heal_at_us + LIVENESS_GRACE_US {
+                    self.schedule(next, EventKind::FaultyClientTick(c));
+                }
+            }
+            EventKind::ByzTick(r) => {
+                let sends = crate::byzantine::byz_tick(self, r);
+                for (to, bytes) in sends {
+                    self.transmit(Addr::Replica(r), Addr::Replica(to), bytes);
+                }
+                let next = self.now + 5_000 + self.rng.below(20_000);
+                self.schedule(next, EventKind::ByzTick(r));
+            }
+        }
+    }
+
+    fn deliver(&mut self, to: Addr, from: Addr, bytes: Bytes) {
+        let mut out = Outbox::new();
+        match to {
+            Addr::Replica(i) => {
+                if self.replicas[i].crashed {
+                    return;
+                }
+                if let Some(b) = self.replicas[i].byz.as_mut() {
+                    b.observe(&bytes);
+                }
+                if matches!(from, Addr::Client(_)) && self.recent_requests.len() < 256 {
+                    self.recent_requests.push(bytes.clone());
+                }
+                let now = self.local_time(i);
+                self.replicas[i].replica.on_datagram(now, bytes, &mut out);
+                self.checkers.check_bounds(i, &self.replicas[i].replica);
+            }
+            Addr::Client(c) => {
+                if c >= self.clients.len() {
+                    return; // faulty clients ignore replies
+                }
+                self.clients[c].client.on_datagram(Instant(self.now), bytes, &mut out);
+            }
+        }
+        self.apply(to, out);
+    }
+
+    /// Carries out the effects a node produced.
+    fn apply(&mut self, node: Addr, mut out: Outbox) {
+        for effect in out.drain() {
+            match effect {
+                Effect::Send { to, bytes } => self.send_from(node, to, bytes),
+                Effect::SetTimer { timer, at } => {
+                    let g = self.timer_generation.entry((node, timer)).or_insert(0);
+                    *g += 1;
+                    let generation = *g;
+                    // Replica deadlines are in local time; convert back to virtual time.
+                    let at = match node {
+                        Addr::Replica(i) => at.as_us().saturating_add_signed(-self.scenario.clock_skew_us[i]),
+                        Addr::Client(_) => at.as_us(),
+                    };
+                    self.schedule(at.max(self.now), EventKind::Timer { node, timer, generation });
+                }
+                Effect::CancelTimer { timer } => {
+                    *self.timer_generation.entry((node, timer)).or_insert(0) += 1;
+                }
+                Effect::Executed(e) => {
+                    if let Addr::Replica(i) = node {
+                        if self.replicas[i].byz.is_none() {
+                            self.checkers.on_executed(i, &e, &self.replicas);
+                        }
+                    }
+                }
+                Effect::CommittedTentative { seq } => {
+                    if let Addr::Replica(i) = node {
+                        if self.replicas[i].byz.is_none() {
+                            self.checkers.on_committed_tentative(i, seq, &self.replicas);
+                        }
+                    }
+                }
+                Effect::StableCheckpoint { .. } => {}
+                Effect::Completed { timestamp: _, result, read_only: _ } => {
+                    if let Addr::Client(c) = node {
+                        self.client_completed(c, result);
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_from(&mut self, node: Addr, to: Dest, bytes: Bytes) {
+        let targets: Vec<Addr> = match to {
+            Dest::Replica(r) => vec![Addr::Replica(r.index())],
+            Dest::AllReplicas => {
+                (0..self.replicas.len()).filter(|j| node != Addr::Replica(*j)).map(Addr::Replica).collect()
+            }
+            Dest::Client(c) => vec![Addr::Client(c.0 as usize)],
+        };
+        if let Addr::Replica(i) = node {
+            if self.replicas[i].byz.is_some() {
+                let mut rng = SimRng::new(self.rng.next_u64());
+                let byz = self.replicas[i].byz.as_mut().expect("checked");
+                for (t, b) in byz.outbound(&self.cfg, &targets, bytes, &mut rng) {
+                    self.transmit(node, t, b);
+                }
+                return;
+            }
+        }
+        for t in targets {
+            self.transmit(node, t, bytes.clone());
+        }
+    }
+
+    /// Puts one datagram on the network: lost, duplicated, delayed, or cut by a
+    /// partition, as the scenario says (until the network heals).
+    pub(crate) fn transmit(&mut self, from: Addr, to: Addr, bytes: Bytes) {
+        self.stats.datagrams += 1;
+        let healed = self.now >= self.scenario.heal_at_us;
+        if !healed {
+            let cut = |a: Addr| match a {
+                Addr::Replica(r) => {
+                    self.scenario.partitions.iter().any(|(p, s, e)| *p == r && self.now >= *s && self.now < *e)
+                }
+                Addr::Client(_) => false,
+            };
+            if cut(from) || cut(to) || self.rng.chance(self.scenario.loss) {
+                return;
+            }
+        }
+        let copies = if !healed && self.rng.chance(self.scenario.duplicate) { 2 } else { 1 };
+        for _ in 0..copies {
+            let spread = self.scenario.max_delay_us - self.scenario.min_delay_us;
+            let delay = self.scenario.min_delay_us + self.rng.below(spread.max(1));
+            self.schedule(self.now + delay, EventKind::Deliver { to, from, bytes: bytes.clone() });
+        }
+    }
+
+    fn client_next(&mut self, c: usize) {
+        if self.clients[c].ops_done >= self.scenario.ops_per_client || self.clients[c].current.is_some() {
+            return;
+        }
+        let op = crate::workload::next_op(&mut self.rng, c, self.clients[c].ops_done, self.scenario.keys);
+        let read_only = op.is_read_only() && self.rng.chance(0.8);
+        let mut out = Outbox::new();
+        let encoded = Bytes::from(op.encode());
+        match self.clients[c].client.submit(Instant(self.now), encoded, read_only, &mut out) {
+            Ok(_) => {
+                self.checkers.history.push(OpRecord { client: c, op, invoke_us: self.now, complete: None });
+                self.clients[c].current = Some(self.checkers.history.len() - 1);
+            }
+            Err(e) => self.checkers.violate(format!("client {c} could not submit: {e}")),
+        }
+        self.apply(Addr::Client(c), out);
+    }
+
+    fn client_completed(&mut self, c: usize, result: Bytes) {
+        let Some(i) = self.clients[c].current.take() else {
+            return self.checkers.violate(format!("client {c} completed a request it did not send"));
+        };
+        let result = KvResult::decode(&result).unwrap_or_else(|_| KvResult::Error(pbft_kv::KvError::Malformed));
+        self.checkers.history[i].complete = Some((self.now, result));
+        self.clients[c].ops_done += 1;
+        let think = self.rng.below(3_000);
+        self.schedule(self.now + think, EventKind::ClientNext(c));
+    }
+}
