@@ -35,7 +35,7 @@ impl RunReport {
     /// One line for the run (and one per violation), the same on every replay.
     pub fn render(&self) -> String {
         let mut s = format!(
-            "seed {} {} | {} ops, max seq {}, {} events, {} datagrams, {} dropped by replicas, t={}us",
+            "seed {} {} | {} ops, max seq {}, {} events, {} datagrams, {} dropped by replicas, {} state transfers, t={}us",
             self.seed,
             if self.ok() { "ok" } else { "FAILED" },
             self.stats.ops_completed,
@@ -43,11 +43,15 @@ impl RunReport {
             self.stats.events,
             self.stats.datagrams,
             self.stats.drops,
+            self.stats.state_transfers,
             self.stats.end_us
         );
         s.push_str(&format!("\n  scenario: {}", self.scenario));
         for v in &self.violations {
             s.push_str(&format!("\n  violation: {v}"));
+        }
+        for d in &self.stats.diagnostics {
+            s.push_str(&format!("\n    {d}"));
         }
         s
     }

@@ -83,6 +83,9 @@ pub struct RunStats {
     pub end_us: u64,
     pub max_seq: u64,
     pub drops: u64,
+    pub state_transfers: u64,
+    /// Replica summaries, filled in when a run fails.
+    pub diagnostics: Vec<String>,
 }
 
 pub struct World {
@@ -255,6 +258,16 @@ impl World {
         self.stats.max_seq = self.replicas.iter().map(|r| r.replica.last_executed().0).max().unwrap_or(0);
         self.stats.drops = self.replicas.iter().map(|r| r.replica.metrics().dropped_total()).sum();
         self.checkers.check_linearizability();
+        if !self.checkers.violations.is_empty() {
+            for node in &self.replicas {
+                let role = match (&node.byz, node.crashed) {
+                    (Some(b), _) => format!("byzantine {:?}", b.mode),
+                    (None, true) => "crashed".into(),
+                    (None, false) => "correct".into(),
+                };
+                self.stats.diagnostics.push(format!("{role} {}", node.replica.describe()));
+            }
+        }
     }
 
     /// Replica `i`'s clock: virtual time plus its skew.
@@ -373,6 +386,7 @@ impl World {
                     }
                 }
                 Effect::StableCheckpoint { .. } => {}
+                Effect::StateTransferred { .. } => self.stats.state_transfers += 1,
                 Effect::Completed { timestamp: _, result, read_only: _ } => {
                     if let Addr::Client(c) = node {
                         self.client_completed(c, result);

@@ -117,7 +117,7 @@ impl Config {
         if self.checkpoint_interval == 0 || self.log_window < self.checkpoint_interval {
             return Err(ConfigError("need 0 < checkpoint_interval <= log_window".into()));
         }
-        if self.log_window % self.checkpoint_interval != 0 {
+        if !self.log_window.is_multiple_of(self.checkpoint_interval) {
             return Err(ConfigError("log_window must be a multiple of checkpoint_interval".into()));
         }
         if self.max_batch_requests == 0 || self.max_outstanding_batches == 0 {

@@ -50,6 +50,8 @@ pub enum Effect {
     CommittedTentative { seq: SeqNo },
     /// A replica's checkpoint became stable: the log below it is gone.
     StableCheckpoint { seq: SeqNo, digest: Digest },
+    /// A replica installed the state of checkpoint `seq` fetched from others.
+    StateTransferred { seq: SeqNo, digest: Digest, pages: u64 },
     /// A client's request completed with this result.
     Completed { timestamp: Timestamp, result: Bytes, read_only: bool },
 }

@@ -99,6 +99,7 @@ pub struct Metrics {
     pub checkpoints_stable: u64,
     pub replies_resent: u64,
     pub retransmitted: u64,
+    pub state_transfers: u64,
 }
 
 impl Metrics {

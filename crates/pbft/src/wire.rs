@@ -62,9 +62,11 @@ pub enum Kind {
     Commit = 5,
     Checkpoint = 6,
     Status = 7,
-    // Reserved for the view-change, state-transfer and recovery issues:
-    // ViewChange = 8, ViewChangeAck = 9, NewView = 10, Fetch = 11, MetaData = 12,
-    // MetaDataD = 13, Data = 14, NewKey = 15.
+    Fetch = 11,
+    MetaData = 12,
+    Data = 14,
+    // Reserved for the view-change and recovery issues:
+    // ViewChange = 8, ViewChangeAck = 9, NewView = 10, MetaDataD = 13, NewKey = 15.
 }
 
 impl Kind {
@@ -77,6 +79,9 @@ impl Kind {
             5 => Kind::Commit,
             6 => Kind::Checkpoint,
             7 => Kind::Status,
+            11 => Kind::Fetch,
+            12 => Kind::MetaData,
+            14 => Kind::Data,
             other => return Err(WireError::UnknownKind(other)),
         })
     }
@@ -195,6 +200,33 @@ pub struct Status {
     pub missing_requests: Vec<Digest>,
 }
 
+/// `<FETCH, n, l, x>`: asks for partition-tree node (level l, index x) of
+/// checkpoint n: its children's digests, or the page itself at the leaf level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fetch {
+    pub seq: SeqNo,
+    pub level: u32,
+    pub index: u64,
+}
+
+/// `<META-DATA, n, l, x, digests>`: the digests of a node's children at
+/// checkpoint n, exactly as hashed into the node's digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaData {
+    pub seq: SeqNo,
+    pub level: u32,
+    pub index: u64,
+    pub children: Vec<Digest>,
+}
+
+/// `<DATA, n, x, page>`: page x as of checkpoint n.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Data {
+    pub seq: SeqNo,
+    pub index: u64,
+    pub page: Bytes,
+}
+
 /// A decoded message body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -205,6 +237,9 @@ pub enum Message {
     Commit(Commit),
     Checkpoint(Checkpoint),
     Status(Status),
+    Fetch(Fetch),
+    MetaData(MetaData),
+    Data(Data),
 }
 
 impl Message {
@@ -217,6 +252,9 @@ impl Message {
             Message::Commit(_) => Kind::Commit,
             Message::Checkpoint(_) => Kind::Checkpoint,
             Message::Status(_) => Kind::Status,
+            Message::Fetch(_) => Kind::Fetch,
+            Message::MetaData(_) => Kind::MetaData,
+            Message::Data(_) => Kind::Data,
         }
     }
 }
@@ -329,6 +367,25 @@ fn encode_body(message: &Message, out: &mut BytesMut) {
             for d in &s.missing_requests {
                 out.put_slice(&d.0);
             }
+        }
+        Message::Fetch(f) => {
+            out.put_u64_le(f.seq.0);
+            out.put_u32_le(f.level);
+            out.put_u64_le(f.index);
+        }
+        Message::MetaData(m) => {
+            out.put_u64_le(m.seq.0);
+            out.put_u32_le(m.level);
+            out.put_u64_le(m.index);
+            out.put_u16_le(m.children.len() as u16);
+            for d in &m.children {
+                out.put_slice(&d.0);
+            }
+        }
+        Message::Data(d) => {
+            out.put_u64_le(d.seq.0);
+            out.put_u64_le(d.index);
+            put_bytes(out, &d.page);
         }
     }
 }
@@ -510,6 +567,22 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>, whole: &Bytes, base: usize) -> Re
             }
             Message::Status(Status { view, stable, first_open, last_executed, slots, missing_requests })
         }
+        Kind::Fetch => Message::Fetch(Fetch { seq: SeqNo(r.u64()?), level: r.u32()?, index: r.u64()? }),
+        Kind::MetaData => {
+            let seq = SeqNo(r.u64()?);
+            let level = r.u32()?;
+            let index = r.u64()?;
+            let n = r.u16()? as usize;
+            if n > MAX_LIST {
+                return Err(WireError::Invalid("too many children"));
+            }
+            let mut children = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                children.push(r.digest()?);
+            }
+            Message::MetaData(MetaData { seq, level, index, children })
+        }
+        Kind::Data => Message::Data(Data { seq: SeqNo(r.u64()?), index: r.u64()?, page: r.bytes(whole, base)? }),
     })
 }
 

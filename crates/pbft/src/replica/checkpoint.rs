@@ -31,10 +31,17 @@ impl<S: Service> Replica<S> {
     }
 
     pub(super) fn on_checkpoint(&mut self, from: ReplicaId, c: Checkpoint, raw: Bytes, out: &mut Outbox) {
-        if c.seq.0 % self.cfg.checkpoint_interval != 0 || c.seq.0 == 0 {
+        if !c.seq.0.is_multiple_of(self.cfg.checkpoint_interval) || c.seq.0 == 0 {
             return self.metrics.drop(DropReason::Invalid);
         }
-        if !self.in_window(c.seq) {
+        // Remember each replica's latest checkpoint, even beyond the window: it is
+        // how a replica that fell behind learns where to transfer state to.
+        let latest = self.latest_checkpoint_votes.entry(from).or_insert((c.seq, c.state_digest));
+        if c.seq > latest.0 {
+            *latest = (c.seq, c.state_digest);
+        }
+        let ours = self.checkpoints.get(&c.seq).is_some_and(|v| v.mine.is_some());
+        if c.seq <= self.low_water_mark || (!self.in_window(c.seq) && !ours) {
             return self.metrics.drop(DropReason::OutOfWindow);
         }
         let votes = self.checkpoints.entry(c.seq).or_default();
@@ -45,7 +52,7 @@ impl<S: Service> Replica<S> {
         self.check_stable(c.seq, out);
     }
 
-    fn check_stable(&mut self, n: SeqNo, out: &mut Outbox) {
+    pub(super) fn check_stable(&mut self, n: SeqNo, out: &mut Outbox) {
         let Some(CheckpointVotes { mine: Some((digest, _)), votes }) = self.checkpoints.get(&n) else { return };
         let matching = 1 + votes.values().filter(|(d, _)| d == digest).count();
         if matching >= self.cfg.quorum() {

@@ -63,6 +63,10 @@ impl<S: Service> Replica<S> {
     /// Executes every batch that can be: the next one in sequence order, once it is
     /// committed, or prepared while nothing executed is still tentative.
     pub(super) fn try_execute(&mut self, out: &mut Outbox) {
+        // Nothing executes while the state is being replaced.
+        if self.transfer.is_some() {
+            return;
+        }
         loop {
             if let Some(t) = self.tentative {
                 if !self.log.get(&t).is_some_and(|s| s.committed) {
@@ -95,7 +99,7 @@ impl<S: Service> Replica<S> {
     /// What follows a batch's commit: a checkpoint every K, and the read-only
     /// requests that waited for the tentative state to commit.
     fn after_commit(&mut self, n: SeqNo, out: &mut Outbox) {
-        if n.0 % self.cfg.checkpoint_interval == 0 {
+        if n.0.is_multiple_of(self.cfg.checkpoint_interval) {
             self.take_checkpoint(n, out);
         }
         while let Some(req) = self.read_only_queue.pop_front() {
@@ -118,8 +122,7 @@ impl<S: Service> Replica<S> {
             if req.timestamp <= self.last_timestamp(req.client) && !self.bug_execute_twice() {
                 continue;
             }
-            let first_page = self.reply_slot_pages * self.cfg.max_clients as u64;
-            let pages = self.state.num_pages() - first_page;
+            let (first_page, pages) = (self.service_first_page(), self.service_pages());
             let mut result = {
                 let region = StateRegion::new(&mut self.state, first_page, pages).expect("service region is inside the state");
                 let mut ctx = ExecContext { client: req.client, nondet_time_us: nondet, state: region };
@@ -139,6 +142,7 @@ impl<S: Service> Replica<S> {
         self.metrics.batches_executed += 1;
         self.metrics.batch_requests_total += executed.len() as u64;
         self.last_executed = n;
+        self.last_executed_nondet_us = nondet;
         out.push(Effect::Executed(Execution { seq: n, batch: digest, tentative, requests: executed }));
     }
 
@@ -172,7 +176,7 @@ impl<S: Service> Replica<S> {
     /// Executes a read-only request now, or queues it until the tentatively
     /// executed batch commits (a read must not see uncommitted state).
     pub(super) fn on_read_only(&mut self, req: Request, out: &mut Outbox) {
-        if self.tentative.is_some() {
+        if self.tentative.is_some() || self.transfer.is_some() {
             if self.read_only_queue.len() >= self.cfg.max_read_only_queue {
                 return self.metrics.drop(DropReason::QueueFull);
             }
@@ -183,9 +187,7 @@ impl<S: Service> Replica<S> {
     }
 
     fn execute_read_only(&mut self, req: &Request, out: &mut Outbox) {
-        let first_page = self.reply_slot_pages * self.cfg.max_clients as u64;
-        let pages = self.state.num_pages() - first_page;
-        let region = StateRegionRef::new(&self.state, first_page, pages).expect("service region is inside the state");
+        let region = StateRegionRef::new(&self.state, self.service_first_page(), self.service_pages()).expect("service region is inside the state");
         let ctx = ReadContext { client: req.client, state: region };
         match self.service.execute_read_only(&req.op, &ctx) {
             Some(result) if result.len() <= self.cfg.max_reply_bytes => {

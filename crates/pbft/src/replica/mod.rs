@@ -10,6 +10,7 @@
 //! | `execution.rs` | executing batches in order, tentative execution, replies, the reply table |
 //! | `checkpoint.rs` | CHECKPOINT messages, stable checkpoints, garbage collection |
 //! | `status.rs` | STATUS messages and the retransmission they drive |
+//! | `state_transfer.rs` | FETCH, META-DATA, DATA: catching up over the partition tree |
 //!
 //! Invariants kept here: the low water mark `h` (last stable checkpoint) never
 //! moves back; every log entry has a sequence number in `(h, h + L]`; a batch is
@@ -20,6 +21,7 @@ mod checkpoint;
 mod execution;
 mod normal_case;
 mod requests;
+mod state_transfer;
 mod status;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -128,6 +130,8 @@ pub struct Replica<S: Service> {
     next_seq: SeqNo,
     /// The primary's last proposed non-deterministic value (kept monotonic).
     last_nondet_us: u64,
+    /// The non-deterministic value of the last executed batch.
+    last_executed_nondet_us: u64,
     log: BTreeMap<SeqNo, Slot>,
     checkpoints: BTreeMap<SeqNo, CheckpointVotes>,
     /// The primary's requests waiting to be batched.
@@ -143,6 +147,12 @@ pub struct Replica<S: Service> {
     status_answered: HashMap<ReplicaId, Instant>,
     /// The time of the input being handled (an input like any other).
     now: Instant,
+    /// The latest checkpoint each replica announced (one entry per replica).
+    latest_checkpoint_votes: BTreeMap<ReplicaId, (SeqNo, Digest)>,
+    /// `last_executed` at the previous status tick, to notice being stuck.
+    executed_at_last_tick: SeqNo,
+    transfer: Option<state_transfer::Transfer>,
+    fetch_budget: HashMap<ReplicaId, state_transfer::FetchBudget>,
     metrics: Metrics,
 }
 
@@ -158,7 +168,9 @@ impl<S: Service> Replica<S> {
         }
         let reply_slot_pages = (REPLY_HEADER_LEN + cfg.max_reply_bytes).div_ceil(PAGE_SIZE) as u64;
         let pages = reply_slot_pages * cfg.max_clients as u64 + service.state_pages();
-        let state = PagedState::new(pages, cfg.tree)?;
+        let mut state = PagedState::new(pages, cfg.tree)?;
+        // Checkpoint 0, the initial state: the base a state transfer compares with.
+        state.take_checkpoint(SeqNo(0))?;
         Ok(Replica {
             id,
             keys,
@@ -171,6 +183,7 @@ impl<S: Service> Replica<S> {
             tentative: None,
             next_seq: SeqNo(1),
             last_nondet_us: 0,
+            last_executed_nondet_us: 0,
             log: BTreeMap::new(),
             checkpoints: BTreeMap::new(),
             request_queue: VecDeque::new(),
@@ -179,6 +192,10 @@ impl<S: Service> Replica<S> {
             read_only_queue: VecDeque::new(),
             status_answered: HashMap::new(),
             now: Instant(0),
+            latest_checkpoint_votes: BTreeMap::new(),
+            executed_at_last_tick: SeqNo(0),
+            transfer: None,
+            fetch_budget: HashMap::new(),
             metrics: Metrics::default(),
             cfg,
         })
@@ -205,7 +222,7 @@ impl<S: Service> Replica<S> {
                 // batch names by digest: the digest vouches for its content.
                 if let (AuthError::BadMac, Message::Request(r)) = (&e, &env.message) {
                     if self.cfg.is_client(r.client) && NodeId::Client(r.client) == env.sender {
-                        self.fill_missing_body(r, &env.raw, out);
+                        self.fill_missing_body(r, &env.raw, false, out);
                     }
                 }
                 return;
@@ -220,6 +237,9 @@ impl<S: Service> Replica<S> {
             (Message::Commit(c), NodeId::Replica(from)) => self.on_commit(from, c, out),
             (Message::Checkpoint(c), NodeId::Replica(from)) => self.on_checkpoint(from, c, raw, out),
             (Message::Status(s), NodeId::Replica(from)) => self.on_status(now, from, s, out),
+            (Message::Fetch(f), NodeId::Replica(from)) => self.on_fetch(now, from, f, out),
+            (Message::MetaData(m), NodeId::Replica(from)) => self.on_meta_data(from, m, out),
+            (Message::Data(d), NodeId::Replica(from)) => self.on_data(from, d, out),
             _ => self.metrics.drop(DropReason::WrongSenderKind),
         }
     }
@@ -230,6 +250,7 @@ impl<S: Service> Replica<S> {
         match timer {
             Timer::Status => {
                 self.send_status(out);
+                self.maybe_start_transfer(out);
                 out.push(Effect::SetTimer { timer: Timer::Status, at: now.plus_us(self.cfg.status_interval_us) });
             }
             Timer::ClientRetransmit => self.metrics.drop(DropReason::Unexpected),
@@ -313,8 +334,52 @@ impl<S: Service> Replica<S> {
     pub fn checkpoint_records(&self) -> usize {
         self.checkpoints.len()
     }
+    /// Whether a state transfer is under way.
+    pub fn transferring(&self) -> bool {
+        self.transfer.is_some()
+    }
     /// Whether this replica holds a prepared certificate for `digest` at `seq`.
     pub fn is_prepared(&self, seq: SeqNo, digest: &Digest) -> bool {
         self.log.get(&seq).is_some_and(|s| s.prepared && s.batch.as_ref().is_some_and(|b| b.digest == *digest))
+    }
+}
+
+impl<S: Service> Replica<S> {
+    /// A one-line summary of the replica's progress and of its first open log
+    /// entries, for failure reports.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{} view={} h={} last_executed={} tentative={:?} queue={} known={} ro_queue={}",
+            self.id,
+            self.view.0,
+            self.low_water_mark.0,
+            self.last_executed.0,
+            self.tentative.map(|t| t.0),
+            self.request_queue.len(),
+            self.known.len(),
+            self.read_only_queue.len()
+        );
+        for (seq, slot) in self.log.range(self.last_executed.next()..).take(3) {
+            let batch = slot.batch.as_ref().map(|b| {
+                format!(
+                    "batch(v{} {:?} complete={} validated={} nondet_ok={})",
+                    b.view.0,
+                    b.digest,
+                    b.complete(),
+                    b.validated(),
+                    b.nondet_ok
+                )
+            });
+            s.push_str(&format!(
+                "\n      seq {}: {} prepares={:?} commits={:?} prepared={} committed={}",
+                seq.0,
+                batch.unwrap_or_else(|| "no batch".into()),
+                slot.prepares.iter().map(|(r, v)| (r.0, v.digest)).collect::<Vec<_>>(),
+                slot.commits.iter().map(|(r, v)| (r.0, v.digest)).collect::<Vec<_>>(),
+                slot.prepared,
+                slot.committed
+            ));
+        }
+        s
     }
 }

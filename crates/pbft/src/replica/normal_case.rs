@@ -68,6 +68,7 @@ impl<S: Service> Replica<S> {
             }
         }
         let digest = batch_digest(p.nondet_time_us, entries.iter().map(|e| e.digest));
+        let nondet_ok = self.check_nondet(now, p.seq, p.nondet_time_us);
         let slot = self.log.entry(p.seq).or_default();
         if let Some(existing) = &slot.batch {
             let reason = if existing.view == p.view && existing.digest == digest {
@@ -77,10 +78,24 @@ impl<S: Service> Replica<S> {
             };
             return self.metrics.drop(reason);
         }
-        let skew = now.as_us().abs_diff(p.nondet_time_us);
-        let nondet_ok = skew <= self.cfg.nondet_skew_us;
         slot.batch = Some(Batch { view: p.view, digest, nondet_time_us: p.nondet_time_us, raw, entries, nondet_ok });
         self.check_progress(p.seq, out);
+    }
+
+    /// Checks the primary's non-deterministic value (its clock): not ahead of
+    /// this replica's clock by more than the bound, and not before the previous
+    /// batch's value when that is known. The papers also bound how far behind
+    /// the clock it may be; a backup that receives a pre-prepare late, through
+    /// retransmission, could never pass that check, so it is left out: the
+    /// value is still bounded by the batches around it.
+    fn check_nondet(&self, now: Instant, seq: SeqNo, nondet_time_us: u64) -> bool {
+        let previous = if seq == self.last_executed.next() {
+            Some(self.last_executed_nondet_us)
+        } else {
+            self.log.get(&SeqNo(seq.0 - 1)).and_then(|s| s.batch.as_ref()).map(|b| b.nondet_time_us)
+        };
+        nondet_time_us <= now.as_us().saturating_add(self.cfg.nondet_skew_us)
+            && previous.is_none_or(|p| nondet_time_us >= p)
     }
 
     /// Turns one entry of a received pre-prepare into a log entry. `None` when the

@@ -24,6 +24,8 @@ impl<S: Service> Replica<S> {
         if req.read_only {
             return self.on_read_only(req, out);
         }
+        // A batch may wait for this body even if the request is otherwise old news.
+        self.fill_missing_body(&req, &raw, true, out);
         let last = self.last_timestamp(req.client);
         if req.timestamp < last {
             return self.metrics.drop(DropReason::StaleRequest);
@@ -31,37 +33,37 @@ impl<S: Service> Replica<S> {
         if req.timestamp == last {
             return self.resend_reply(&req, out);
         }
-        self.remember_request(&req, &raw, true, out);
+        self.remember_request(&req, &raw);
         if self.is_primary() {
             self.enqueue(req, raw);
             self.try_send_batches(now, out);
         }
     }
 
-    /// Keeps a request body that may be named by digest in a pre-prepare, and
-    /// fills it into any batch that waits for it.
-    pub(super) fn remember_request(&mut self, req: &Request, raw: &Bytes, authenticated: bool, out: &mut Outbox) {
+    /// Keeps a request body (checked against its client's MAC) that a later
+    /// pre-prepare may name by digest.
+    pub(super) fn remember_request(&mut self, req: &Request, raw: &Bytes) {
         let digest = req.digest();
-        if !self.known.contains_key(&digest) {
-            // One body per client: a newer request replaces the older one.
-            self.known.retain(|_, (r, _, _)| r.client != req.client || r.timestamp > req.timestamp);
-            if self.known.values().any(|(r, _, _)| r.client == req.client) {
-                return self.metrics.drop(DropReason::StaleRequest);
-            }
-            if self.known.len() >= self.cfg.max_known_requests {
-                return self.metrics.drop(DropReason::QueueFull);
-            }
-            self.known.insert(digest, (req.clone(), raw.clone(), authenticated));
+        if self.known.contains_key(&digest) {
+            return;
         }
-        self.fill_missing_body(req, raw, out);
+        // One body per client: a newer request replaces the older one.
+        self.known.retain(|_, (r, _, _)| r.client != req.client || r.timestamp > req.timestamp);
+        if self.known.values().any(|(r, _, _)| r.client == req.client) {
+            return self.metrics.drop(DropReason::StaleRequest);
+        }
+        if self.known.len() >= self.cfg.max_known_requests {
+            return self.metrics.drop(DropReason::QueueFull);
+        }
+        self.known.insert(digest, (req.clone(), raw.clone(), true));
     }
 
-    /// Fills `req` into every batch entry that names it and lacks a body. The
-    /// body is not marked authenticated: such a batch proceeds only once f+1
-    /// replicas vouch for it (see `normal_case.rs`).
-    pub(super) fn fill_missing_body(&mut self, req: &Request, raw: &Bytes, out: &mut Outbox) {
+    /// Fills `req` into every batch entry that names it and lacks a body.
+    /// `authenticated` says whether this replica checked the client's MAC on it;
+    /// a batch with an unauthenticated body proceeds only once f+1 replicas vouch
+    /// for it (see `normal_case.rs`).
+    pub(super) fn fill_missing_body(&mut self, req: &Request, raw: &Bytes, authenticated: bool, out: &mut Outbox) {
         let digest = req.digest();
-        let authenticated = self.known.get(&digest).is_some_and(|k| k.2);
         let mut filled = Vec::new();
         for (seq, slot) in self.log.iter_mut() {
             let Some(batch) = slot.batch.as_mut() else { continue };
@@ -81,8 +83,17 @@ impl<S: Service> Replica<S> {
             // Already queued or in a batch: a retransmission.
             return self.metrics.drop(DropReason::Duplicate);
         }
-        if self.request_queue.len() >= self.cfg.max_request_queue && !self.bug_unbounded_queue() {
-            return self.metrics.drop(DropReason::QueueFull);
+        if !self.bug_unbounded_queue() {
+            // At most one queued request per client: a newer one replaces it (a
+            // correct client never has two outstanding).
+            if let Some(slot) = self.request_queue.iter_mut().find(|(r, _)| r.client == req.client) {
+                self.assigned.insert(req.client, req.timestamp);
+                *slot = (req, raw);
+                return self.metrics.drop(DropReason::Duplicate);
+            }
+            if self.request_queue.len() >= self.cfg.max_request_queue {
+                return self.metrics.drop(DropReason::QueueFull);
+            }
         }
         self.assigned.insert(req.client, req.timestamp);
         self.request_queue.push_back((req, raw));

@@ -42,9 +42,7 @@ impl<S: Service> Replica<S> {
                             }
                         }
                     }
-                    (s.batch.is_some() as u8) * slot_flags::PRE_PREPARED
-                        | (s.prepared as u8) * slot_flags::PREPARED
-                        | (s.committed as u8) * slot_flags::COMMITTED
+                    ((s.batch.is_some() as u8) * slot_flags::PRE_PREPARED) | ((s.prepared as u8) * slot_flags::PREPARED) | ((s.committed as u8) * slot_flags::COMMITTED)
                 }
             };
             slots.push(flags);

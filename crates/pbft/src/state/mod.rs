@@ -317,6 +317,41 @@ impl PagedState {
     }
 
     /// A node's version as of the retained checkpoint `seq`.
+    /// The digests of an internal node's children as of the retained checkpoint
+    /// `seq`, in order and exactly as hashed into the node's digest: `fanout` of
+    /// them, children outside the used part of the tree being all-zero subtrees.
+    /// State transfer sends these in META-DATA.
+    pub fn children_at(&self, seq: SeqNo, level: u32, index: u64) -> Result<Vec<Digest>, StateError> {
+        if level >= self.shape.depth {
+            return Err(StateError::OutOfRange);
+        }
+        self.node_at(seq, level, index)?;
+        let fanout = self.shape.fanout as u64;
+        let first = index.checked_mul(fanout).ok_or(StateError::OutOfRange)?;
+        Ok((first..first + fanout)
+            .map(|child| match self.node_at(seq, level + 1, child) {
+                Ok(v) => v.digest,
+                Err(_) => self.tree.get(level + 1, child).digest,
+            })
+            .collect())
+    }
+
+    /// The digest of a node at `level` whose children have these digests; a
+    /// receiver of META-DATA checks it against the digest it expects.
+    pub fn hash_children(level: u32, children: &[Digest]) -> Digest {
+        tree::hash_children(level, children.iter().copied())
+    }
+
+    /// The digest of a page's content, as the partition tree's leaves hold it.
+    pub fn page_digest(page: &Page) -> Digest {
+        tree::page_digest(page)
+    }
+
+    /// Whether `(level, index)` names a node covering at least one page.
+    pub fn contains_node(&self, level: u32, index: u64) -> bool {
+        self.tree.contains(level, index)
+    }
+
     fn node_at(&self, seq: SeqNo, level: u32, index: u64) -> Result<NodeVersion, StateError> {
         if !self.tree.contains(level, index) {
             return Err(StateError::OutOfRange);
