@@ -62,8 +62,37 @@ pub fn family_for_seed(seed: u64) -> Family {
     Family::ALL[(seed % Family::ALL.len() as u64) as usize]
 }
 
+thread_local! {
+    static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Replaces the panic hook once with one that records the message and location
+/// of a panic for the run's report instead of printing a backtrace per seed.
+fn quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_run = LAST_PANIC.with(|p| p.borrow().is_some());
+            if !in_run {
+                return default(info);
+            }
+            let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            let msg = info
+                .payload()
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some(format!("{msg}{at}")));
+        }));
+    });
+}
+
 /// Runs one seed. Panics inside the protocol are caught and reported as violations.
 pub fn run(seed: u64, family: Option<Family>, bugs: Bugs) -> RunReport {
+    quiet_panics();
+    LAST_PANIC.with(|p| *p.borrow_mut() = Some(String::new()));
     let family = family.unwrap_or_else(|| family_for_seed(seed));
     let scenario = Scenario::generate(seed, family);
     let description = scenario.describe();
@@ -74,17 +103,15 @@ pub fn run(seed: u64, family: Option<Family>, bugs: Bugs) -> RunReport {
         world.run();
         (world.checkers.violations, world.stats)
     });
+    let panic = LAST_PANIC.with(|p| p.borrow_mut().take());
     match result {
         Ok((violations, stats)) => RunReport { seed, scenario: description, violations, stats },
-        Err(p) => {
-            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
-            RunReport {
-                seed,
-                scenario: description,
-                violations: vec![format!("panic: {}", msg.unwrap_or_default())],
-                stats: Default::default(),
-            }
-        }
+        Err(_) => RunReport {
+            seed,
+            scenario: description,
+            violations: vec![format!("panic: {}", panic.unwrap_or_default())],
+            stats: Default::default(),
+        },
     }
 }
 

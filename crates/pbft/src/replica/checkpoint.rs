@@ -49,10 +49,35 @@ impl<S: Service> Replica<S> {
             return self.metrics.drop(DropReason::Duplicate);
         }
         votes.votes.insert(from, (c.state_digest, raw));
+        self.commit_by_checkpoint(c.seq, out);
         self.check_stable(c.seq, out);
     }
 
+    /// A batch executed tentatively whose commits were lost and garbage collected
+    /// by the others would never commit here. f+1 matching CHECKPOINTs for its
+    /// sequence number prove that a correct replica executed it committed, and
+    /// prepared certificates are unique per sequence number, so it committed.
+    fn commit_by_checkpoint(&mut self, n: SeqNo, out: &mut Outbox) {
+        if self.tentative != Some(n) {
+            return;
+        }
+        let Some(votes) = self.checkpoints.get(&n) else { return };
+        let mut tally: std::collections::BTreeMap<Digest, usize> = std::collections::BTreeMap::new();
+        for (d, _) in votes.votes.values() {
+            *tally.entry(*d).or_default() += 1;
+        }
+        if tally.values().any(|c| *c > self.cfg.f) {
+            if let Some(slot) = self.log.get_mut(&n) {
+                slot.committed = true;
+            }
+            self.try_execute(out);
+        }
+    }
+
     pub(super) fn check_stable(&mut self, n: SeqNo, out: &mut Outbox) {
+        if n <= self.low_water_mark {
+            return;
+        }
         let Some(CheckpointVotes { mine: Some((digest, _)), votes }) = self.checkpoints.get(&n) else { return };
         let matching = 1 + votes.values().filter(|(d, _)| d == digest).count();
         if matching >= self.cfg.quorum() {
