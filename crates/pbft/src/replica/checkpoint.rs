@@ -41,7 +41,10 @@ impl<S: Service> Replica<S> {
             *latest = (c.seq, c.state_digest);
         }
         let ours = self.checkpoints.get(&c.seq).is_some_and(|v| v.mine.is_some());
-        if c.seq <= self.low_water_mark || (!self.in_window(c.seq) && !ours) {
+        // Votes for a checkpoint this replica went past without taking (it
+        // transferred state beyond it) are of no use.
+        let skipped = c.seq < self.last_executed && !ours;
+        if c.seq <= self.low_water_mark || skipped || (!self.in_window(c.seq) && !ours) {
             return self.metrics.drop(DropReason::OutOfWindow);
         }
         let votes = self.checkpoints.entry(c.seq).or_default();

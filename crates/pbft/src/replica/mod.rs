@@ -349,7 +349,7 @@ impl<S: Service> Replica<S> {
     /// entries, for failure reports.
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "{} view={} h={} last_executed={} tentative={:?} queue={} known={} ro_queue={}",
+            "{} view={} h={} last_executed={} tentative={:?} queue={} known={} ro_queue={} checkpoints={:?} transferring={}",
             self.id,
             self.view.0,
             self.low_water_mark.0,
@@ -357,7 +357,9 @@ impl<S: Service> Replica<S> {
             self.tentative.map(|t| t.0),
             self.request_queue.len(),
             self.known.len(),
-            self.read_only_queue.len()
+            self.read_only_queue.len(),
+            self.checkpoints.keys().map(|k| k.0).collect::<Vec<_>>(),
+            self.transfer.is_some()
         );
         for (seq, slot) in self.log.range(self.last_executed.next()..).take(3) {
             let batch = slot.batch.as_ref().map(|b| {
