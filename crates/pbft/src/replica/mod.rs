@@ -349,11 +349,12 @@ impl<S: Service> Replica<S> {
     /// entries, for failure reports.
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "{} view={} h={} last_executed={} tentative={:?} queue={} known={} ro_queue={} checkpoints={:?} transferring={}",
+            "{} view={} h={} last_executed={} next_seq={} tentative={:?} queue={} known={} ro_queue={} checkpoints={:?} transferring={}",
             self.id,
             self.view.0,
             self.low_water_mark.0,
             self.last_executed.0,
+            self.next_seq.0,
             self.tentative.map(|t| t.0),
             self.request_queue.len(),
             self.known.len(),

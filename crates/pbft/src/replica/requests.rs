@@ -58,7 +58,8 @@ impl<S: Service> Replica<S> {
         self.known.insert(digest, (req.clone(), raw.clone(), true));
     }
 
-    /// Fills `req` into every batch entry that names it and lacks a body.
+    /// Fills `req` into every batch entry that names it and lacks a body (or
+    /// holds one this replica could not authenticate).
     /// `authenticated` says whether this replica checked the client's MAC on it;
     /// a batch with an unauthenticated body proceeds only once f+1 replicas vouch
     /// for it (see `normal_case.rs`).
@@ -67,7 +68,10 @@ impl<S: Service> Replica<S> {
         let mut filled = Vec::new();
         for (seq, slot) in self.log.iter_mut() {
             let Some(batch) = slot.batch.as_mut() else { continue };
-            for e in batch.entries.iter_mut().filter(|e| e.digest == digest && e.body.is_none()) {
+            // Fill what is missing, and replace a body that failed our MAC check
+            // (a forged copy may arrive first) with one that passes.
+            let wanted = |e: &super::Entry| e.digest == digest && (e.body.is_none() || (authenticated && !e.authenticated));
+            for e in batch.entries.iter_mut().filter(|e| wanted(e)) {
                 e.body = Some((req.clone(), raw.clone()));
                 e.authenticated = authenticated;
                 filled.push(*seq);

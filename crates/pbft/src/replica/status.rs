@@ -36,7 +36,9 @@ impl<S: Service> Replica<S> {
                 None => 0,
                 Some(s) => {
                     if let Some(b) = &s.batch {
-                        for e in b.entries.iter().filter(|e| e.body.is_none()) {
+                        // Bodies we lack, or could not authenticate (a genuine copy
+                        // from a peer carries the client's MAC for us).
+                        for e in b.entries.iter().filter(|e| e.body.is_none() || !e.authenticated) {
                             if missing.len() < MAX_STATUS_MISSING {
                                 missing.push(e.digest);
                             }
