@@ -8,8 +8,8 @@ pub struct Bugs {
     /// Replicas skip MAC verification of protocol messages (caught by agreement,
     /// with a forging replica).
     pub skip_mac_check: bool,
-    /// Replicas ignore the reply table and execute a retransmitted request again
-    /// (caught by exactly-once).
+    /// Replicas ignore the reply table: the primary orders a retransmitted
+    /// request again and replicas execute it again (caught by exactly-once).
     pub execute_twice: bool,
     /// Clients accept f matching replies instead of f+1 (caught by
     /// linearizability, with a replica that lies in its replies).

@@ -146,7 +146,7 @@ impl<S: Service> Replica<S> {
         out.push(Effect::Executed(Execution { seq: n, batch: digest, tentative, requests: executed }));
     }
 
-    fn bug_execute_twice(&self) -> bool {
+    pub(super) fn bug_execute_twice(&self) -> bool {
         #[cfg(feature = "deliberate-bugs")]
         if self.cfg.bugs.execute_twice {
             return true;

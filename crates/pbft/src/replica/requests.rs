@@ -30,7 +30,7 @@ impl<S: Service> Replica<S> {
         if req.timestamp < last {
             return self.metrics.drop(DropReason::StaleRequest);
         }
-        if req.timestamp == last {
+        if req.timestamp == last && !self.bug_execute_twice() {
             return self.resend_reply(&req, out);
         }
         self.remember_request(&req, &raw);
@@ -83,7 +83,7 @@ impl<S: Service> Replica<S> {
     }
 
     fn enqueue(&mut self, req: Request, raw: Bytes) {
-        if self.assigned.get(&req.client).is_some_and(|t| *t >= req.timestamp) {
+        if self.assigned.get(&req.client).is_some_and(|t| *t >= req.timestamp) && !self.bug_execute_twice() {
             // Already queued or in a batch: a retransmission.
             return self.metrics.drop(DropReason::Duplicate);
         }
@@ -134,7 +134,7 @@ impl<S: Service> Replica<S> {
                     break;
                 }
                 let (req, raw) = self.request_queue.pop_front().expect("front exists");
-                if req.timestamp <= self.last_timestamp(req.client) {
+                if req.timestamp <= self.last_timestamp(req.client) && !self.bug_execute_twice() {
                     continue;
                 }
                 bytes += size;
