@@ -1,108 +1,172 @@
-//! A replicated key-value service over the PBFT library's paged state: put, get
-//! (read-only), delete, compare-and-swap, scan of a key range (read-only), and a
-//! null operation with arguments and results of a chosen size for the papers'
-//! micro-benchmarks.
+//! A replicated key-value service on PBFT.
 //!
-//! [`KvService`] keeps everything in the replicated state ([`table`]); [`KvModel`]
-//! is the sequential specification the simulator checks histories against. Both
-//! give the same result for the same operations, errors included (the model has
-//! no capacity limit: size the service so that it never fills up when comparing).
+//! [`KvService`] implements [`pbft::service::Service`]: clients send encoded
+//! [`KvOp`]s and get encoded [`KvResult`]s back (see [`ops`] for the
+//! encoding). Every byte of data lives in the replicated paged state (layout in
+//! [`store`]); the service object holds only its configuration, so a state
+//! replaced by state transfer needs no rebuilding. [`KvModel`] is the same
+//! service as a plain `BTreeMap`, for linearizability checkers.
+//!
+//! Invariant: an operation either succeeds or returns [`KvResult::Error`] and
+//! changes nothing; execution depends only on the operation and the state
+//! (no clock, no randomness, no hash-map iteration order).
 
 pub mod model;
 pub mod ops;
-pub mod table;
+mod store;
 
-use pbft::service::{ExecContext, ReadContext, Service};
+#[cfg(test)]
+mod tests;
+
+use pbft::service::{ExecContext, ReadContext, Service, StateRegion, StateRegionRef};
 
 pub use model::KvModel;
-pub use ops::{KvError, KvOp, KvResult};
+pub use ops::{
+    KvError, KvOp, KvResult, FORMAT_VERSION, MAX_KEY_LEN, MAX_NULL_RESULT_LEN, MAX_REPLY_LEN, MAX_SCAN_BOUND_LEN,
+    MAX_SCAN_LIMIT, MAX_VALUE_LEN,
+};
 
-/// Size of the service's state.
-#[derive(Clone, Copy, Debug)]
+use store::{Change, Layout};
+
+/// Configuration of a [`KvService`]. Every replica must use the same one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvConfig {
-    /// Pages of replicated state; the table has `pages / 3` slots, one per key.
+    /// Pages (4 KiB) of replicated state: one superblock, the bucket directory
+    /// (16 bytes a bucket) and data pages.
     pub pages: u64,
+    /// Number of hash buckets; `None` chooses `max(1, pages / 4)`. More
+    /// buckets make operations cheaper (a mutation rewrites its bucket) but
+    /// waste more space when keys are few and small (a non-empty bucket holds at
+    /// least one page).
+    pub buckets: Option<u64>,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        KvConfig { pages: 1024, buckets: None }
+    }
+}
+
+impl KvConfig {
+    /// `pages` pages with the default bucket count.
+    pub fn with_pages(pages: u64) -> Self {
+        KvConfig { pages, buckets: None }
+    }
+
+    /// The bucket count in effect.
+    pub fn bucket_count(&self) -> u64 {
+        self.buckets.unwrap_or((self.pages / 4).max(1))
+    }
+}
+
+/// Why a [`KvConfig`] is unusable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KvConfigError {
+    #[error("zero buckets")]
+    NoBuckets,
+    #[error("{pages} pages leave no data page after the superblock and bucket directory")]
+    TooFewPages { pages: u64 },
 }
 
 /// The replicated key-value service.
 #[derive(Clone, Debug)]
 pub struct KvService {
-    cfg: KvConfig,
+    config: KvConfig,
+    layout: Layout,
 }
 
 impl KvService {
-    pub fn new(cfg: KvConfig) -> KvService {
-        KvService { cfg }
+    /// # Panics
+    /// If the configuration is unusable (see [`KvService::try_new`]).
+    pub fn new(config: KvConfig) -> Self {
+        match Self::try_new(config) {
+            Ok(service) => service,
+            Err(e) => panic!("invalid KvConfig {config:?}: {e}"),
+        }
     }
-}
 
-fn read(op: &KvOp, r: &impl table::Region) -> Result<KvResult, KvError> {
-    Ok(match op {
-        KvOp::Get { key } => KvResult::Value(table::get(r, key)?),
-        KvOp::Scan { start, end, limit } => {
-            if start >= end {
-                return Ok(KvResult::Entries { entries: Vec::new(), truncated: false });
-            }
-            let mut all = table::range(r, start, end)?;
-            all.truncate(*limit as usize + 1);
-            let sizes: Vec<(usize, usize)> = all.iter().map(|(k, v)| (k.len(), v.len())).collect();
-            let (taken, truncated) = ops::scan_cut(&sizes, *limit);
-            all.truncate(taken);
-            KvResult::Entries { entries: all, truncated }
+    pub fn try_new(config: KvConfig) -> Result<Self, KvConfigError> {
+        let buckets = config.bucket_count();
+        if buckets == 0 {
+            return Err(KvConfigError::NoBuckets);
         }
-        KvOp::Null { result_len, .. } => KvResult::Null(vec![0; *result_len as usize]),
-        KvOp::Put { .. } | KvOp::Delete { .. } | KvOp::Cas { .. } => return Err(KvError::Malformed),
-    })
-}
+        let layout = Layout::new(config.pages, buckets).ok_or(KvConfigError::TooFewPages { pages: config.pages })?;
+        Ok(KvService { config, layout })
+    }
 
-fn write(op: &KvOp, ctx: &mut ExecContext<'_>) -> Result<KvResult, KvError> {
-    op.validate()?;
-    let r = &mut ctx.state;
-    Ok(match op {
-        KvOp::Put { key, value } => {
-            table::put(r, key, value)?;
-            KvResult::Ok
+    pub fn config(&self) -> KvConfig {
+        self.config
+    }
+
+    /// Executes a typed operation on the service's state region.
+    pub fn apply(&mut self, op: &KvOp, state: &mut StateRegion<'_>) -> KvResult {
+        if let Err(e) = op.validate() {
+            return KvResult::Error(e);
         }
-        KvOp::Delete { key } => KvResult::Deleted { existed: table::delete(r, key)? },
-        KvOp::Cas { key, expected, new } => {
-            let current = table::get(r, key)?;
-            if current != *expected {
-                return Ok(KvResult::CasFailed { current });
-            }
-            match new {
-                Some(v) => table::put(r, key, v)?,
-                None => {
-                    table::delete(r, key)?;
+        let layout = &self.layout;
+        let outcome = match op {
+            KvOp::Put { key, value } => store::modify(state, layout, key, |_| (Change::Set(value), KvResult::Ok)),
+            KvOp::Delete { key } => store::modify(state, layout, key, |current| match current {
+                Some(_) => (Change::Remove, KvResult::Deleted { existed: true }),
+                None => (Change::Keep, KvResult::Deleted { existed: false }),
+            }),
+            KvOp::Cas { key, expected, new } => store::modify(state, layout, key, |current| {
+                if current != *expected {
+                    return (Change::Keep, KvResult::CasFailed { current });
                 }
-            }
-            KvResult::Ok
+                match new {
+                    Some(value) => (Change::Set(value), KvResult::Ok),
+                    None => (Change::Remove, KvResult::Ok),
+                }
+            }),
+            KvOp::Get { .. } | KvOp::Scan { .. } | KvOp::Null { .. } => self.read_valid(op, &state.as_ref()),
+        };
+        outcome.unwrap_or_else(KvResult::Error)
+    }
+
+    /// Executes a read-only operation; `None` for one that is not.
+    pub fn read(&self, op: &KvOp, state: &StateRegionRef<'_>) -> Option<KvResult> {
+        if !op.is_read_only() {
+            return None;
         }
-        KvOp::Get { .. } | KvOp::Scan { .. } | KvOp::Null { .. } => read(op, r)?,
-    })
+        if let Err(e) = op.validate() {
+            return Some(KvResult::Error(e));
+        }
+        Some(self.read_valid(op, state).unwrap_or_else(KvResult::Error))
+    }
+
+    fn read_valid(&self, op: &KvOp, state: &StateRegionRef<'_>) -> Result<KvResult, KvError> {
+        match op {
+            KvOp::Get { key } => Ok(KvResult::Value(store::get(state, &self.layout, key)?)),
+            KvOp::Scan { start, end, limit } => store::scan(state, &self.layout, start, end, *limit),
+            KvOp::Null { result_len, .. } => Ok(KvResult::Null(vec![0; *result_len as usize])),
+            KvOp::Put { .. } | KvOp::Delete { .. } | KvOp::Cas { .. } => {
+                unreachable!("read_valid() is only called for read-only operations")
+            }
+        }
+    }
 }
 
 impl Service for KvService {
     fn state_pages(&self) -> u64 {
-        self.cfg.pages
+        self.config.pages
     }
 
     fn execute(&mut self, op: &[u8], ctx: &mut ExecContext<'_>) -> Vec<u8> {
-        let result = KvOp::decode(op).and_then(|op| write(&op, ctx));
-        result.unwrap_or_else(KvResult::Error).encode()
+        match KvOp::decode(op) {
+            Ok(op) => self.apply(&op, &mut ctx.state),
+            Err(e) => KvResult::Error(e),
+        }
+        .encode()
     }
 
+    /// Malformed bytes get an error reply here rather than `None`: retrying
+    /// them read-write could only give the same error.
     fn execute_read_only(&self, op: &[u8], ctx: &ReadContext<'_>) -> Option<Vec<u8>> {
-        let op = match KvOp::decode(op) {
-            Ok(op) => op,
-            Err(e) => return Some(KvResult::Error(e).encode()),
+        let result = match KvOp::decode(op) {
+            Ok(op) => self.read(&op, &ctx.state)?,
+            Err(e) => KvResult::Error(e),
         };
-        if !op.is_read_only() {
-            return None;
-        }
-        let result = op.validate().and_then(|()| read(&op, &ctx.state));
-        Some(result.unwrap_or_else(KvResult::Error).encode())
+        Some(result.encode())
     }
 }
-
-#[cfg(test)]
-mod tests;
