@@ -247,6 +247,20 @@ impl KeyTable {
     /// clients send requests, only replicas send everything else, and a request's
     /// client field must name its sender.
     pub fn verify(&self, env: Envelope) -> Result<Verified, AuthError> {
+        self.verify_or_return(env).map_err(|(e, _)| e)
+    }
+
+    /// As [`KeyTable::verify`], but hands the envelope back on failure, for a
+    /// caller that still has a use for an unauthenticated message (a request
+    /// body that a digest in a batch vouches for).
+    pub fn verify_or_return(&self, env: Envelope) -> Result<Verified, (AuthError, Envelope)> {
+        match self.check(&env) {
+            Ok(()) => Ok(Verified { sender: env.sender, message: env.message, raw: env.raw }),
+            Err(e) => Err((e, env)),
+        }
+    }
+
+    fn check(&self, env: &Envelope) -> Result<(), AuthError> {
         let key = self.inbound(env.sender).ok_or(AuthError::UnknownSender)?;
         let (expected_count, index) = match self.me {
             NodeId::Replica(r) => (self.n, r.index()),
@@ -268,7 +282,7 @@ impl KeyTable {
         if !kind_ok {
             return Err(AuthError::WrongSenderKind);
         }
-        Ok(Verified { sender: env.sender, message: env.message, raw: env.raw })
+        Ok(())
     }
 
     /// Decodes and verifies a datagram in one step.
@@ -280,10 +294,10 @@ impl KeyTable {
 /// The deliberate bug `skip_mac_check`: accepts any message whose kind suits its
 /// claimed sender, without looking at the authenticator.
 #[cfg(feature = "deliberate-bugs")]
-pub fn verify_without_mac(env: Envelope) -> Result<Verified, AuthError> {
+pub fn verify_without_mac(env: Envelope) -> Result<Verified, (AuthError, Envelope)> {
     match (&env.message, env.sender) {
         (Message::Request(r), NodeId::Client(c)) if r.client == c => {}
-        (Message::Request(_), _) | (_, NodeId::Client(_)) => return Err(AuthError::WrongSenderKind),
+        (Message::Request(_), _) | (_, NodeId::Client(_)) => return Err((AuthError::WrongSenderKind, env)),
         _ => {}
     }
     Ok(Verified { sender: env.sender, message: env.message, raw: env.raw })

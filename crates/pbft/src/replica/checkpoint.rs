@@ -94,6 +94,7 @@ impl<S: Service> Replica<S> {
         assert!(n <= self.last_executed, "a stable checkpoint is one this replica took");
         self.low_water_mark = n;
         self.log = self.log.split_off(&n.next());
+        self.awaiting.retain(|(_, seq)| *seq > n);
         // Keep the stable checkpoint's own record: it proves the state to peers.
         self.checkpoints = self.checkpoints.split_off(&n);
         self.state.discard_checkpoints_before(n);

@@ -134,7 +134,7 @@ impl<S: Service> Replica<S> {
                 result.clear();
             }
             self.store_reply(req.client, req.timestamp, &result);
-            self.known.remove(&req.digest());
+            self.forget_request(&req, &req.digest());
             self.send_reply(&req, Bytes::from(result), tentative, out);
             executed.push((req.client, req.timestamp));
         }

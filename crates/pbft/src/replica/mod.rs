@@ -24,7 +24,7 @@ mod requests;
 mod state_transfer;
 mod status;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -138,9 +138,14 @@ pub struct Replica<S: Service> {
     request_queue: VecDeque<(Request, Bytes)>,
     /// The primary's highest timestamp queued or batched, per client.
     assigned: HashMap<ClientId, crate::types::Timestamp>,
-    /// Request bodies received from clients (or forwarded), keyed by digest:
-    /// large requests named by digest, and requests a client retransmitted.
-    known: HashMap<Digest, (Request, Bytes, bool)>,
+    /// Request bodies received from clients (or forwarded) whose MAC checked,
+    /// keyed by digest: large requests named by digest, and requests a client
+    /// retransmitted. At most one per client (`known_by_client`).
+    known: HashMap<Digest, (Request, Bytes)>,
+    known_by_client: HashMap<ClientId, Digest>,
+    /// Batch entries waiting for a body, or for one that passes our MAC check:
+    /// (request digest, sequence number).
+    awaiting: BTreeSet<(Digest, SeqNo)>,
     /// Read-only requests waiting for the tentative batch to commit.
     read_only_queue: VecDeque<Request>,
     /// When this replica last answered each peer's STATUS.
@@ -189,6 +194,8 @@ impl<S: Service> Replica<S> {
             request_queue: VecDeque::new(),
             assigned: HashMap::new(),
             known: HashMap::new(),
+            known_by_client: HashMap::new(),
+            awaiting: BTreeSet::new(),
             read_only_queue: VecDeque::new(),
             status_answered: HashMap::new(),
             now: Instant(0),
@@ -214,9 +221,9 @@ impl<S: Service> Replica<S> {
             Ok(env) => env,
             Err(_) => return self.metrics.drop(DropReason::Malformed),
         };
-        let verified = match self.verify(env.clone()) {
+        let verified = match self.verify(env) {
             Ok(v) => v,
-            Err(e) => {
+            Err((e, env)) => {
                 self.metrics.drop(DropReason::from(&e));
                 // A request body whose MAC for us is bad may still be one that a
                 // batch names by digest: the digest vouches for its content.
@@ -257,12 +264,12 @@ impl<S: Service> Replica<S> {
         }
     }
 
-    fn verify(&self, env: Envelope) -> Result<Verified, AuthError> {
+    fn verify(&self, env: Envelope) -> Result<Verified, (AuthError, Envelope)> {
         #[cfg(feature = "deliberate-bugs")]
         if self.cfg.bugs.skip_mac_check {
             return crate::auth::verify_without_mac(env);
         }
-        self.keys.verify(env)
+        self.keys.verify_or_return(env)
     }
 
     /// Seals and multicasts a protocol message to the other replicas.

@@ -78,6 +78,10 @@ impl<S: Service> Replica<S> {
             };
             return self.metrics.drop(reason);
         }
+        for e in entries.iter().filter(|e| !e.authenticated) {
+            self.awaiting.insert((e.digest, p.seq));
+        }
+        let slot = self.log.entry(p.seq).or_default();
         slot.batch = Some(Batch { view: p.view, digest, nondet_time_us: p.nondet_time_us, raw, entries, nondet_ok });
         self.check_progress(p.seq, out);
     }
@@ -114,11 +118,7 @@ impl<S: Service> Replica<S> {
             }
             BatchEntry::ByDigest(d) => {
                 let known = self.known.get(d);
-                Some(Entry {
-                    digest: *d,
-                    authenticated: known.is_some_and(|k| k.2),
-                    body: known.map(|(r, raw, _)| (r.clone(), raw.clone())),
-                })
+                Some(Entry { digest: *d, authenticated: known.is_some(), body: known.cloned() })
             }
         }
     }

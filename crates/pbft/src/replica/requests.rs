@@ -13,7 +13,7 @@ use super::{Entry, Replica};
 use crate::effects::Outbox;
 use crate::metrics::DropReason;
 use crate::service::Service;
-use crate::types::Instant;
+use crate::types::{Digest, Instant, SeqNo};
 use crate::wire::{BatchEntry, Request};
 
 impl<S: Service> Replica<S> {
@@ -48,34 +48,52 @@ impl<S: Service> Replica<S> {
             return;
         }
         // One body per client: a newer request replaces the older one.
-        self.known.retain(|_, (r, _, _)| r.client != req.client || r.timestamp > req.timestamp);
-        if self.known.values().any(|(r, _, _)| r.client == req.client) {
-            return self.metrics.drop(DropReason::StaleRequest);
+        if let Some(old) = self.known_by_client.get(&req.client).copied() {
+            if self.known.get(&old).is_some_and(|(r, _)| r.timestamp > req.timestamp) {
+                return self.metrics.drop(DropReason::StaleRequest);
+            }
+            self.known.remove(&old);
         }
         if self.known.len() >= self.cfg.max_known_requests {
             return self.metrics.drop(DropReason::QueueFull);
         }
-        self.known.insert(digest, (req.clone(), raw.clone(), true));
+        self.known.insert(digest, (req.clone(), raw.clone()));
+        self.known_by_client.insert(req.client, digest);
+    }
+
+    /// Forgets a body once its request executed.
+    pub(super) fn forget_request(&mut self, req: &Request, digest: &Digest) {
+        if self.known.remove(digest).is_some() && self.known_by_client.get(&req.client) == Some(digest) {
+            self.known_by_client.remove(&req.client);
+        }
     }
 
     /// Fills `req` into every batch entry that names it and lacks a body (or
-    /// holds one this replica could not authenticate).
-    /// `authenticated` says whether this replica checked the client's MAC on it;
-    /// a batch with an unauthenticated body proceeds only once f+1 replicas vouch
-    /// for it (see `normal_case.rs`).
+    /// holds one this replica could not authenticate). `authenticated` says
+    /// whether this replica checked the client's MAC on it; a batch with an
+    /// unauthenticated body proceeds only once f+1 replicas vouch for it (see
+    /// `normal_case.rs`).
     pub(super) fn fill_missing_body(&mut self, req: &Request, raw: &Bytes, authenticated: bool, out: &mut Outbox) {
         let digest = req.digest();
+        let waiting: Vec<SeqNo> =
+            self.awaiting.range((digest, SeqNo(0))..=(digest, SeqNo(u64::MAX))).map(|(_, seq)| *seq).collect();
         let mut filled = Vec::new();
-        for (seq, slot) in self.log.iter_mut() {
-            let Some(batch) = slot.batch.as_mut() else { continue };
+        for seq in waiting {
+            let Some(batch) = self.log.get_mut(&seq).and_then(|s| s.batch.as_mut()) else {
+                self.awaiting.remove(&(digest, seq));
+                continue;
+            };
             // Fill what is missing, and replace a body that failed our MAC check
             // (a forged copy may arrive first) with one that passes.
-            let wanted = |e: &super::Entry| e.digest == digest && (e.body.is_none() || (authenticated && !e.authenticated));
+            let wanted = |e: &Entry| e.digest == digest && (e.body.is_none() || (authenticated && !e.authenticated));
             for e in batch.entries.iter_mut().filter(|e| wanted(e)) {
                 e.body = Some((req.clone(), raw.clone()));
                 e.authenticated = authenticated;
-                filled.push(*seq);
             }
+            if authenticated {
+                self.awaiting.remove(&(digest, seq));
+            }
+            filled.push(seq);
         }
         for seq in filled {
             self.check_progress(seq, out);

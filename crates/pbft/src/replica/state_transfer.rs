@@ -250,6 +250,7 @@ impl<S: Service> Replica<S> {
         self.tentative = None;
         self.read_only_queue.clear();
         self.log = self.log.split_off(&t.seq.next());
+        self.awaiting.retain(|(_, seq)| *seq > t.seq);
         let low = self.low_water_mark;
         self.checkpoints.retain(|seq, _| *seq == low || *seq > t.seq);
         // Our own CHECKPOINT for the installed state, and the votes we already have for it.

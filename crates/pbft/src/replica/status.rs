@@ -133,7 +133,7 @@ impl<S: Service> Replica<S> {
     }
 
     fn find_request_raw(&self, d: &Digest) -> Option<bytes::Bytes> {
-        if let Some((_, raw, _)) = self.known.get(d) {
+        if let Some((_, raw)) = self.known.get(d) {
             return Some(raw.clone());
         }
         self.log.values().filter_map(|s| s.batch.as_ref()).flat_map(|b| b.entries.iter()).find_map(|e| {

@@ -542,8 +542,11 @@ proptest! {
                     if offset + len as u64 <= size {
                         prop_assert_eq!(result, Ok(()));
                         cur[offset as usize..offset as usize + len].copy_from_slice(&data);
-                        let pages = offset / PAGE_SIZE as u64..(offset + len as u64).div_ceil(PAGE_SIZE as u64);
-                        dirty.extend(pages);
+                        // An empty write touches no page.
+                        if len > 0 {
+                            let pages = offset / PAGE_SIZE as u64..(offset + len as u64).div_ceil(PAGE_SIZE as u64);
+                            dirty.extend(pages);
+                        }
                     } else {
                         prop_assert_eq!(result, Err(StateError::OutOfRange));
                     }
