@@ -465,7 +465,7 @@ impl World {
         let Some(i) = self.clients[c].current.take() else {
             return self.checkers.violate(format!("client {c} completed a request it did not send"));
         };
-        let result = KvResult::decode(&result).unwrap_or_else(|_| KvResult::Error(pbft_kv::KvError::Malformed));
+        let result = KvResult::decode(&result).unwrap_or(KvResult::Error(pbft_kv::KvError::Malformed));
         self.checkers.history[i].complete = Some((self.now, result));
         self.clients[c].ops_done += 1;
         let think = self.rng.below(3_000);

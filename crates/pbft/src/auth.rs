@@ -253,10 +253,10 @@ impl KeyTable {
     /// As [`KeyTable::verify`], but hands the envelope back on failure, for a
     /// caller that still has a use for an unauthenticated message (a request
     /// body that a digest in a batch vouches for).
-    pub fn verify_or_return(&self, env: Envelope) -> Result<Verified, (AuthError, Envelope)> {
+    pub fn verify_or_return(&self, env: Envelope) -> Result<Verified, (AuthError, Box<Envelope>)> {
         match self.check(&env) {
             Ok(()) => Ok(Verified { sender: env.sender, message: env.message, raw: env.raw }),
-            Err(e) => Err((e, env)),
+            Err(e) => Err((e, Box::new(env))),
         }
     }
 
@@ -294,10 +294,10 @@ impl KeyTable {
 /// The deliberate bug `skip_mac_check`: accepts any message whose kind suits its
 /// claimed sender, without looking at the authenticator.
 #[cfg(feature = "deliberate-bugs")]
-pub fn verify_without_mac(env: Envelope) -> Result<Verified, (AuthError, Envelope)> {
+pub fn verify_without_mac(env: Envelope) -> Result<Verified, (AuthError, Box<Envelope>)> {
     match (&env.message, env.sender) {
         (Message::Request(r), NodeId::Client(c)) if r.client == c => {}
-        (Message::Request(_), _) | (_, NodeId::Client(_)) => return Err((AuthError::WrongSenderKind, env)),
+        (Message::Request(_), _) | (_, NodeId::Client(_)) => return Err((AuthError::WrongSenderKind, Box::new(env))),
         _ => {}
     }
     Ok(Verified { sender: env.sender, message: env.message, raw: env.raw })

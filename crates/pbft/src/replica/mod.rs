@@ -264,7 +264,7 @@ impl<S: Service> Replica<S> {
         }
     }
 
-    fn verify(&self, env: Envelope) -> Result<Verified, (AuthError, Envelope)> {
+    fn verify(&self, env: Envelope) -> Result<Verified, (AuthError, Box<Envelope>)> {
         #[cfg(feature = "deliberate-bugs")]
         if self.cfg.bugs.skip_mac_check {
             return crate::auth::verify_without_mac(env);
