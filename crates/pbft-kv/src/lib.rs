@@ -3,7 +3,7 @@
 //! [`KvService`] implements [`pbft::service::Service`]: clients send encoded
 //! [`KvOp`]s and get encoded [`KvResult`]s back (see [`ops`] for the
 //! encoding). Every byte of data lives in the replicated paged state (layout in
-//! [`store`]); the service object holds only its configuration, so a state
+//! the private `store` module); the service object holds only its configuration, so a state
 //! replaced by state transfer needs no rebuilding. [`KvModel`] is the same
 //! service as a plain `BTreeMap`, for linearizability checkers.
 //!
@@ -22,8 +22,8 @@ use pbft::service::{ExecContext, ReadContext, Service, StateRegion, StateRegionR
 
 pub use model::KvModel;
 pub use ops::{
-    KvError, KvOp, KvResult, FORMAT_VERSION, MAX_KEY_LEN, MAX_NULL_RESULT_LEN, MAX_REPLY_LEN, MAX_SCAN_BOUND_LEN,
-    MAX_SCAN_LIMIT, MAX_VALUE_LEN,
+    KvError, KvOp, KvResult, FORMAT_VERSION, MAX_KEY_LEN, MAX_NULL_RESULT_LEN, MAX_REPLY_LEN,
+    MAX_SCAN_BOUND_LEN, MAX_SCAN_LIMIT, MAX_VALUE_LEN,
 };
 
 use store::{Change, Layout};
@@ -32,40 +32,31 @@ use store::{Change, Layout};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvConfig {
     /// Pages (4 KiB) of replicated state: one superblock, the bucket directory
-    /// (16 bytes a bucket) and data pages.
+    /// (16 bytes a bucket) and data pages. The service has `max(1, pages / 4)`
+    /// hash buckets unless built with [`KvService::with_buckets`].
     pub pages: u64,
-    /// Number of hash buckets; `None` chooses `max(1, pages / 4)`. More
-    /// buckets make operations cheaper (a mutation rewrites its bucket) but
-    /// waste more space when keys are few and small (a non-empty bucket holds at
-    /// least one page).
-    pub buckets: Option<u64>,
 }
 
 impl Default for KvConfig {
     fn default() -> Self {
-        KvConfig { pages: 1024, buckets: None }
+        KvConfig { pages: 1024 }
     }
 }
 
 impl KvConfig {
-    /// `pages` pages with the default bucket count.
-    pub fn with_pages(pages: u64) -> Self {
-        KvConfig { pages, buckets: None }
-    }
-
-    /// The bucket count in effect.
-    pub fn bucket_count(&self) -> u64 {
-        self.buckets.unwrap_or((self.pages / 4).max(1))
+    /// The bucket count [`KvService::new`] uses.
+    pub fn default_buckets(&self) -> u64 {
+        (self.pages / 4).max(1)
     }
 }
 
-/// Why a [`KvConfig`] is unusable.
+/// Why a configuration is unusable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum KvConfigError {
     #[error("zero buckets")]
     NoBuckets,
-    #[error("{pages} pages leave no data page after the superblock and bucket directory")]
-    TooFewPages { pages: u64 },
+    #[error("{pages} pages leave no data page after the superblock and the directory of {buckets} buckets")]
+    TooFewPages { pages: u64, buckets: u64 },
 }
 
 /// The replicated key-value service.
@@ -85,13 +76,28 @@ impl KvService {
         }
     }
 
+    /// The service with the default number of buckets.
     pub fn try_new(config: KvConfig) -> Result<Self, KvConfigError> {
-        let buckets = config.bucket_count();
+        Self::with_buckets(config, config.default_buckets())
+    }
+
+    /// The service with `buckets` hash buckets. More buckets make operations
+    /// cheaper (a mutation rewrites its key's bucket) but waste more space when
+    /// keys are few and small (a non-empty bucket holds at least one page).
+    pub fn with_buckets(config: KvConfig, buckets: u64) -> Result<Self, KvConfigError> {
         if buckets == 0 {
             return Err(KvConfigError::NoBuckets);
         }
-        let layout = Layout::new(config.pages, buckets).ok_or(KvConfigError::TooFewPages { pages: config.pages })?;
+        let layout = Layout::new(config.pages, buckets).ok_or(KvConfigError::TooFewPages {
+            pages: config.pages,
+            buckets,
+        })?;
         Ok(KvService { config, layout })
+    }
+
+    /// Number of hash buckets.
+    pub fn buckets(&self) -> u64 {
+        self.layout.buckets
     }
 
     pub fn config(&self) -> KvConfig {
@@ -105,7 +111,9 @@ impl KvService {
         }
         let layout = &self.layout;
         let outcome = match op {
-            KvOp::Put { key, value } => store::modify(state, layout, key, |_| (Change::Set(value), KvResult::Ok)),
+            KvOp::Put { key, value } => {
+                store::modify(state, layout, key, |_| (Change::Set(value), KvResult::Ok))
+            }
             KvOp::Delete { key } => store::modify(state, layout, key, |current| match current {
                 Some(_) => (Change::Remove, KvResult::Deleted { existed: true }),
                 None => (Change::Keep, KvResult::Deleted { existed: false }),
@@ -119,7 +127,9 @@ impl KvService {
                     None => (Change::Remove, KvResult::Ok),
                 }
             }),
-            KvOp::Get { .. } | KvOp::Scan { .. } | KvOp::Null { .. } => self.read_valid(op, &state.as_ref()),
+            KvOp::Get { .. } | KvOp::Scan { .. } | KvOp::Null { .. } => {
+                self.read_valid(op, &state.as_ref())
+            }
         };
         outcome.unwrap_or_else(KvResult::Error)
     }
@@ -138,7 +148,9 @@ impl KvService {
     fn read_valid(&self, op: &KvOp, state: &StateRegionRef<'_>) -> Result<KvResult, KvError> {
         match op {
             KvOp::Get { key } => Ok(KvResult::Value(store::get(state, &self.layout, key)?)),
-            KvOp::Scan { start, end, limit } => store::scan(state, &self.layout, start, end, *limit),
+            KvOp::Scan { start, end, limit } => {
+                store::scan(state, &self.layout, start, end, *limit)
+            }
             KvOp::Null { result_len, .. } => Ok(KvResult::Null(vec![0; *result_len as usize])),
             KvOp::Put { .. } | KvOp::Delete { .. } | KvOp::Cas { .. } => {
                 unreachable!("read_valid() is only called for read-only operations")

@@ -39,11 +39,15 @@ impl KvModel {
                 self.map.insert(key.clone(), value.clone());
                 KvResult::Ok
             }
-            KvOp::Delete { key } => KvResult::Deleted { existed: self.map.remove(key).is_some() },
+            KvOp::Delete { key } => KvResult::Deleted {
+                existed: self.map.remove(key).is_some(),
+            },
             KvOp::Cas { key, expected, new } => {
                 let current = self.map.get(key);
                 if current != expected.as_ref() {
-                    return KvResult::CasFailed { current: current.cloned() };
+                    return KvResult::CasFailed {
+                        current: current.cloned(),
+                    };
                 }
                 match new {
                     Some(v) => self.map.insert(key.clone(), v.clone()),
@@ -81,14 +85,27 @@ impl KvModel {
             KvOp::Get { key } => KvResult::Value(self.map.get(key).cloned()),
             KvOp::Scan { start, end, limit } => {
                 if start >= end {
-                    return KvResult::Entries { entries: Vec::new(), truncated: false };
+                    return KvResult::Entries {
+                        entries: Vec::new(),
+                        truncated: false,
+                    };
                 }
-                let range = (Bound::Included(start.as_slice()), Bound::Excluded(end.as_slice()));
-                let candidates: Vec<(&Vec<u8>, &Vec<u8>)> =
-                    self.map.range::<[u8], _>(range).take(*limit as usize + 1).collect();
-                let sizes: Vec<(usize, usize)> = candidates.iter().map(|(k, v)| (k.len(), v.len())).collect();
+                let range = (
+                    Bound::Included(start.as_slice()),
+                    Bound::Excluded(end.as_slice()),
+                );
+                let candidates: Vec<(&Vec<u8>, &Vec<u8>)> = self
+                    .map
+                    .range::<[u8], _>(range)
+                    .take(*limit as usize + 1)
+                    .collect();
+                let sizes: Vec<(usize, usize)> =
+                    candidates.iter().map(|(k, v)| (k.len(), v.len())).collect();
                 let (taken, truncated) = scan_cut(&sizes, *limit);
-                let entries = candidates[..taken].iter().map(|(k, v)| ((*k).clone(), (*v).clone())).collect();
+                let entries = candidates[..taken]
+                    .iter()
+                    .map(|(k, v)| ((*k).clone(), (*v).clone()))
+                    .collect();
                 KvResult::Entries { entries, truncated }
             }
             KvOp::Null { result_len, .. } => KvResult::Null(vec![0; *result_len as usize]),
@@ -113,11 +130,22 @@ mod tests {
             new: new.map(<[u8]>::to_vec),
         };
         assert_eq!(m.apply(&cas(None, None)), KvResult::Ok);
-        assert_eq!(m.apply(&cas(Some(b"x"), Some(b"y"))), KvResult::CasFailed { current: None });
+        assert_eq!(
+            m.apply(&cas(Some(b"x"), Some(b"y"))),
+            KvResult::CasFailed { current: None }
+        );
         assert_eq!(m.apply(&cas(None, Some(b"a"))), KvResult::Ok);
-        assert_eq!(m.apply(&cas(None, Some(b"b"))), KvResult::CasFailed { current: Some(b"a".to_vec()) });
+        assert_eq!(
+            m.apply(&cas(None, Some(b"b"))),
+            KvResult::CasFailed {
+                current: Some(b"a".to_vec())
+            }
+        );
         assert_eq!(m.apply(&cas(Some(b"a"), None)), KvResult::Ok);
-        assert_eq!(m.apply(&KvOp::Get { key: k.clone() }), KvResult::Value(None));
+        assert_eq!(
+            m.apply(&KvOp::Get { key: k.clone() }),
+            KvResult::Value(None)
+        );
     }
 
     #[test]
@@ -125,7 +153,10 @@ mod tests {
         let m = KvModel::new();
         assert_eq!(m.apply_read_only(&KvOp::Delete { key: vec![] }), None);
         assert_eq!(
-            m.apply_read_only(&KvOp::Null { arg: vec![1; 4], result_len: 4 }),
+            m.apply_read_only(&KvOp::Null {
+                arg: vec![1; 4],
+                result_len: 4
+            }),
             Some(KvResult::Null(vec![0; 4]))
         );
     }

@@ -49,11 +49,19 @@ pub enum KvOp {
     /// If the current value equals `expected` (`None`: the key is absent), sets
     /// it to `new` (`None`: deletes it) and returns [`KvResult::Ok`]; otherwise
     /// changes nothing and returns [`KvResult::CasFailed`] with the current value.
-    Cas { key: Vec<u8>, expected: Option<Vec<u8>>, new: Option<Vec<u8>> },
+    Cas {
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    },
     /// Keys in `[start, end)` in byte order with their values, at most `limit`
     /// of them and at most [`MAX_REPLY_LEN`] encoded (read-only). Result:
     /// [`KvResult::Entries`].
-    Scan { start: Vec<u8>, end: Vec<u8>, limit: u32 },
+    Scan {
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: u32,
+    },
     /// Does nothing; returns `result_len` zero bytes as [`KvResult::Null`]
     /// (read-only). For the 0/0, 4/0 and 0/4 micro-benchmarks.
     Null { arg: Vec<u8>, result_len: u32 },
@@ -73,7 +81,10 @@ pub enum KvResult {
     /// A `Scan`: entries in key order. `truncated` is true when some key in the
     /// range was left out (by `limit` or by [`MAX_REPLY_LEN`]); the client
     /// continues from the last key returned plus a zero byte.
-    Entries { entries: Vec<(Vec<u8>, Vec<u8>)>, truncated: bool },
+    Entries {
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        truncated: bool,
+    },
     /// A `Null`: `result_len` zero bytes.
     Null(Vec<u8>),
     /// The operation failed and changed nothing.
@@ -151,12 +162,19 @@ mod result_tag {
 impl KvOp {
     /// A scan of every key `>= start`.
     pub fn scan_from(start: Vec<u8>, limit: u32) -> KvOp {
-        KvOp::Scan { start, end: vec![0xff; MAX_SCAN_BOUND_LEN], limit }
+        KvOp::Scan {
+            start,
+            end: vec![0xff; MAX_SCAN_BOUND_LEN],
+            limit,
+        }
     }
 
     /// Whether the operation never changes state (and may be sent read-only).
     pub fn is_read_only(&self) -> bool {
-        matches!(self, KvOp::Get { .. } | KvOp::Scan { .. } | KvOp::Null { .. })
+        matches!(
+            self,
+            KvOp::Get { .. } | KvOp::Scan { .. } | KvOp::Null { .. }
+        )
     }
 
     /// Checks the size limits. The service and the model both call it first, so
@@ -180,7 +198,11 @@ impl KvOp {
                 value(v)
             }
             KvOp::Get { key: k } | KvOp::Delete { key: k } => key(k),
-            KvOp::Cas { key: k, expected, new } => {
+            KvOp::Cas {
+                key: k,
+                expected,
+                new,
+            } => {
                 key(k)?;
                 expected.as_deref().map_or(Ok(()), value)?;
                 new.as_deref().map_or(Ok(()), value)
@@ -245,12 +267,26 @@ impl KvOp {
     pub fn decode(bytes: &[u8]) -> Result<KvOp, KvError> {
         let mut r = Reader::new(bytes)?;
         let op = match r.u8()? {
-            op_tag::PUT => KvOp::Put { key: r.bytes()?, value: r.bytes()? },
+            op_tag::PUT => KvOp::Put {
+                key: r.bytes()?,
+                value: r.bytes()?,
+            },
             op_tag::GET => KvOp::Get { key: r.bytes()? },
             op_tag::DELETE => KvOp::Delete { key: r.bytes()? },
-            op_tag::CAS => KvOp::Cas { key: r.bytes()?, expected: r.opt_bytes()?, new: r.opt_bytes()? },
-            op_tag::SCAN => KvOp::Scan { start: r.bytes()?, end: r.bytes()?, limit: r.u32()? },
-            op_tag::NULL => KvOp::Null { arg: r.bytes()?, result_len: r.u32()? },
+            op_tag::CAS => KvOp::Cas {
+                key: r.bytes()?,
+                expected: r.opt_bytes()?,
+                new: r.opt_bytes()?,
+            },
+            op_tag::SCAN => KvOp::Scan {
+                start: r.bytes()?,
+                end: r.bytes()?,
+                limit: r.u32()?,
+            },
+            op_tag::NULL => KvOp::Null {
+                arg: r.bytes()?,
+                result_len: r.u32()?,
+            },
             _ => return Err(KvError::Malformed),
         };
         r.finish()?;
@@ -303,7 +339,9 @@ impl KvResult {
             result_tag::OK => KvResult::Ok,
             result_tag::VALUE => KvResult::Value(r.opt_bytes()?),
             result_tag::DELETED => KvResult::Deleted { existed: r.bool()? },
-            result_tag::CAS_FAILED => KvResult::CasFailed { current: r.opt_bytes()? },
+            result_tag::CAS_FAILED => KvResult::CasFailed {
+                current: r.opt_bytes()?,
+            },
             result_tag::ENTRIES => {
                 let count = r.u32()?;
                 // Allocation follows the bytes actually present, not the claimed count.
@@ -311,7 +349,10 @@ impl KvResult {
                 for _ in 0..count {
                     entries.push((r.bytes()?, r.bytes()?));
                 }
-                KvResult::Entries { entries, truncated: r.bool()? }
+                KvResult::Entries {
+                    entries,
+                    truncated: r.bool()?,
+                }
             }
             result_tag::NULL => KvResult::Null(r.bytes()?),
             result_tag::ERROR => KvResult::Error(KvError::from_code(r.u8()?)?),

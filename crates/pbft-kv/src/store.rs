@@ -18,6 +18,9 @@
 //! `next`); pages past them have never been used. The all-zero state is
 //! therefore the empty store, and nothing needs formatting.
 //!
+//! Bytes outside every stream are zero: a free page holds only its link, and
+//! the tail of a chain's last page past the stream is zero.
+//!
 //! A mutation reads the key's bucket stream, edits it in memory and writes back
 //! only the pages whose bytes changed, taking pages from the free list (then
 //! the never-used ones) or returning surplus pages to it. It computes every
@@ -60,7 +63,11 @@ impl Layout {
             return None;
         }
         let dir_pages = buckets.checked_mul(DIR_ENTRY_LEN)?.div_ceil(PAGE);
-        let layout = Layout { pages, buckets, dir_pages };
+        let layout = Layout {
+            pages,
+            buckets,
+            dir_pages,
+        };
         (pages > layout.data_start()).then_some(layout)
     }
 
@@ -113,8 +120,15 @@ pub(crate) struct Superblock {
 
 impl Superblock {
     fn read(r: &StateRegionRef<'_>, layout: &Layout) -> Result<Superblock, KvError> {
-        let sb = Superblock { free_head: read_u64(r, 0)?, free_count: read_u64(r, 8)?, bump: read_u64(r, 16)? };
-        if sb.bump > layout.data_pages() || sb.free_count > sb.bump || (sb.free_count == 0) != (sb.free_head == 0) {
+        let sb = Superblock {
+            free_head: read_u64(r, 0)?,
+            free_count: read_u64(r, 8)?,
+            bump: read_u64(r, 16)?,
+        };
+        if sb.bump > layout.data_pages()
+            || sb.free_count > sb.bump
+            || (sb.free_count == 0) != (sb.free_head == 0)
+        {
             return Err(KvError::Corrupt);
         }
         Ok(sb)
@@ -268,7 +282,11 @@ pub(crate) fn entries<S: Stream + ?Sized>(s: &S) -> Result<Vec<Entry>, KvError> 
         }
         let mut key = vec![0u8; key_len];
         s.read_at(pos + ENTRY_HEADER_LEN as u64, &mut key)?;
-        let entry = Entry { start: pos, key, value_len };
+        let entry = Entry {
+            start: pos,
+            key,
+            value_len,
+        };
         if entry.end() > s.len() {
             return Err(KvError::Corrupt);
         }
@@ -297,9 +315,16 @@ fn read_value<S: Stream + ?Sized>(s: &S, entry: &Entry) -> Result<Vec<u8>, KvErr
 }
 
 /// The value of `key`, if present.
-pub(crate) fn get(r: &StateRegionRef<'_>, layout: &Layout, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+pub(crate) fn get(
+    r: &StateRegionRef<'_>,
+    layout: &Layout,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, KvError> {
     let chain = Chain::open(r, layout, layout.bucket_of(key))?;
-    let stream = ChainStream { region: r, chain: &chain };
+    let stream = ChainStream {
+        region: r,
+        chain: &chain,
+    };
     match entries(&stream)?.into_iter().find(|e| e.key == key) {
         Some(entry) => Ok(Some(read_value(&stream, &entry)?)),
         None => Ok(None),
@@ -324,9 +349,16 @@ pub(crate) fn modify<'v, T>(
     let bucket = layout.bucket_of(key);
     let chain = Chain::open(&w.as_ref(), layout, bucket)?;
     let mut old = vec![0u8; chain.len as usize];
-    ChainStream { region: &w.as_ref(), chain: &chain }.read_at(0, &mut old)?;
+    ChainStream {
+        region: &w.as_ref(),
+        chain: &chain,
+    }
+    .read_at(0, &mut old)?;
     let found = entries(&old[..])?.into_iter().find(|e| e.key == key);
-    let current = found.as_ref().map(|e| read_value(&old[..], e)).transpose()?;
+    let current = found
+        .as_ref()
+        .map(|e| read_value(&old[..], e))
+        .transpose()?;
     let (change, out) = decide(current);
     let span = |e: &Entry| e.start as usize..e.end() as usize;
     let mut new = old.clone();
@@ -342,6 +374,13 @@ pub(crate) fn modify<'v, T>(
     }
     write_bucket(w, layout, bucket, &chain, &old, &new)?;
     Ok(out)
+}
+
+/// The bytes of stream `s` that page `i` of its chain holds.
+fn old_chunk(s: &[u8], i: usize) -> &[u8] {
+    let payload = PAYLOAD as usize;
+    s.get(i * payload..s.len().min((i + 1) * payload))
+        .unwrap_or(&[])
 }
 
 /// Replaces bucket `bucket`'s stream `old` (held by `chain`) with `new`.
@@ -381,13 +420,21 @@ fn write_bucket(
         if !was_ours || old_next != next {
             write(w, page * PAGE, &next.to_le_bytes())?;
         }
-        let old_chunk = old.get(i * payload..old.len().min((i + 1) * payload));
-        if !was_ours || old_chunk != Some(chunk) {
-            write(w, page * PAGE + LINK_LEN, chunk)?;
+        let before = if was_ours { old_chunk(old, i) } else { &[] };
+        if before != chunk {
+            // Zeros over what the old stream left past the new bytes, so that
+            // deleted data does not linger in the state (or in state transfer).
+            let mut image = chunk.to_vec();
+            image.resize(chunk.len().max(before.len()), 0);
+            write(w, page * PAGE + LINK_LEN, &image)?;
         }
     }
-    for page in freed {
-        write(w, page * PAGE, &sb.free_head.to_le_bytes())?;
+    for (i, page) in freed.into_iter().enumerate() {
+        // Free pages hold only their link; the rest is zero, as for never-used
+        // pages, so an allocated page needs no clearing.
+        let mut image = sb.free_head.to_le_bytes().to_vec();
+        image.resize(LINK_LEN as usize + old_chunk(old, need + i).len(), 0);
+        write(w, page * PAGE, &image)?;
         sb.free_head = page;
         sb.free_count += 1;
     }
@@ -418,12 +465,19 @@ pub(crate) fn scan(
     if start < end {
         for bucket in 0..layout.buckets {
             let chain = Chain::open(r, layout, bucket)?;
-            for entry in entries(&ChainStream { region: r, chain: &chain })? {
+            for entry in entries(&ChainStream {
+                region: r,
+                chain: &chain,
+            })? {
                 let key = entry.key.as_slice();
                 if key < start || key >= end {
                     continue;
                 }
-                if best.len() == keep && best.last_key_value().is_some_and(|(last, _)| key > last.as_slice()) {
+                if best.len() == keep
+                    && best
+                        .last_key_value()
+                        .is_some_and(|(last, _)| key > last.as_slice())
+                {
                     continue;
                 }
                 best.insert(entry.key.clone(), (bucket, entry));
@@ -433,15 +487,27 @@ pub(crate) fn scan(
             }
         }
     }
-    let sizes: Vec<(usize, usize)> = best.values().map(|(_, e)| (e.key.len(), e.value_len as usize)).collect();
+    let sizes: Vec<(usize, usize)> = best
+        .values()
+        .map(|(_, e)| (e.key.len(), e.value_len as usize))
+        .collect();
     let (taken, truncated) = scan_cut(&sizes, limit);
     let mut out = Vec::with_capacity(taken);
     for (key, (bucket, entry)) in best.into_iter().take(taken) {
         let chain = Chain::open(r, layout, bucket)?;
-        let value = read_value(&ChainStream { region: r, chain: &chain }, &entry)?;
+        let value = read_value(
+            &ChainStream {
+                region: r,
+                chain: &chain,
+            },
+            &entry,
+        )?;
         out.push((key, value));
     }
-    Ok(KvResult::Entries { entries: out, truncated })
+    Ok(KvResult::Entries {
+        entries: out,
+        truncated,
+    })
 }
 
 /// What the allocator accounts for, checked against the chains.
@@ -463,7 +529,10 @@ pub(crate) fn audit(r: &StateRegionRef<'_>, layout: &Layout) -> Result<Usage, Kv
     let mut count = 0;
     for bucket in 0..layout.buckets {
         let chain = Chain::open(r, layout, bucket)?;
-        for e in entries(&ChainStream { region: r, chain: &chain })? {
+        for e in entries(&ChainStream {
+            region: r,
+            chain: &chain,
+        })? {
             if layout.bucket_of(&e.key) != bucket {
                 return Err(KvError::Corrupt);
             }
@@ -488,5 +557,9 @@ pub(crate) fn audit(r: &StateRegionRef<'_>, layout: &Layout) -> Result<Usage, Kv
     if next != 0 || seen.len() as u64 != sb.bump || !seen.iter().all(|p| handed_out.contains(p)) {
         return Err(KvError::Corrupt);
     }
-    Ok(Usage { superblock: sb, chain_pages, entries: count })
+    Ok(Usage {
+        superblock: sb,
+        chain_pages,
+        entries: count,
+    })
 }
