@@ -356,7 +356,7 @@ impl<S: Service> Replica<S> {
     /// entries, for failure reports.
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "{} view={} h={} last_executed={} next_seq={} tentative={:?} queue={} known={} ro_queue={} checkpoints={:?} transferring={}",
+            "{} view={} h={} last_executed={} next_seq={} tentative={:?} queue={} known={} ro_queue={} checkpoints={:?} transferring={} votes={:?}",
             self.id,
             self.view.0,
             self.low_water_mark.0,
@@ -367,7 +367,8 @@ impl<S: Service> Replica<S> {
             self.known.len(),
             self.read_only_queue.len(),
             self.checkpoints.keys().map(|k| k.0).collect::<Vec<_>>(),
-            self.transfer.is_some()
+            self.transfer.is_some(),
+            self.latest_checkpoint_votes.iter().map(|(r, (s, d))| (r.0, s.0, *d)).collect::<Vec<_>>()
         );
         for (seq, slot) in self.log.range(self.last_executed.next()..).take(3) {
             let batch = slot.batch.as_ref().map(|b| {

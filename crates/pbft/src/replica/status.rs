@@ -76,21 +76,14 @@ impl<S: Service> Replica<S> {
         let to = Dest::Replica(from);
         let mut sent = 0u64;
 
-        // Our stable checkpoint, if the peer's is older: a peer that fell behind
-        // the garbage-collected log learns from it where to transfer state to.
-        if s.stable < self.low_water_mark {
-            if let Some((_, raw)) = self.checkpoints.get(&self.low_water_mark).and_then(|v| v.mine.as_ref()) {
+        // Our checkpoints above the peer's stable one: those it has reached need
+        // our vote to become stable; those beyond it tell a peer that fell
+        // behind the garbage-collected log where to transfer state to. At most
+        // L/K + 1 of them.
+        for votes in self.checkpoints.range(s.stable.next()..).map(|(_, v)| v) {
+            if let Some((_, raw)) = &votes.mine {
                 out.send(to, raw.clone());
                 sent += 1;
-            }
-        }
-        // Checkpoints the peer has reached but not yet seen stable.
-        if s.last_executed.0 > s.stable.0 {
-            for votes in self.checkpoints.range(SeqNo(s.stable.0 + 1)..=s.last_executed).map(|(_, v)| v) {
-                if let Some((_, raw)) = &votes.mine {
-                    out.send(to, raw.clone());
-                    sent += 1;
-                }
             }
         }
 
