@@ -6,6 +6,7 @@
 //! cargo run --release -p pbft-sim -- --seeds 0..500 --family byzantine --bug weak-reply-certificate
 //! ```
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -42,6 +43,13 @@ fn parse_range(s: &str) -> Option<std::ops::Range<u64>> {
     (a < b).then_some(a..b)
 }
 
+/// Prints a line; a closed pipe (`| head`) ends the output quietly.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let Some(bugs) = bug_by_name(&args.bug) else {
@@ -58,7 +66,7 @@ fn main() -> ExitCode {
     };
     if let Some(seed) = args.seed {
         let r = run(seed, family, bugs);
-        println!("{}", r.render());
+        out!("{}", r.render());
         return if r.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
     let Some(range) = args.seeds.as_deref().map(parse_range) else {
@@ -75,11 +83,11 @@ fn main() -> ExitCode {
     let failed: Vec<_> = reports.iter().filter(|r| !r.ok()).collect();
     for r in &reports {
         if args.verbose || !r.ok() {
-            println!("{}", r.render());
+            out!("{}", r.render());
         }
     }
     let ops: usize = reports.iter().map(|r| r.stats.ops_completed).sum();
-    println!(
+    out!(
         "{} seeds ({}..{}), {} failed, {} client operations checked, {:.1}s",
         reports.len(),
         range.start,
@@ -89,7 +97,7 @@ fn main() -> ExitCode {
         started.elapsed().as_secs_f64()
     );
     if !failed.is_empty() {
-        println!("failing seeds: {}", failed.iter().map(|r| r.seed.to_string()).collect::<Vec<_>>().join(" "));
+        out!("failing seeds: {}", failed.iter().map(|r| r.seed.to_string()).collect::<Vec<_>>().join(" "));
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS

@@ -72,10 +72,17 @@ impl<S: Service> Replica<S> {
         }
         // The highest checkpoint above our last executed batch that f+1 other
         // replicas agree on.
-        let mut tally: BTreeMap<(SeqNo, Digest), Vec<ReplicaId>> = BTreeMap::new();
+        // Votes come from the checkpoint records inside the window and from each
+        // replica's latest announcement (which may lie beyond it).
+        let mut tally: BTreeMap<(SeqNo, Digest), BTreeSet<ReplicaId>> = BTreeMap::new();
+        for (seq, votes) in self.checkpoints.range(self.last_executed.next()..) {
+            for (r, (d, _)) in &votes.votes {
+                tally.entry((*seq, *d)).or_default().insert(*r);
+            }
+        }
         for (r, (seq, d)) in &self.latest_checkpoint_votes {
             if *seq > self.last_executed {
-                tally.entry((*seq, *d)).or_default().push(*r);
+                tally.entry((*seq, *d)).or_default().insert(*r);
             }
         }
         let target = tally.into_iter().rev().find(|(_, voters)| voters.len() > self.cfg.f);
@@ -83,7 +90,7 @@ impl<S: Service> Replica<S> {
             // A newer certified checkpoint replaces the target: sources may have
             // discarded the old one.
             (Some(((seq, digest), sources)), t) if t.is_none_or(|t| seq > t.seq) => {
-                self.start_transfer(seq, digest, sources, out)
+                self.start_transfer(seq, digest, sources.into_iter().collect(), out)
             }
             (_, Some(_)) => self.request_wanted(true, out),
             _ => {}
