@@ -117,6 +117,7 @@ impl Checkers {
         check("request queue", replica.request_queue_len(), cfg.max_request_queue);
         check("known requests", replica.known_requests_len(), cfg.max_known_requests);
         check("read-only queue", replica.read_only_queue_len(), cfg.max_read_only_queue);
+        check("batch entries awaiting bodies", replica.awaiting_bodies_len(), cfg.log_window as usize * cfg.max_batch_requests);
         check("checkpoint records", replica.checkpoint_records(), (cfg.log_window / cfg.checkpoint_interval) as usize + 1);
         if let Some((lo, hi)) = replica.log_bounds() {
             let h = replica.low_water_mark().0;

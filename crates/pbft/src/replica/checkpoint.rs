@@ -61,20 +61,19 @@ impl<S: Service> Replica<S> {
     /// sequence number prove that a correct replica executed it committed, and
     /// prepared certificates are unique per sequence number, so it committed.
     fn commit_by_checkpoint(&mut self, n: SeqNo, out: &mut Outbox) {
-        if self.tentative != Some(n) {
-            return;
+        if self.tentative == Some(n) && self.checkpoint_proves_commit(n) {
+            self.try_execute(out);
         }
-        let Some(votes) = self.checkpoints.get(&n) else { return };
+    }
+
+    /// Whether f+1 replicas announced the same checkpoint at `n`.
+    pub(super) fn checkpoint_proves_commit(&self, n: SeqNo) -> bool {
+        let Some(votes) = self.checkpoints.get(&n) else { return false };
         let mut tally: std::collections::BTreeMap<Digest, usize> = std::collections::BTreeMap::new();
         for (d, _) in votes.votes.values() {
             *tally.entry(*d).or_default() += 1;
         }
-        if tally.values().any(|c| *c > self.cfg.f) {
-            if let Some(slot) = self.log.get_mut(&n) {
-                slot.committed = true;
-            }
-            self.try_execute(out);
-        }
+        tally.values().any(|c| *c > self.cfg.f)
     }
 
     pub(super) fn check_stable(&mut self, n: SeqNo, out: &mut Outbox) {

@@ -69,6 +69,11 @@ impl<S: Service> Replica<S> {
         }
         loop {
             if let Some(t) = self.tentative {
+                if self.checkpoint_proves_commit(t) {
+                    if let Some(slot) = self.log.get_mut(&t) {
+                        slot.committed = true;
+                    }
+                }
                 if !self.log.get(&t).is_some_and(|s| s.committed) {
                     break;
                 }

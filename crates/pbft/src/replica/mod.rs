@@ -335,6 +335,10 @@ impl<S: Service> Replica<S> {
     pub fn known_requests_len(&self) -> usize {
         self.known.len()
     }
+    /// Batch entries waiting for a request body.
+    pub fn awaiting_bodies_len(&self) -> usize {
+        self.awaiting.len()
+    }
     pub fn read_only_queue_len(&self) -> usize {
         self.read_only_queue.len()
     }
