@@ -1,9 +1,10 @@
 //! The checkers. Each watches every run and records a violation with enough
 //! detail to debug it from the seed:
 //!
-//! - agreement: correct replicas execute the same batch at each sequence number,
-//!   and every batch a correct replica commits is prepared at f+1 correct
-//!   replicas (the committed-local invariant the safety proof rests on);
+//! - agreement: correct replicas execute the same batch at each sequence number;
+//!   every batch a correct replica commits is prepared at f+1 correct replicas
+//!   (the committed-local invariant the safety proof rests on), and every batch
+//!   it executes tentatively is prepared at that replica;
 //! - exactly-once: no correct replica executes a request twice;
 //! - bounds: no replica's log, queues or tables grow past the configuration;
 //! - linearizability: the correct clients' histories (`linearizability.rs`);
@@ -75,7 +76,17 @@ impl Checkers {
                 self.violate(format!("exactly-once: replica {r} executed request {:?} of client {} twice", req.1, req.0 .0));
             }
         }
-        if !e.tentative {
+        if e.tentative {
+            // Tentative execution needs a prepared certificate at the replica (or
+            // the batch committed and was garbage-collected in the same step).
+            let replica = &replicas[r].replica;
+            if !replica.is_prepared(e.seq, &e.batch) && replica.low_water_mark() < e.seq {
+                self.violate(format!(
+                    "agreement: replica {r} executed seq {} ({:?}) tentatively before it was prepared",
+                    e.seq.0, e.batch
+                ));
+            }
+        } else {
             self.check_committed(r, e.seq, e.batch, replicas);
         }
     }

@@ -147,6 +147,7 @@ pub fn bug_by_name(name: &str) -> Option<Bugs> {
         "unbounded-request-queue" => b.unbounded_request_queue = true,
         "no-status" => b.no_status = true,
         "commit-quorum-2f" => b.commit_quorum_2f = true,
+        "execute-before-prepared" => b.execute_before_prepared = true,
         _ => return None,
     }
     Some(b)

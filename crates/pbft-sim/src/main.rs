@@ -26,7 +26,8 @@ struct Args {
     #[arg(long)]
     family: Option<String>,
     /// Switch on a deliberate protocol bug (skip-mac-check, execute-twice,
-    /// weak-reply-certificate, unbounded-request-queue, no-status, commit-quorum-2f).
+    /// weak-reply-certificate, unbounded-request-queue, no-status, commit-quorum-2f,
+    /// execute-before-prepared).
     #[arg(long, default_value = "none")]
     bug: String,
     /// Threads for a sweep (default: all cores).

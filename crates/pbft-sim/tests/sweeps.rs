@@ -89,6 +89,11 @@ fn a_commit_quorum_of_2f_is_caught_by_agreement() {
 }
 
 #[test]
+fn executing_before_prepared_is_caught_by_agreement() {
+    caught("execute-before-prepared", Some(Family::Clean), 0..20, "agreement");
+}
+
+#[test]
 fn without_bugs_the_same_sweeps_are_clean() {
     // The bug tests above prove something only if the same sweeps pass clean.
     for family in [Family::Byzantine, Family::FaultyClients, Family::Lossy] {

@@ -23,4 +23,8 @@ pub struct Bugs {
     /// A batch commits with 2f matching commits instead of 2f+1 (caught by the
     /// agreement checker's commit-certificate invariant).
     pub commit_quorum_2f: bool,
+    /// Replicas execute (tentatively) and reply as soon as they accept a
+    /// pre-prepare, before the batch is prepared (caught by the agreement
+    /// checker's prepared-before-executed invariant).
+    pub execute_before_prepared: bool,
 }

@@ -91,7 +91,7 @@ impl<S: Service> Replica<S> {
             if slot.committed {
                 self.execute_batch(n, false, out);
                 self.after_commit(n, out);
-            } else if slot.prepared && self.cfg.tentative_execution {
+            } else if (slot.prepared || self.bug_execute_before_prepared()) && self.cfg.tentative_execution {
                 self.execute_batch(n, true, out);
                 self.tentative = Some(n);
             } else {
@@ -149,6 +149,14 @@ impl<S: Service> Replica<S> {
         self.last_executed = n;
         self.last_executed_nondet_us = nondet;
         out.push(Effect::Executed(Execution { seq: n, batch: digest, tentative, requests: executed }));
+    }
+
+    fn bug_execute_before_prepared(&self) -> bool {
+        #[cfg(feature = "deliberate-bugs")]
+        if self.cfg.bugs.execute_before_prepared {
+            return true;
+        }
+        false
     }
 
     pub(super) fn bug_execute_twice(&self) -> bool {
