@@ -110,10 +110,8 @@ fn check_range(base: u64, len: u64, offset: u64, n: usize) -> Result<u64, StateE
 impl<'a> StateRegion<'a> {
     /// The region of `pages` pages that starts at page `first_page`.
     pub fn new(state: &'a mut PagedState, first_page: u64, pages: u64) -> Result<Self, StateError> {
-        if first_page.checked_add(pages).ok_or(StateError::OutOfRange)? > state.num_pages() {
-            return Err(StateError::OutOfRange);
-        }
-        Ok(StateRegion { state, base: first_page * PAGE_SIZE as u64, len: pages * PAGE_SIZE as u64 })
+        let (base, len) = StateRegionRef::new(state, first_page, pages).map(|r| (r.base, r.len))?;
+        Ok(StateRegion { state, base, len })
     }
     pub fn len(&self) -> u64 {
         self.len
@@ -122,8 +120,7 @@ impl<'a> StateRegion<'a> {
         self.len == 0
     }
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), StateError> {
-        let at = check_range(self.base, self.len, offset, buf.len())?;
-        self.state.read(at, buf)
+        self.as_ref().read(offset, buf)
     }
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StateError> {
         let at = check_range(self.base, self.len, offset, data.len())?;
