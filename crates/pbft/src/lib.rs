@@ -25,6 +25,7 @@ pub mod replica;
 pub mod service;
 pub mod state;
 pub mod types;
+pub mod view_change;
 pub mod wire;
 
 pub use client::{Client, ClientError};

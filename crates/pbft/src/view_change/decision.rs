@@ -1,0 +1,147 @@
+//! The new-view decision procedure (TOCS 2002 §4.5.2, Castro's thesis §3.2.4):
+//! from a set S of view-change messages, pick the checkpoint the new view starts
+//! from and, for every sequence number after it, the request (or null request)
+//! the new view must re-propose.
+//!
+//! The new primary runs it to build NEW-VIEW; every backup runs it on the same
+//! messages to check NEW-VIEW. It is a pure function of its inputs.
+//!
+//! - checkpoint: the highest (n, d) that f+1 messages list in C, such that 2f+1
+//!   messages have h ≤ n;
+//! - for each n' after it, choose digest d' when some message has (n', d', v')
+//!   in P and
+//!   - A1: 2f+1 messages have h < n' and no P entry at n' that conflicts (a
+//!     higher view, or the same view with another digest), AND
+//!   - A2: f+1 messages have (n', d', v'') in Q with v'' ≥ v';
+//! - choose the null request when 2f+1 messages have h < n' and no P entry at n';
+//! - choosing a request takes precedence over the null request; when neither
+//!   holds, more messages are needed.
+//!
+//! Ports of PBFT have got this wrong by joining A1 and A2 with "or", and by
+//! forgetting "2f+1 messages have h < n'" in the null rule; the tests below pin
+//! both.
+
+use std::collections::BTreeSet;
+
+use crate::types::{Digest, ReplicaId, SeqNo, View};
+
+/// A (sequence number, digest, view) entry of a P or Q set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    pub seq: SeqNo,
+    pub digest: Digest,
+    pub view: View,
+}
+
+/// What the decision procedure needs of one VIEW-CHANGE message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewChangeInfo {
+    pub replica: ReplicaId,
+    /// h: the sender's last stable checkpoint.
+    pub stable: SeqNo,
+    /// C: the checkpoints the sender holds.
+    pub checkpoints: Vec<(SeqNo, Digest)>,
+    /// P: per sequence number above h, the request that prepared in the latest view.
+    pub prepared: Vec<Entry>,
+    /// Q: (digest, view) pairs that pre-prepared above h (several per sequence number).
+    pub pre_prepared: Vec<Entry>,
+}
+
+/// What the new view re-proposes at one sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    Request(Digest),
+    Null,
+}
+
+/// The outcome: where the new view starts and what it re-proposes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewViewDecision {
+    pub checkpoint: (SeqNo, Digest),
+    /// One entry for every sequence number from the checkpoint + 1 to the last
+    /// one any message reports as prepared (within the window), in order.
+    pub choices: Vec<(SeqNo, Choice)>,
+}
+
+/// Why no decision could be made yet: wait for more VIEW-CHANGE messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Undecided {
+    /// No checkpoint is listed by f+1 messages with 2f+1 messages at or below it.
+    NoCheckpoint,
+    /// Neither rule holds at this sequence number.
+    Seq(SeqNo),
+}
+
+/// Runs the decision procedure over `msgs` (each from a distinct replica; the
+/// caller has checked that) for a cluster tolerating `f` faults with log window
+/// `log_window`.
+pub fn decide(f: usize, log_window: u64, msgs: &[ViewChangeInfo]) -> Result<NewViewDecision, Undecided> {
+    let distinct: BTreeSet<ReplicaId> = msgs.iter().map(|m| m.replica).collect();
+    debug_assert_eq!(distinct.len(), msgs.len(), "one view-change message per replica");
+    let checkpoint = choose_checkpoint(f, msgs).ok_or(Undecided::NoCheckpoint)?;
+    let (h, _) = checkpoint;
+    let last = msgs
+        .iter()
+        .flat_map(|m| m.prepared.iter())
+        .map(|e| e.seq)
+        .filter(|s| *s > h && s.0 <= h.0 + log_window)
+        .max()
+        .unwrap_or(h);
+    let mut choices = Vec::new();
+    for n in h.0 + 1..=last.0 {
+        let seq = SeqNo(n);
+        let choice = choose_request(f, msgs, seq)
+            .map(Choice::Request)
+            .or_else(|| choose_null(f, msgs, seq).then_some(Choice::Null))
+            .ok_or(Undecided::Seq(seq))?;
+        choices.push((seq, choice));
+    }
+    Ok(NewViewDecision { checkpoint, choices })
+}
+
+/// The highest (n, d) listed in C by f+1 messages with 2f+1 messages at h ≤ n.
+fn choose_checkpoint(f: usize, msgs: &[ViewChangeInfo]) -> Option<(SeqNo, Digest)> {
+    let candidates: BTreeSet<(SeqNo, Digest)> = msgs.iter().flat_map(|m| m.checkpoints.iter().copied()).collect();
+    candidates.into_iter().rev().find(|(n, d)| {
+        let listed = msgs.iter().filter(|m| m.checkpoints.contains(&(*n, *d))).count();
+        let below = msgs.iter().filter(|m| m.stable <= *n).count();
+        listed > f && below > 2 * f
+    })
+}
+
+/// Rule A at `seq`: a prepared digest that no message contradicts and that f+1
+/// messages pre-prepared in its view or later.
+fn choose_request(f: usize, msgs: &[ViewChangeInfo], seq: SeqNo) -> Option<Digest> {
+    let mut candidates: Vec<Entry> = msgs.iter().flat_map(|m| m.prepared.iter()).filter(|e| e.seq == seq).copied().collect();
+    // Deterministic order: the newest view first, then by digest.
+    candidates.sort_by(|a, b| b.view.cmp(&a.view).then(a.digest.cmp(&b.digest)));
+    candidates.dedup();
+    candidates.into_iter().find(|p| {
+        let a1 = msgs
+            .iter()
+            .filter(|m| {
+                m.stable < seq
+                    && m.prepared
+                        .iter()
+                        .filter(|e| e.seq == seq)
+                        .all(|e| e.view < p.view || (e.view == p.view && e.digest == p.digest))
+            })
+            .count()
+            > 2 * f;
+        let a2 = msgs
+            .iter()
+            .filter(|m| m.pre_prepared.iter().any(|q| q.seq == seq && q.digest == p.digest && q.view >= p.view))
+            .count()
+            > f;
+        a1 && a2
+    })
+    .map(|p| p.digest)
+}
+
+/// Rule B at `seq`: 2f+1 messages with h < seq and nothing prepared at seq.
+fn choose_null(f: usize, msgs: &[ViewChangeInfo], seq: SeqNo) -> bool {
+    msgs.iter().filter(|m| m.stable < seq && m.prepared.iter().all(|e| e.seq != seq)).count() > 2 * f
+}
+
+#[cfg(test)]
+mod tests;
