@@ -1,0 +1,257 @@
+//! `pbft`: generate a cluster, run a replica, talk to the cluster as a client,
+//! or run a local demo cluster in one command.
+//!
+//! Every failure is one line on stderr naming the problem, and a non-zero exit.
+
+mod demo;
+mod kv;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use pbft_kv::{KvConfig, KvService};
+use pbft_node::keygen::{keygen, KeygenSpec};
+use pbft_node::{ClientOptions, Cluster, ClusterClient, FaultConfig, FaultyMode, HostOptions, ReplicaHost};
+
+#[derive(Parser)]
+#[command(name = "pbft", version, about = "Practical Byzantine Fault Tolerance: replicas, clients and a local demo")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write DIR/cluster.toml and a private key file per replica and client.
+    Keygen(KeygenArgs),
+    /// Run one replica of the key-value service.
+    Replica(ReplicaArgs),
+    /// Run one key-value operation against the cluster and print its result.
+    Client(ClientArgs),
+    /// Start 4 replicas on 127.0.0.1, run a workload, print throughput and latency.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// Number of replicas, 3f + 1.
+    #[arg(long, default_value_t = 4)]
+    replicas: usize,
+    /// Hosts the replicas run on, comma-separated, assigned round robin.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
+    hosts: Vec<String>,
+    /// Replica i listens on UDP port P+i and serves metrics on TCP port P+n+i;
+    /// 0 picks free ports on this machine.
+    #[arg(long, default_value_t = 7000)]
+    base_port: u16,
+    /// Number of clients.
+    #[arg(long, default_value_t = 4)]
+    clients: u32,
+    /// Directory to write (created if missing; an existing cluster is never overwritten).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Faults the transport injects into outgoing datagrams (all off by default).
+#[derive(Args, Clone, Debug)]
+struct FaultArgs {
+    /// Fraction of outgoing datagrams dropped.
+    #[arg(long, default_value_t = 0.0)]
+    drop: f64,
+    /// Fraction sent twice.
+    #[arg(long, default_value_t = 0.0)]
+    duplicate: f64,
+    /// Fraction delayed by up to --max-delay-ms.
+    #[arg(long, default_value_t = 0.0)]
+    delay: f64,
+    /// Fraction held back until the next datagram has gone.
+    #[arg(long, default_value_t = 0.0)]
+    reorder: f64,
+    #[arg(long, default_value_t = 10)]
+    max_delay_ms: u64,
+    /// Seed of the fault injector's random stream.
+    #[arg(long, default_value_t = 1)]
+    fault_seed: u64,
+}
+
+impl FaultArgs {
+    fn config(&self) -> FaultConfig {
+        FaultConfig {
+            drop: self.drop,
+            duplicate: self.duplicate,
+            delay: self.delay,
+            reorder: self.reorder,
+            max_delay_us: self.max_delay_ms.saturating_mul(1000),
+            seed: self.fault_seed,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Faulty {
+    /// Receive everything, send nothing.
+    Silent,
+}
+
+#[derive(Args)]
+struct ReplicaArgs {
+    /// The cluster file.
+    #[arg(long)]
+    config: PathBuf,
+    /// This replica's id.
+    #[arg(long)]
+    id: u16,
+    /// Private key file (default: replica-ID.key beside the cluster file).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Misbehave on purpose (tests only).
+    #[arg(long, value_enum)]
+    faulty: Option<Faulty>,
+    /// Bind this UDP address instead of the one in the cluster file.
+    #[arg(long)]
+    bind: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    faults: FaultArgs,
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// The cluster file.
+    #[arg(long)]
+    config: PathBuf,
+    /// This client's id.
+    #[arg(long, default_value_t = 0)]
+    id: u32,
+    /// Private key file (default: client-ID.key beside the cluster file).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    timeout_secs: f64,
+    #[command(subcommand)]
+    op: kv::OpCommand,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's message runs to its first blank line; usage and tips follow.
+            let text = e.to_string();
+            let message: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            eprintln!("pbft: {} (see pbft --help)", message.join(" ").trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    let default_log = if matches!(cli.command, Command::Replica(_)) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Command::Keygen(a) => run_keygen(a),
+        Command::Replica(a) => run_replica(a),
+        Command::Client(a) => run_client(a),
+        Command::Demo(a) => demo::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pbft: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_keygen(a: KeygenArgs) -> Result<ExitCode> {
+    let spec = KeygenSpec {
+        replicas: a.replicas,
+        hosts: a.hosts,
+        base_port: a.base_port,
+        clients: a.clients,
+        ..KeygenSpec::local(4, 1)
+    };
+    let path = keygen(&spec, &a.out)?;
+    println!(
+        "wrote {} with {} replicas and {} clients, and their private keys beside it",
+        path.display(),
+        a.replicas,
+        a.clients
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_replica(a: ReplicaArgs) -> Result<ExitCode> {
+    let cluster = Cluster::load(&a.config)?;
+    let key = a.key.unwrap_or_else(|| cluster.default_replica_key_path(a.id));
+    let keys = cluster.replica_keys(a.id, &key)?;
+    let pages = cluster.file.service.kv_pages;
+    let service = KvService::try_new(KvConfig { pages })
+        .with_context(|| format!("{}: [service] kv_pages = {pages}", a.config.display()))?;
+    let options = HostOptions {
+        faults: a.faults.config(),
+        faulty: a.faulty.map(|f| match f {
+            Faulty::Silent => FaultyMode::Silent,
+        }),
+        bind: a.bind,
+    };
+    options.faults.validate()?;
+    let mut host = ReplicaHost::new(&cluster, a.id, keys, service, &options)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_stop = stop.clone();
+    ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed)).context("installing the signal handler")?;
+    let metrics = match cluster.replicas[a.id as usize].metrics_addr {
+        Some(addr) => {
+            let thread = pbft_node::metrics::serve(addr, host.snapshot(), stop.clone())?;
+            tracing::info!(%addr, "serving metrics");
+            Some(thread)
+        }
+        None => None,
+    };
+    let result = host.run(&stop);
+    stop.store(true, Ordering::Relaxed);
+    if let Some(t) = metrics {
+        let _ = t.join();
+    }
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_client(a: ClientArgs) -> Result<ExitCode> {
+    let op = a.op.to_op()?;
+    let cluster = Cluster::load(&a.config)?;
+    let key = a.key.unwrap_or_else(|| cluster.default_client_key_path(a.id));
+    if !(a.timeout_secs > 0.0 && a.timeout_secs < 1e6) {
+        anyhow::bail!("--timeout-secs must be positive");
+    }
+    let options = ClientOptions { timeout: Duration::from_secs_f64(a.timeout_secs), ..Default::default() };
+    let mut client = ClusterClient::open(&cluster, a.id, &key, &options)?;
+    let result = kv::invoke(&mut client, &op)?;
+    let (text, ok) = kv::describe(&result);
+    println!("{text}");
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// An error and its causes on one line, leaving out causes whose text the
+/// message already contains (the runtime's errors quote their source).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line.replace('\n', " ")
+}

@@ -1,0 +1,197 @@
+//! A 4-replica cluster of real `pbft replica` processes on 127.0.0.1 (free
+//! ports), driven by concurrent clients; one backup is then killed with
+//! SIGKILL and the service goes on. Every result is checked against a model of
+//! the key-value service: each client has keys of its own, so its results are
+//! deterministic. Bounded in time; the children die with the test, whatever
+//! happens (`Processes` kills them when dropped).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pbft_kv::{KvModel, KvOp, KvResult};
+use pbft_node::launcher::{replica_command, wait_until_up, Processes};
+use pbft_node::{ClientOptions, Cluster, ClusterClient};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pbft");
+const CLIENTS: u32 = 4;
+const FIRST_PHASE_OPS: usize = 1000;
+const SECOND_PHASE_OPS: usize = 200;
+const TEST_BUDGET: Duration = Duration::from_secs(60);
+
+fn pbft(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("the pbft binary runs")
+}
+
+fn keygen(dir: &Path) -> PathBuf {
+    let out = dir.to_str().expect("utf-8 temp path");
+    let o = pbft(&[
+        "keygen",
+        "--replicas",
+        "4",
+        "--hosts",
+        "127.0.0.1",
+        "--base-port",
+        "0",
+        "--clients",
+        &CLIENTS.to_string(),
+        "--out",
+        out,
+    ]);
+    assert!(o.status.success(), "keygen: {}", String::from_utf8_lossy(&o.stderr));
+    dir.join("cluster.toml")
+}
+
+fn start_replicas(path: &Path, dir: &Path) -> Processes {
+    let mut procs = Processes::new();
+    for id in 0..4u16 {
+        let cmd =
+            replica_command(Path::new(BIN), path, id, Some(&dir.join(format!("replica-{id}.log")))).expect("command");
+        procs.spawn(format!("replica-{id}"), cmd).expect("spawn");
+    }
+    let cluster = Cluster::load(path).expect("cluster");
+    let metrics: Vec<_> = cluster.replicas.iter().filter_map(|r| r.metrics_addr).collect();
+    wait_until_up(&mut procs, &metrics, Duration::from_secs(20)).expect("replicas come up");
+    procs
+}
+
+/// Operation `i` of client `id`: puts, gets, compare-and-swaps, deletes and
+/// scans over eight keys of its own.
+fn operation(id: u32, i: usize) -> KvOp {
+    let key = |k: usize| format!("c{id}/k{k}").into_bytes();
+    match i % 6 {
+        0 | 3 => KvOp::Put { key: key(i % 8), value: format!("v{i}").into_bytes() },
+        1 => KvOp::Get { key: key((i + 5) % 8) },
+        2 => KvOp::Cas {
+            key: key(i % 8),
+            expected: Some(format!("v{}", i - 2).into_bytes()),
+            new: Some(b"swapped".to_vec()),
+        },
+        4 => KvOp::Delete { key: key((i * 3) % 8) },
+        _ => KvOp::Scan { start: format!("c{id}/").into_bytes(), end: format!("c{id}0").into_bytes(), limit: 16 },
+    }
+}
+
+/// Runs operations `range` of client `id`, checking each result.
+fn run_ops(client: &mut ClusterClient, model: &mut KvModel, id: u32, range: std::ops::Range<usize>, deadline: Instant) {
+    for i in range {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "client {id}: out of time at operation {i}");
+        client.set_timeout(left.min(Duration::from_secs(10)));
+        let op = operation(id, i);
+        let bytes = client
+            .invoke(Bytes::from(op.encode()), op.is_read_only())
+            .unwrap_or_else(|e| panic!("client {id} op {i} {op:?}: {e}"));
+        let got = KvResult::decode(&bytes).expect("result decodes");
+        assert_eq!(got, model.apply(&op), "client {id} op {i}: {op:?}");
+    }
+}
+
+#[test]
+fn four_processes_serve_clients_and_survive_a_killed_backup() {
+    let deadline = Instant::now() + TEST_BUDGET;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = keygen(dir.path());
+    let mut procs = start_replicas(&path, dir.path());
+
+    // Two phases, with the kill between them: all clients and the test thread
+    // meet at `killed` twice.
+    let between = Arc::new(Barrier::new(CLIENTS as usize + 1));
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            let (path, between) = (path.clone(), between.clone());
+            std::thread::spawn(move || {
+                let cluster = Cluster::load(&path).expect("cluster");
+                let options = ClientOptions { timeout: Duration::from_secs(10), ..Default::default() };
+                let mut client =
+                    ClusterClient::open(&cluster, id, &cluster.default_client_key_path(id), &options).expect("client");
+                let mut model = KvModel::new();
+                let per_client = FIRST_PHASE_OPS / CLIENTS as usize;
+                let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_ops(&mut client, &mut model, id, 0..per_client, deadline)
+                }));
+                between.wait();
+                between.wait();
+                if let Err(panic) = first {
+                    std::panic::resume_unwind(panic);
+                }
+                let more = SECOND_PHASE_OPS / CLIENTS as usize;
+                run_ops(&mut client, &mut model, id, per_client..per_client + more, deadline);
+            })
+        })
+        .collect();
+    between.wait();
+    // Not replica 0: it is the primary, and view changes are not built yet.
+    assert!(procs.kill("replica-2"), "replica 2 was running until now");
+    between.wait();
+    let mut failures = Vec::new();
+    for (id, w) in workers.into_iter().enumerate() {
+        if let Err(panic) = w.join() {
+            let text =
+                panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            failures.push(format!("client {id}: {}", text.unwrap_or_default()));
+        }
+    }
+    assert!(procs.exited().is_empty(), "a replica exited: {:?}", procs.exited());
+    if !failures.is_empty() {
+        let log = std::fs::read_to_string(dir.path().join("replica-0.log")).unwrap_or_default();
+        panic!("{}\nreplica 0's log:\n{log}", failures.join("\n"));
+    }
+
+    // The command-line client against the same cluster (3 replicas left).
+    let config = path.to_str().expect("utf-8 path");
+    let o = pbft(&["client", "--config", config, "--id", "1", "put", "cli-key", "cli value"]);
+    assert_eq!((o.status.success(), String::from_utf8_lossy(&o.stdout).trim()), (true, "OK"), "{o:?}");
+    let o = pbft(&["client", "--config", config, "--id", "2", "get", "cli-key"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "cli value", "{o:?}");
+    assert!(Instant::now() < deadline, "took longer than {TEST_BUDGET:?}");
+}
+
+#[test]
+fn bad_input_is_one_line_and_a_non_zero_exit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = keygen(dir.path());
+    let config = path.to_str().expect("utf-8 path");
+    std::fs::write(dir.path().join("bad.toml"), "f = [\n").expect("write");
+    let bad = dir.path().join("bad.toml");
+    let key2 = dir.path().join("replica-2.key");
+    let other = dir.path().join("other");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["replica", "--config", "/nonexistent/cluster.toml", "--id", "0"], "/nonexistent/cluster.toml"),
+        (vec!["replica", "--config", bad.to_str().expect("path"), "--id", "0"], "malformed cluster file: line 1"),
+        (vec!["replica", "--config", config, "--id", "9"], "replica 9 is not in the cluster file"),
+        (
+            vec!["replica", "--config", config, "--id", "1", "--key", key2.to_str().expect("path")],
+            "does not match replica 1",
+        ),
+        (vec!["replica", "--config", config, "--id", "1", "--key", config], "not a private key"),
+        (vec!["replica", "--config", config, "--id", "0", "--drop", "1.5"], "drop must be a fraction"),
+        (vec!["client", "--config", config, "--id", "7", "get", "k"], "client 7 is not in the cluster file"),
+        (vec!["client", "--config", config, "frobnicate"], "unrecognized subcommand"),
+        (vec!["keygen", "--replicas", "5", "--out", other.to_str().expect("path")], "3f + 1"),
+        (vec!["keygen", "--out", dir.path().to_str().expect("path")], "already exists"),
+    ];
+    for (args, expected) in cases {
+        let o = pbft(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(err.contains(expected), "{args:?}: {err:?} should mention {expected:?}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err:?}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+
+    // A port in use: the second replica 0 cannot bind.
+    let mut procs = Processes::new();
+    procs
+        .spawn("replica-0", replica_command(Path::new(BIN), &path, 0, Some(&dir.path().join("r0.log"))).expect("cmd"))
+        .expect("spawn");
+    let cluster = Cluster::load(&path).expect("cluster");
+    let metrics: Vec<_> = cluster.replicas[..1].iter().filter_map(|r| r.metrics_addr).collect();
+    wait_until_up(&mut procs, &metrics, Duration::from_secs(20)).expect("replica 0 up");
+    let o = pbft(&["replica", "--config", config, "--id", "0"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("cannot bind") && err.contains("in use"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err:?}");
+}

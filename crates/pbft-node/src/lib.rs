@@ -1,0 +1,28 @@
+//! The PBFT runtime: the same sans-IO core that the simulator drives, run as
+//! one OS process per replica over UDP (DESIGN.md §4).
+//!
+//! - [`cluster`]: the cluster file (TOML) and private key files;
+//! - [`keygen`]: writing a fresh cluster directory;
+//! - [`transport`]: the UDP socket, with the [`faults`] layer on its way out;
+//! - [`replica_host`]: one replica's event loop;
+//! - [`client_host`]: a blocking client, [`ClusterClient`];
+//! - [`metrics`]: Prometheus text over HTTP;
+//! - [`launcher`]: child processes of a local cluster, killed when dropped;
+//! - [`time`]: the clock (UNIX-epoch microseconds, monotonic) and timers.
+
+pub mod client_host;
+pub mod cluster;
+pub mod error;
+pub mod faults;
+pub mod keygen;
+pub mod launcher;
+pub mod metrics;
+pub mod replica_host;
+pub mod time;
+pub mod transport;
+
+pub use client_host::{ClientOptions, ClusterClient};
+pub use cluster::{Cluster, ClusterFile};
+pub use error::NodeError;
+pub use faults::FaultConfig;
+pub use replica_host::{FaultyMode, HostOptions, ReplicaHost};

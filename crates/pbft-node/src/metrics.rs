@@ -1,0 +1,305 @@
+//! Prometheus metrics of a replica, served over HTTP.
+//!
+//! The replica's thread publishes a [`ReplicaSnapshot`] every so often into a
+//! shared slot; a small HTTP/1.0 responder on a thread of its own renders the
+//! latest snapshot in the Prometheus text format for any `GET` request. The
+//! replica's thread never waits for a scrape.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pbft::metrics::{DropReason, Metrics};
+
+use crate::error::NodeError;
+use crate::faults::FaultStats;
+use crate::transport::TransportStats;
+
+/// A histogram with fixed bucket bounds (upper bounds, inclusive).
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Per bucket, plus one for +Inf.
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+/// Bounds of request latency, in seconds.
+pub const LATENCY_BOUNDS_S: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+/// Bounds of batch sizes, in requests.
+pub const BATCH_BOUNDS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
+impl Histogram {
+    /// An empty histogram with these bucket bounds (ascending).
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram { bounds, counts: vec![0; bounds.len() + 1], sum: 0.0, count: 0 }
+    }
+
+    /// Records one value.
+    pub fn observe(&mut self, v: f64) {
+        let i = self.bounds.iter().position(|b| v <= *b).unwrap_or(self.bounds.len());
+        self.counts[i] += 1;
+        self.sum += v;
+        self.count += 1;
+    }
+
+    /// Values recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str, labels: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            cumulative += c;
+            let le = self.bounds.get(i).map_or("+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {}", self.sum, self.count);
+    }
+}
+
+/// Everything a replica exports, as of one moment.
+#[derive(Clone, Debug)]
+pub struct ReplicaSnapshot {
+    pub replica: u16,
+    pub core: Metrics,
+    pub view: u64,
+    pub last_executed: u64,
+    pub low_water_mark: u64,
+    pub log_entries: usize,
+    pub request_queue: usize,
+    pub known_requests: usize,
+    pub read_only_queue: usize,
+    pub transferring: bool,
+    pub transport: TransportStats,
+    pub faults: Option<FaultStats>,
+    /// Replies not sent because the client's address was not yet known.
+    pub replies_without_address: u64,
+    /// Clients whose address is known.
+    pub client_addresses: usize,
+    /// Requests per executed batch.
+    pub batch_size: Histogram,
+    /// From a request's arrival at this replica to its execution here.
+    pub request_latency: Histogram,
+}
+
+impl ReplicaSnapshot {
+    /// An empty snapshot for replica `replica`.
+    pub fn new(replica: u16) -> ReplicaSnapshot {
+        ReplicaSnapshot {
+            replica,
+            core: Metrics::default(),
+            view: 0,
+            last_executed: 0,
+            low_water_mark: 0,
+            log_entries: 0,
+            request_queue: 0,
+            known_requests: 0,
+            read_only_queue: 0,
+            transferring: false,
+            transport: TransportStats::default(),
+            faults: None,
+            replies_without_address: 0,
+            client_addresses: 0,
+            batch_size: Histogram::new(BATCH_BOUNDS),
+            request_latency: Histogram::new(LATENCY_BOUNDS_S),
+        }
+    }
+
+    /// The snapshot in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let labels = format!("replica=\"{}\"", self.replica);
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ =
+                writeln!(out, "# HELP pbft_{name} {help}\n# TYPE pbft_{name} {kind}\npbft_{name}{{{labels}}} {value}");
+        };
+        let c = &self.core;
+        metric(
+            "requests_executed_total",
+            "counter",
+            "Requests executed (read-write and read-only).",
+            c.requests_executed,
+        );
+        metric(
+            "read_only_executed_total",
+            "counter",
+            "Read-only requests executed without ordering.",
+            c.read_only_executed,
+        );
+        metric("batches_executed_total", "counter", "Batches executed.", c.batches_executed);
+        metric("batch_requests_total", "counter", "Requests in executed batches.", c.batch_requests_total);
+        metric("checkpoints_stable_total", "counter", "Checkpoints that became stable.", c.checkpoints_stable);
+        metric("replies_resent_total", "counter", "Cached replies resent to clients.", c.replies_resent);
+        metric("state_transfers_total", "counter", "State transfers completed.", c.state_transfers);
+        metric("view", "gauge", "Current view.", self.view);
+        metric("last_executed", "gauge", "Sequence number of the last executed batch.", self.last_executed);
+        metric("low_water_mark", "gauge", "Last stable checkpoint.", self.low_water_mark);
+        metric("log_entries", "gauge", "Entries in the message log.", self.log_entries as u64);
+        metric("request_queue", "gauge", "Requests waiting to be batched.", self.request_queue as u64);
+        metric("known_requests", "gauge", "Request bodies held for batches.", self.known_requests as u64);
+        metric("read_only_queue", "gauge", "Read-only requests waiting for a commit.", self.read_only_queue as u64);
+        metric("transferring", "gauge", "1 while a state transfer is under way.", self.transferring as u64);
+        let t = &self.transport;
+        metric("datagrams_received_total", "counter", "UDP datagrams received.", t.datagrams_in);
+        metric("datagram_bytes_received_total", "counter", "Bytes of UDP datagrams received.", t.bytes_in);
+        metric("datagrams_sent_total", "counter", "UDP datagrams sent.", t.datagrams_out);
+        metric("datagram_bytes_sent_total", "counter", "Bytes of UDP datagrams sent.", t.bytes_out);
+        metric("send_errors_total", "counter", "UDP sends that failed.", t.send_errors);
+        metric(
+            "replies_without_address_total",
+            "counter",
+            "Replies not sent: client address unknown.",
+            self.replies_without_address,
+        );
+        metric("client_addresses", "gauge", "Clients whose address is known.", self.client_addresses as u64);
+        let _ =
+            writeln!(out, "# HELP pbft_dropped_total Inputs dropped, by reason.\n# TYPE pbft_dropped_total counter");
+        for r in DropReason::ALL {
+            let _ = writeln!(out, "pbft_dropped_total{{{labels},reason=\"{}\"}} {}", r.name(), c.dropped(r));
+        }
+        if let Some(f) = &self.faults {
+            let _ = writeln!(out, "# HELP pbft_injected_faults_total Faults injected by the transport.\n# TYPE pbft_injected_faults_total counter");
+            for (kind, v) in [
+                ("drop", f.dropped),
+                ("duplicate", f.duplicated),
+                ("delay", f.delayed),
+                ("reorder", f.reordered),
+                ("overflow", f.overflowed),
+            ] {
+                let _ = writeln!(out, "pbft_injected_faults_total{{{labels},kind=\"{kind}\"}} {v}");
+            }
+        }
+        self.batch_size.render(&mut out, "pbft_batch_size", "Requests per executed batch.", &labels);
+        self.request_latency.render(
+            &mut out,
+            "pbft_request_latency_seconds",
+            "From a request's arrival at this replica to its execution here (requests this replica received).",
+            &labels,
+        );
+        out
+    }
+}
+
+/// The slot the replica publishes into and the HTTP thread reads.
+pub type SharedSnapshot = Arc<Mutex<ReplicaSnapshot>>;
+
+/// Serves `snapshot` at `addr` until `stop` is set. Binding happens before this
+/// returns, so a port in use is reported to the caller.
+pub fn serve(addr: SocketAddr, snapshot: SharedSnapshot, stop: Arc<AtomicBool>) -> Result<JoinHandle<()>, NodeError> {
+    let listener = TcpListener::bind(addr).map_err(|source| NodeError::Bind { addr, source })?;
+    // Non-blocking accept, polled, so that the thread notices `stop`.
+    listener.set_nonblocking(true).map_err(|e| NodeError::io("metrics listener", e))?;
+    let handle = std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if let Err(e) = answer(stream, &snapshot) {
+                            tracing::debug!(error = %e, "metrics request failed");
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "metrics listener failed");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            }
+        })
+        .map_err(|e| NodeError::io("spawn the metrics thread", e))?;
+    Ok(handle)
+}
+
+fn answer(mut stream: TcpStream, snapshot: &SharedSnapshot) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(1)))?;
+    // Read the request head (bounded); only its first line matters.
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let (status, body) = if head.starts_with(b"GET ") {
+        // A poisoned lock still holds a usable snapshot of plain counters.
+        let s = snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        ("200 OK", s.render())
+    } else {
+        ("405 Method Not Allowed", "only GET\n".to_string())
+    };
+    let response = format!(
+        "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes())
+}
+
+/// Fetches `http://addr/metrics` (for tests and the demo's readiness check).
+pub fn scrape(addr: SocketAddr, timeout: Duration) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
+}
+
+/// The value of the sample `name{labels...}` in a Prometheus text, if present.
+/// `name` is matched up to its label set, e.g. `pbft_view` or
+/// `pbft_dropped_total{replica="0",reason="bad_mac"}`.
+pub fn sample_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (key, value) = l.rsplit_once(' ')?;
+        let matches = key == name || (key.starts_with(name) && key[name.len()..].starts_with('{'));
+        if matches {
+            value.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_and_serves_prometheus_text() {
+        let mut s = ReplicaSnapshot::new(2);
+        s.view = 3;
+        s.core.requests_executed = 42;
+        s.core.drop(DropReason::BadMac);
+        s.request_latency.observe(0.003);
+        s.batch_size.observe(5.0);
+        let shared = Arc::new(Mutex::new(s));
+        let stop = Arc::new(AtomicBool::new(false));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let handle = serve(addr, shared, stop.clone()).expect("serve");
+        let text = scrape(addr, Duration::from_secs(5)).expect("scrape");
+        stop.store(true, Ordering::Relaxed);
+        handle.join().expect("join");
+        assert_eq!(sample_value(&text, "pbft_view"), Some(3.0));
+        assert_eq!(sample_value(&text, "pbft_requests_executed_total"), Some(42.0));
+        assert_eq!(sample_value(&text, "pbft_dropped_total{replica=\"2\",reason=\"bad_mac\"}"), Some(1.0));
+        assert_eq!(sample_value(&text, "pbft_request_latency_seconds_bucket{replica=\"2\",le=\"0.005\"}"), Some(1.0));
+        assert_eq!(sample_value(&text, "pbft_batch_size_count"), Some(1.0));
+    }
+}

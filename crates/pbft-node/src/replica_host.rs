@@ -1,0 +1,264 @@
+//! The host of one replica: a UDP socket, the replica's timers and the core,
+//! on one thread.
+//!
+//! The loop waits for a datagram or the next deadline (a timer, or a datagram
+//! the fault layer holds), hands inputs to the core with the current time, and
+//! carries out the effects the core returns, in order.
+//!
+//! Clients' addresses are not in the cluster file: a replica learns a client's
+//! address from the source of its requests, and only from a request whose MAC
+//! the core accepted (no authentication drop was counted while handling it), so
+//! a forger cannot divert a client's replies. Addresses are kept in a table
+//! indexed by client id, bounded by the number of clients in the cluster.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use pbft::auth::KeyTable;
+use pbft::metrics::{DropReason, Metrics};
+use pbft::service::Service;
+use pbft::wire::Message;
+use pbft::{ClientId, Dest, Effect, Instant, Outbox, Replica, ReplicaId, Timestamp};
+
+use crate::cluster::Cluster;
+use crate::error::NodeError;
+use crate::faults::FaultConfig;
+use crate::metrics::{ReplicaSnapshot, SharedSnapshot};
+use crate::time::{Clock, Timers};
+use crate::transport::{Transport, MAX_DATAGRAM};
+
+/// How often the loop wakes up with nothing to do (to notice a stop request)
+/// and publishes its metrics.
+const HOUSEKEEPING_US: u64 = 100_000;
+
+/// A replica that misbehaves on purpose, for tests with real processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultyMode {
+    /// Receives everything and sends nothing (a crashed or partitioned replica
+    /// that still holds its port).
+    Silent,
+}
+
+/// How to run a replica besides what the cluster file says.
+#[derive(Clone, Debug, Default)]
+pub struct HostOptions {
+    /// Faults the transport injects into outgoing datagrams.
+    pub faults: FaultConfig,
+    /// Misbehaviour, for tests.
+    pub faulty: Option<FaultyMode>,
+    /// Bind this address instead of the one in the cluster file (for example
+    /// 0.0.0.0:port behind a NAT).
+    pub bind: Option<SocketAddr>,
+}
+
+/// One replica on one UDP socket.
+pub struct ReplicaHost<S: Service> {
+    replica: Replica<S>,
+    transport: Transport,
+    /// Every replica's address, by id.
+    peers: Vec<SocketAddr>,
+    /// Each client's last authenticated source address, by id.
+    clients: Vec<Option<SocketAddr>>,
+    /// Each client's newest request seen here and when it arrived, for the
+    /// latency histogram.
+    arrivals: Vec<Option<(Timestamp, Instant)>>,
+    timers: Timers,
+    clock: Clock,
+    out: Outbox,
+    faulty: Option<FaultyMode>,
+    /// Host-side metrics (histograms, address table); the core's are copied in
+    /// when published.
+    local: ReplicaSnapshot,
+    shared: SharedSnapshot,
+}
+
+impl<S: Service> ReplicaHost<S> {
+    /// Binds replica `id`'s socket and creates the replica. `keys` must be the
+    /// replica's (see [`Cluster::replica_keys`]).
+    pub fn new(
+        cluster: &Cluster,
+        id: u16,
+        keys: KeyTable,
+        service: S,
+        options: &HostOptions,
+    ) -> Result<Self, NodeError> {
+        let info = cluster.replica(id)?;
+        let replica = Replica::new(cluster.config(), ReplicaId(id), keys, service)?;
+        let transport = Transport::bind(options.bind.unwrap_or(info.addr), &options.faults)?;
+        let max_clients = cluster.client_publics.len();
+        Ok(ReplicaHost {
+            replica,
+            transport,
+            peers: cluster.replicas.iter().map(|r| r.addr).collect(),
+            clients: vec![None; max_clients],
+            arrivals: vec![None; max_clients],
+            timers: Timers::default(),
+            clock: Clock::new(),
+            out: Outbox::new(),
+            faulty: options.faulty,
+            local: ReplicaSnapshot::new(id),
+            shared: Arc::new(Mutex::new(ReplicaSnapshot::new(id))),
+        })
+    }
+
+    /// The slot this host publishes its metrics into (for [`crate::metrics::serve`]).
+    pub fn snapshot(&self) -> SharedSnapshot {
+        self.shared.clone()
+    }
+
+    /// The bound socket address.
+    pub fn local_addr(&self) -> Result<SocketAddr, NodeError> {
+        self.transport.local_addr()
+    }
+
+    /// The replica (for inspection in tests).
+    pub fn replica(&self) -> &Replica<S> {
+        &self.replica
+    }
+
+    /// Runs until `stop` is set. Returns an error only if the socket fails.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<(), NodeError> {
+        let now = self.clock.now();
+        tracing::info!(replica = self.replica.id().0, addr = %self.transport.local_addr()?, faulty = ?self.faulty, "replica started");
+        if self.faulty.is_none() {
+            self.replica.start(now, &mut self.out);
+            self.carry_out(now);
+        }
+        let mut next_publish = now;
+        while !stop.load(Ordering::Relaxed) {
+            let now = self.clock.now();
+            while let Some(timer) = self.timers.pop_due(now) {
+                self.replica.on_timer(now, timer, &mut self.out);
+                self.carry_out(now);
+            }
+            self.transport.release_due(now);
+            if now >= next_publish {
+                self.publish();
+                next_publish = now.plus_us(HOUSEKEEPING_US);
+            }
+            let wake =
+                [self.timers.next(), self.transport.next_release(), Some(next_publish)].into_iter().flatten().min();
+            let wait = self.clock.until(wake.unwrap_or(next_publish));
+            if let Some((bytes, from)) = self.transport.recv(wait)? {
+                self.on_datagram(bytes, from);
+            }
+        }
+        self.publish();
+        tracing::info!(replica = self.replica.id().0, "replica stopped");
+        Ok(())
+    }
+
+    fn on_datagram(&mut self, bytes: Bytes, from: SocketAddr) {
+        if self.faulty == Some(FaultyMode::Silent) {
+            return;
+        }
+        let now = self.clock.now();
+        let request = client_request(&bytes);
+        let auth_drops = authentication_drops(self.replica.metrics());
+        self.replica.on_datagram(now, bytes, &mut self.out);
+        if let Some((client, timestamp)) = request {
+            let authenticated = authentication_drops(self.replica.metrics()) == auth_drops;
+            if let (true, Some(slot)) = (authenticated, self.clients.get_mut(client.0 as usize)) {
+                if *slot != Some(from) {
+                    tracing::debug!(client = client.0, %from, "client address learned");
+                }
+                *slot = Some(from);
+                let arrival = &mut self.arrivals[client.0 as usize];
+                if arrival.is_none_or(|(t, _)| t < timestamp) {
+                    *arrival = Some((timestamp, now));
+                }
+            }
+        }
+        self.carry_out(now);
+    }
+
+    /// Carries out the core's effects, in order.
+    fn carry_out(&mut self, now: Instant) {
+        let me = self.replica.id().index();
+        let mut out = std::mem::take(&mut self.out);
+        for effect in out.drain() {
+            match effect {
+                Effect::Send { to: Dest::Replica(r), bytes } => {
+                    if let Some(addr) = self.peers.get(r.index()) {
+                        self.transport.send(now, *addr, bytes);
+                    }
+                }
+                Effect::Send { to: Dest::AllReplicas, bytes } => {
+                    for (i, addr) in self.peers.iter().enumerate() {
+                        if i != me {
+                            self.transport.send(now, *addr, bytes.clone());
+                        }
+                    }
+                }
+                Effect::Send { to: Dest::Client(c), bytes } => {
+                    match self.clients.get(c.0 as usize).copied().flatten() {
+                        Some(addr) => self.transport.send(now, addr, bytes),
+                        None => self.local.replies_without_address += 1,
+                    }
+                }
+                Effect::SetTimer { timer, at } => self.timers.set(timer, at),
+                Effect::CancelTimer { timer } => self.timers.cancel(timer),
+                Effect::Executed(e) => {
+                    self.local.batch_size.observe(e.requests.len() as f64);
+                    for (client, timestamp) in e.requests {
+                        let Some(arrival) = self.arrivals.get_mut(client.0 as usize) else { continue };
+                        if let Some((t, at)) = *arrival {
+                            if t == timestamp {
+                                self.local.request_latency.observe(now.as_us().saturating_sub(at.as_us()) as f64 / 1e6);
+                                *arrival = None;
+                            }
+                        }
+                    }
+                    tracing::trace!(seq = e.seq.0, tentative = e.tentative, "executed");
+                }
+                Effect::StableCheckpoint { seq, .. } => tracing::debug!(seq = seq.0, "stable checkpoint"),
+                Effect::StateTransferred { seq, pages, .. } => tracing::info!(seq = seq.0, pages, "state transferred"),
+                Effect::CommittedTentative { .. } | Effect::Completed { .. } => {}
+            }
+        }
+        self.out = out;
+    }
+
+    /// Copies the current metrics into the shared slot.
+    fn publish(&mut self) {
+        let r = &self.replica;
+        self.local.core = r.metrics().clone();
+        self.local.view = r.view().0;
+        self.local.last_executed = r.last_executed().0;
+        self.local.low_water_mark = r.low_water_mark().0;
+        self.local.log_entries = r.log_len();
+        self.local.request_queue = r.request_queue_len();
+        self.local.known_requests = r.known_requests_len();
+        self.local.read_only_queue = r.read_only_queue_len();
+        self.local.transferring = r.transferring();
+        self.local.transport = self.transport.stats();
+        self.local.faults = self.transport.fault_stats();
+        self.local.client_addresses = self.clients.iter().flatten().count();
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        *shared = self.local.clone();
+    }
+}
+
+/// Drops the core counts when a datagram fails to decode or authenticate.
+fn authentication_drops(m: &Metrics) -> u64 {
+    [DropReason::Malformed, DropReason::UnknownSender, DropReason::BadMac, DropReason::WrongSenderKind]
+        .into_iter()
+        .map(|r| m.dropped(r))
+        .sum()
+}
+
+/// The client and timestamp of a datagram that claims to be a client request
+/// (unauthenticated: the caller trusts it only once the core accepted it).
+fn client_request(bytes: &Bytes) -> Option<(ClientId, Timestamp)> {
+    // Byte 4 of the envelope header is the sender tag, 1 for a client (see
+    // `pbft::wire`): replicas' messages skip the second decode.
+    if bytes.get(4) != Some(&1) {
+        return None;
+    }
+    match pbft::wire::decode(bytes.clone(), MAX_DATAGRAM).ok()?.message {
+        Message::Request(r) => Some((r.client, r.timestamp)),
+        _ => None,
+    }
+}

@@ -1,0 +1,111 @@
+//! Four replica hosts on threads of this process, over real UDP sockets on
+//! loopback, serving key-value clients; with and without injected faults.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pbft_kv::{KvConfig, KvModel, KvOp, KvResult, KvService};
+use pbft_node::keygen::{keygen, KeygenSpec};
+use pbft_node::metrics::{sample_value, scrape, serve};
+use pbft_node::{ClientOptions, Cluster, ClusterClient, FaultConfig, HostOptions, ReplicaHost};
+
+struct Running {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn start(clients: u32, faults: FaultConfig) -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = KeygenSpec::local(4, clients);
+    spec.protocol.status_interval_ms = 20;
+    spec.protocol.client_retransmit_ms = 50;
+    spec.service.kv_pages = 256;
+    let path = keygen(&spec, dir.path()).expect("keygen");
+    let cluster = Cluster::load(&path).expect("load");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for id in 0..4u16 {
+        let keys = cluster.replica_keys(id, &cluster.default_replica_key_path(id)).expect("keys");
+        let service = KvService::new(KvConfig { pages: cluster.file.service.kv_pages });
+        let options = HostOptions { faults: FaultConfig { seed: id as u64, ..faults.clone() }, ..Default::default() };
+        let mut host = ReplicaHost::new(&cluster, id, keys, service, &options).expect("host");
+        if let Some(addr) = cluster.replicas[id as usize].metrics_addr {
+            threads.push(serve(addr, host.snapshot(), stop.clone()).expect("metrics"));
+        }
+        let stop = stop.clone();
+        threads.push(std::thread::spawn(move || host.run(&stop).expect("replica runs")));
+    }
+    Running { stop, threads, _dir: dir, path }
+}
+
+/// Runs `ops` operations from client `id` on keys of its own, checking each
+/// result against a model.
+fn workload(path: PathBuf, id: u32, ops: usize, deadline: Instant) {
+    let cluster = Cluster::load(&path).expect("load");
+    let options = ClientOptions { timeout: Duration::from_secs(20), ..Default::default() };
+    let mut client = ClusterClient::open(&cluster, id, &cluster.default_client_key_path(id), &options).expect("client");
+    let mut model = KvModel::new();
+    for i in 0..ops {
+        assert!(Instant::now() < deadline, "client {id} out of time after {i} operations");
+        let key = format!("c{id}-k{}", i % 7).into_bytes();
+        let op = match i % 4 {
+            0 => KvOp::Put { key, value: format!("v{i}").into_bytes() },
+            1 => KvOp::Get { key },
+            2 => KvOp::Cas { key, expected: Some(format!("v{}", i - 2).into_bytes()), new: Some(b"cas".to_vec()) },
+            _ => KvOp::Delete { key },
+        };
+        let result = client.invoke(Bytes::from(op.encode()), op.is_read_only()).expect("operation completes");
+        let got = KvResult::decode(&result).expect("result decodes");
+        assert_eq!(got, model.apply(&op), "client {id} op {i}: {op:?}");
+    }
+}
+
+fn run_clients(r: &Running, clients: u32, ops: usize) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let workers: Vec<_> = (0..clients)
+        .map(|c| {
+            let path = r.path.clone();
+            std::thread::spawn(move || workload(path, c, ops, deadline))
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("client thread");
+    }
+}
+
+#[test]
+fn serves_concurrent_clients_and_exports_metrics() {
+    let r = start(3, FaultConfig::default());
+    run_clients(&r, 3, 100);
+    let cluster = Cluster::load(&r.path).expect("load");
+    let metrics_addr = cluster.replicas[0].metrics_addr.expect("metrics address");
+    // Metrics are published every 100 ms.
+    std::thread::sleep(Duration::from_millis(250));
+    let text = scrape(metrics_addr, Duration::from_secs(5)).expect("scrape");
+    let executed = sample_value(&text, "pbft_requests_executed_total").expect("sample");
+    assert!(executed >= 150.0, "{executed} requests executed:\n{text}");
+    assert_eq!(sample_value(&text, "pbft_client_addresses"), Some(3.0));
+    assert!(sample_value(&text, "pbft_request_latency_seconds_count").expect("histogram") > 0.0);
+}
+
+#[test]
+fn survives_dropped_and_duplicated_datagrams() {
+    let faults = FaultConfig { drop: 0.05, duplicate: 0.05, ..Default::default() };
+    let r = start(2, faults);
+    run_clients(&r, 2, 100);
+}
