@@ -96,6 +96,14 @@ impl FaultArgs {
 enum Faulty {
     /// Receive everything, send nothing.
     Silent,
+    /// Send clients made-up results.
+    WrongReply,
+    /// Send PREPARE and COMMIT with wrong digests.
+    BadDigest,
+    /// Corrupt MACs and send messages in other replicas' names.
+    Forge,
+    /// Send CHECKPOINT with wrong state digests.
+    LyingCheckpoint,
 }
 
 #[derive(Args)]
@@ -202,6 +210,10 @@ fn run_replica(a: ReplicaArgs) -> Result<ExitCode> {
         faults: a.faults.config(),
         faulty: a.faulty.map(|f| match f {
             Faulty::Silent => FaultyMode::Silent,
+            Faulty::WrongReply => FaultyMode::WrongReply,
+            Faulty::BadDigest => FaultyMode::BadDigest,
+            Faulty::Forge => FaultyMode::Forge,
+            Faulty::LyingCheckpoint => FaultyMode::LyingCheckpoint,
         }),
         bind: a.bind,
     };

@@ -195,3 +195,94 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
     assert!(!o.status.success() && err.contains("cannot bind") && err.contains("in use"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err:?}");
 }
+
+/// Sends junk to every replica's port until `stop`: random bytes, bytes with a
+/// valid header, and well-formed messages with forged MACs.
+fn garbage_sender(cluster: &Cluster, stop: Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<u64> {
+    let addrs: Vec<_> = cluster.replicas.iter().map(|r| r.addr).collect();
+    std::thread::spawn(move || {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut sent = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 200_000 {
+            for addr in &addrs {
+                let len = (next() % 600) as usize;
+                let mut junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                if next() % 2 == 0 && junk.len() > 8 {
+                    junk[..4].copy_from_slice(&[b'P', b'B', 1, 1 + (next() % 7) as u8]);
+                }
+                let _ = socket.send_to(&junk, addr);
+                let forged = pbft::adversary::forge(
+                    pbft::NodeId::Replica(pbft::ReplicaId((next() % 4) as u16)),
+                    &pbft::wire::Message::Commit(pbft::wire::Commit {
+                        view: pbft::View(0),
+                        seq: pbft::SeqNo(1 + next() % 64),
+                        digest: pbft::Digest([next() as u8; 32]),
+                    }),
+                    4,
+                    &mut next,
+                );
+                let _ = socket.send_to(&forged, addr);
+                sent += 2;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        sent
+    })
+}
+
+#[test]
+fn correct_results_with_a_lying_backup_and_junk_on_every_port() {
+    let deadline = Instant::now() + TEST_BUDGET;
+    for mode in ["wrong-reply", "bad-digest", "forge", "lying-checkpoint", "silent"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = keygen(dir.path());
+        let cluster = Cluster::load(&path).expect("cluster");
+        let mut procs = Processes::new();
+        for id in 0..4u16 {
+            let log = dir.path().join(format!("replica-{id}.log"));
+            let mut cmd = replica_command(Path::new(BIN), &path, id, Some(&log)).expect("command");
+            if id == 3 {
+                cmd.args(["--faulty", mode]);
+            }
+            procs.spawn(format!("replica-{id}"), cmd).expect("spawn");
+        }
+        let metrics: Vec<_> = cluster.replicas.iter().filter_map(|r| r.metrics_addr).collect();
+        wait_until_up(&mut procs, &metrics, Duration::from_secs(20)).expect("replicas come up");
+
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let junk = garbage_sender(&cluster, stop.clone());
+        let workers: Vec<_> = (0..2u32)
+            .map(|id| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let cluster = Cluster::load(&path).expect("cluster");
+                    let options = ClientOptions { timeout: Duration::from_secs(10), ..Default::default() };
+                    let mut client = ClusterClient::open(&cluster, id, &cluster.default_client_key_path(id), &options)
+                        .expect("client");
+                    let mut model = KvModel::new();
+                    run_ops(&mut client, &mut model, id, 0..60, deadline);
+                })
+            })
+            .collect();
+        for w in workers {
+            if let Err(panic) = w.join() {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                panic!("faulty mode {mode}: {:?}", panic.downcast_ref::<String>());
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent = junk.join().expect("junk sender");
+        assert!(sent > 100, "faulty mode {mode}: only {sent} junk datagrams sent");
+        // No replica exited: junk and lies are dropped, never a crash.
+        let exited = procs.exited();
+        assert!(exited.is_empty(), "faulty mode {mode}: replicas exited: {exited:?}");
+        drop(procs);
+    }
+}

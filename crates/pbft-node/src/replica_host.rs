@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use pbft::adversary::{Liar, Lie};
 use pbft::auth::KeyTable;
 use pbft::metrics::{DropReason, Metrics};
 use pbft::service::Service;
@@ -39,6 +40,27 @@ pub enum FaultyMode {
     /// Receives everything and sends nothing (a crashed or partitioned replica
     /// that still holds its port).
     Silent,
+    /// Sends clients a made-up result, with valid MACs.
+    WrongReply,
+    /// Sends PREPARE and COMMIT with wrong digests, with valid MACs.
+    BadDigest,
+    /// Corrupts its MACs and sends every message again in another replica's name.
+    Forge,
+    /// Sends CHECKPOINT with wrong state digests, with valid MACs.
+    LyingCheckpoint,
+}
+
+impl FaultyMode {
+    /// The lie the shared adversary tells for this mode, if it rewrites messages.
+    fn lie(self) -> Option<Lie> {
+        match self {
+            FaultyMode::Silent => None,
+            FaultyMode::WrongReply => Some(Lie::WrongReplies),
+            FaultyMode::BadDigest => Some(Lie::WrongDigests),
+            FaultyMode::Forge => Some(Lie::ForgeMacs),
+            FaultyMode::LyingCheckpoint => Some(Lie::LyingCheckpoints),
+        }
+    }
 }
 
 /// How to run a replica besides what the cluster file says.
@@ -68,6 +90,8 @@ pub struct ReplicaHost<S: Service> {
     clock: Clock,
     out: Outbox,
     faulty: Option<FaultyMode>,
+    /// Rewrites what this replica sends when it runs a lying faulty mode.
+    liar: Option<Liar>,
     /// Host-side metrics (histograms, address table); the core's are copied in
     /// when published.
     local: ReplicaSnapshot,
@@ -85,6 +109,10 @@ impl<S: Service> ReplicaHost<S> {
         options: &HostOptions,
     ) -> Result<Self, NodeError> {
         let info = cluster.replica(id)?;
+        let liar = options
+            .faulty
+            .and_then(FaultyMode::lie)
+            .map(|lie| Liar::new(lie, keys.clone(), cluster.replicas.len(), u64::from(id) + 1));
         let replica = Replica::new(cluster.config(), ReplicaId(id), keys, service)?;
         let transport = Transport::bind(options.bind.unwrap_or(info.addr), &options.faults)?;
         let max_clients = cluster.client_publics.len();
@@ -98,6 +126,7 @@ impl<S: Service> ReplicaHost<S> {
             clock: Clock::new(),
             out: Outbox::new(),
             faulty: options.faulty,
+            liar,
             local: ReplicaSnapshot::new(id),
             shared: Arc::new(Mutex::new(ReplicaSnapshot::new(id))),
         })
@@ -178,7 +207,26 @@ impl<S: Service> ReplicaHost<S> {
     fn carry_out(&mut self, now: Instant) {
         let me = self.replica.id().index();
         let mut out = std::mem::take(&mut self.out);
+        let max_message_bytes = self.replica.config().max_message_bytes;
         for effect in out.drain() {
+            // A lying replica sends its rewrites instead (to the same destination).
+            let effects = match (effect, self.liar.as_mut()) {
+                (Effect::Send { to, bytes }, Some(liar)) => liar
+                    .rewrite(bytes, max_message_bytes)
+                    .into_iter()
+                    .map(|bytes| Effect::Send { to, bytes })
+                    .collect::<Vec<_>>(),
+                (effect, _) => vec![effect],
+            };
+            for effect in effects {
+                self.carry_out_one(me, now, effect);
+            }
+        }
+        self.out = out;
+    }
+
+    fn carry_out_one(&mut self, me: usize, now: Instant, effect: Effect) {
+        {
             match effect {
                 Effect::Send { to: Dest::Replica(r), bytes } => {
                     if let Some(addr) = self.peers.get(r.index()) {
@@ -218,7 +266,6 @@ impl<S: Service> ReplicaHost<S> {
                 Effect::CommittedTentative { .. } | Effect::Completed { .. } => {}
             }
         }
-        self.out = out;
     }
 
     /// Copies the current metrics into the shared slot.

@@ -6,10 +6,11 @@
 //! clients with real keys that send whatever the adversary likes.
 
 use bytes::Bytes;
+use pbft::adversary::{forge, Liar, Lie};
 use pbft::auth::{Audience, KeyTable};
-use pbft::wire::{self, Checkpoint, Commit, Message, Prepare, PrePrepare, Reply, ReplyBody, Request, Status};
-use pbft::{ClientId, Config, Digest, NodeId, ReplicaId, SeqNo, Timestamp, View};
-use pbft_kv::{KvOp, KvResult};
+use pbft::wire::{self, Checkpoint, Commit, Message, Prepare, PrePrepare, Request, Status};
+use pbft::{ClientId, Config, Digest, NodeId, SeqNo, Timestamp, View};
+use pbft_kv::KvOp;
 
 use crate::rng::SimRng;
 use crate::scenario::{ByzMode, ClientFault};
@@ -21,6 +22,8 @@ const REPLAY_MEMORY: usize = 512;
 pub struct ByzReplica {
     pub mode: ByzMode,
     keys: KeyTable,
+    /// The lies shared with the real runtime, for the modes that rewrite.
+    liar: Option<Liar>,
     seen: Vec<Bytes>,
 }
 
@@ -30,17 +33,18 @@ fn random_digest(rng: &mut SimRng) -> Digest {
     Digest(d)
 }
 
-/// Re-encodes `message` as sent by `sender` with random tags: a forgery.
-fn forge(sender: NodeId, message: &Message, tags: usize, rng: &mut SimRng) -> Bytes {
-    let (mut buf, at) = wire::encode_unauthenticated(sender, message, tags);
-    let tag_bytes = rng.bytes(tags * wire::TAG_LEN);
-    buf[at + 1..].copy_from_slice(&tag_bytes);
-    buf.freeze()
-}
-
 impl ByzReplica {
-    pub fn new(mode: ByzMode, keys: KeyTable) -> ByzReplica {
-        ByzReplica { mode, keys, seen: Vec::new() }
+    pub fn new(mode: ByzMode, keys: KeyTable, n: usize, seed: u64) -> ByzReplica {
+        let lie = match mode {
+            ByzMode::ForgeMacs => Some(Lie::ForgeMacs),
+            ByzMode::WrongDigests => Some(Lie::WrongDigests),
+            ByzMode::LyingCheckpoints => Some(Lie::LyingCheckpoints),
+            ByzMode::WrongReplies => Some(Lie::WrongReplies),
+            ByzMode::EagerCommit => Some(Lie::EagerCommit),
+            ByzMode::Silent | ByzMode::Replay | ByzMode::Flood => None,
+        };
+        let liar = lie.map(|l| Liar::new(l, keys.clone(), n, seed));
+        ByzReplica { mode, keys, liar, seen: Vec::new() }
     }
 
     fn remember(&mut self, b: &Bytes) {
@@ -57,63 +61,17 @@ impl ByzReplica {
     }
 
     /// Rewrites one outgoing datagram into what the faulty replica really sends.
-    pub fn outbound(&mut self, cfg: &Config, targets: &[Addr], bytes: Bytes, rng: &mut SimRng) -> Vec<(Addr, Bytes)> {
-        let all = |b: Bytes| targets.iter().map(|t| (*t, b.clone())).collect::<Vec<_>>();
-        let Ok(env) = wire::decode(bytes.clone(), cfg.max_message_bytes) else { return all(bytes) };
-        let audience = match env.message {
-            Message::Reply(ref r) => Audience::One(NodeId::Client(r.client)),
-            _ => Audience::Replicas,
-        };
-        match self.mode {
-            ByzMode::Silent => Vec::new(),
-            ByzMode::ForgeMacs => {
-                // Its own messages with corrupted MACs, and the same messages in
-                // another replica's name.
-                let mut out = all(forge(env.sender, &env.message, env.tags.len(), rng));
-                let other = NodeId::Replica(ReplicaId(rng.below(cfg.n() as u64) as u16));
-                out.extend(all(forge(other, &env.message, env.tags.len(), rng)));
-                out
-            }
-            ByzMode::WrongDigests => match env.message {
-                Message::Prepare(p) => {
-                    all(self.keys.seal(&Message::Prepare(Prepare { digest: random_digest(rng), ..p }), audience))
-                }
-                Message::Commit(c) => {
-                    all(self.keys.seal(&Message::Commit(Commit { digest: random_digest(rng), ..c }), audience))
-                }
-                _ => all(bytes),
-            },
-            ByzMode::LyingCheckpoints => match env.message {
-                Message::Checkpoint(c) => {
-                    let lie = Checkpoint { state_digest: random_digest(rng), ..c };
-                    all(self.keys.seal(&Message::Checkpoint(lie), audience))
-                }
-                _ => all(bytes),
-            },
-            ByzMode::Replay => {
+    pub fn outbound(&mut self, cfg: &Config, targets: &[Addr], bytes: Bytes) -> Vec<(Addr, Bytes)> {
+        let sent = match (self.mode, self.liar.as_mut()) {
+            (ByzMode::Silent, _) => Vec::new(),
+            (ByzMode::Replay, _) => {
                 self.remember(&bytes);
-                all(bytes)
+                vec![bytes]
             }
-            ByzMode::Flood => all(bytes),
-            ByzMode::WrongReplies => match env.message {
-                Message::Reply(r) => {
-                    // Always the full (wrong) result, so a weak certificate takes it.
-                    let lie = KvResult::Value(Some(b"forged-result".to_vec())).encode();
-                    let forged = Reply { body: ReplyBody::Full(Bytes::from(lie)), ..r };
-                    all(self.keys.seal(&Message::Reply(forged), audience))
-                }
-                _ => all(bytes),
-            },
-            ByzMode::EagerCommit => match env.message {
-                Message::Prepare(p) => {
-                    let mut out = all(bytes.clone());
-                    let commit = Commit { view: p.view, seq: p.seq, digest: p.digest };
-                    out.extend(all(self.keys.seal(&Message::Commit(commit), audience)));
-                    out
-                }
-                _ => all(bytes),
-            },
-        }
+            (_, Some(liar)) => liar.rewrite(bytes, cfg.max_message_bytes),
+            (_, None) => vec![bytes],
+        };
+        sent.into_iter().flat_map(|b| targets.iter().map(move |t| (*t, b.clone()))).collect()
     }
 }
 
@@ -229,7 +187,7 @@ pub fn faulty_client_tick(world: &mut World, c: usize) -> Vec<(usize, Bytes)> {
             let ts = fc.next_ts;
             fc.next_ts += 1;
             let own = fc.request(KvOp::Put { key: fc.own_key(), value: b"forged-mac".to_vec() }, ts);
-            to_all(forge(NodeId::Client(fc.id), &Message::Request(own), n, rng), &mut out);
+            to_all(forge(NodeId::Client(fc.id), &Message::Request(own), n, || rng.next_u64()), &mut out);
             // A write in a correct client's name: if it ever executes, that
             // client's history shows a value nobody wrote.
             let victim = ClientId(rng.below(correct_clients as u64) as u32);
@@ -240,7 +198,7 @@ pub fn faulty_client_tick(world: &mut World, c: usize) -> Vec<(usize, Bytes)> {
                 replier: None,
                 op: Bytes::from(KvOp::Put { key: crate::workload::key(0), value: b"forged-by-client".to_vec() }.encode()),
             };
-            to_all(forge(NodeId::Client(victim), &Message::Request(req), n, rng), &mut out);
+            to_all(forge(NodeId::Client(victim), &Message::Request(req), n, || rng.next_u64()), &mut out);
         }
         ClientFault::Replay => {
             let ts = fc.next_ts;

@@ -166,7 +166,11 @@ impl World {
         let mut replicas = Vec::with_capacity(n);
         for (i, keys) in rkeys.into_iter().enumerate() {
             let service = KvService::new(KvConfig { pages: KV_PAGES });
-            let byz = scenario.byzantine.iter().find(|(r, _)| *r == i).map(|(_, m)| ByzReplica::new(*m, keys.clone()));
+            let byz = scenario
+                .byzantine
+                .iter()
+                .find(|(r, _)| *r == i)
+                .map(|(_, m)| ByzReplica::new(*m, keys.clone(), n, seed ^ (i as u64 + 1)));
             let replica = Replica::new(cfg.clone(), ReplicaId(i as u16), keys, service).expect("simulator config is valid");
             replicas.push(ReplicaNode { replica, crashed: false, byz });
         }
@@ -405,10 +409,8 @@ impl World {
             Dest::Client(c) => vec![Addr::Client(c.0 as usize)],
         };
         if let Addr::Replica(i) = node {
-            if self.replicas[i].byz.is_some() {
-                let mut rng = SimRng::new(self.rng.next_u64());
-                let byz = self.replicas[i].byz.as_mut().expect("checked");
-                for (t, b) in byz.outbound(&self.cfg, &targets, bytes, &mut rng) {
+            if let Some(byz) = self.replicas[i].byz.as_mut() {
+                for (t, b) in byz.outbound(&self.cfg, &targets, bytes) {
                     self.transmit(node, t, b);
                 }
                 return;

@@ -91,7 +91,7 @@ fn main() {
     let started = WallClock::now();
     let mut idle: Vec<usize> = (0..clients).collect();
     while done < total_ops {
-        for c in idle.drain(..).collect::<Vec<_>>() {
+        for c in std::mem::take(&mut idle) {
             let mut out = Outbox::new();
             if cls[c].submit(Instant(now), Bytes::new(), false, &mut out).is_ok() {
                 route(None, &mut out, &mut net, &mut done, &mut idle, c);

@@ -14,6 +14,8 @@
 //! - [`state`]: the paged service state, copy-on-write checkpoints, the partition tree;
 //! - [`service`]: the trait an application implements.
 
+#[cfg(feature = "adversary")]
+pub mod adversary;
 pub mod auth;
 #[cfg(feature = "deliberate-bugs")]
 pub mod bugs;
