@@ -286,3 +286,40 @@ fn correct_results_with_a_lying_backup_and_junk_on_every_port() {
         drop(procs);
     }
 }
+
+#[test]
+fn correct_results_with_five_percent_of_datagrams_dropped_and_duplicated() {
+    let deadline = Instant::now() + TEST_BUDGET;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = keygen(dir.path());
+    let cluster = Cluster::load(&path).expect("cluster");
+    let mut procs = Processes::new();
+    for id in 0..4u16 {
+        let log = dir.path().join(format!("replica-{id}.log"));
+        let mut cmd = replica_command(Path::new(BIN), &path, id, Some(&log)).expect("command");
+        cmd.args(["--drop", "0.05", "--duplicate", "0.05", "--fault-seed", &(id as u64 + 7).to_string()]);
+        procs.spawn(format!("replica-{id}"), cmd).expect("spawn");
+    }
+    let metrics: Vec<_> = cluster.replicas.iter().filter_map(|r| r.metrics_addr).collect();
+    wait_until_up(&mut procs, &metrics, Duration::from_secs(20)).expect("replicas come up");
+    // The replicas' transports drop and duplicate what they send (replies
+    // included); 1,000 operations from 4 clients must all be correct.
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let cluster = Cluster::load(&path).expect("cluster");
+                let options = ClientOptions { timeout: Duration::from_secs(10), ..Default::default() };
+                let mut client =
+                    ClusterClient::open(&cluster, id, &cluster.default_client_key_path(id), &options).expect("client");
+                let mut model = KvModel::new();
+                run_ops(&mut client, &mut model, id, 0..FIRST_PHASE_OPS / CLIENTS as usize, deadline);
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("client thread");
+    }
+    let exited = procs.exited();
+    assert!(exited.is_empty(), "replicas exited: {exited:?}");
+}
