@@ -45,10 +45,17 @@ fn keygen(dir: &Path) -> PathBuf {
 }
 
 fn start_replicas(path: &Path, dir: &Path) -> Processes {
+    start_replicas_with(path, dir, |_| Vec::new())
+}
+
+/// Starts the 4 replicas, replica `id` with the extra arguments `extra(id)`,
+/// and waits until they serve metrics.
+fn start_replicas_with(path: &Path, dir: &Path, extra: impl Fn(u16) -> Vec<String>) -> Processes {
     let mut procs = Processes::new();
     for id in 0..4u16 {
-        let cmd =
+        let mut cmd =
             replica_command(Path::new(BIN), path, id, Some(&dir.join(format!("replica-{id}.log")))).expect("command");
+        cmd.args(extra(id));
         procs.spawn(format!("replica-{id}"), cmd).expect("spawn");
     }
     let cluster = Cluster::load(path).expect("cluster");
@@ -244,17 +251,8 @@ fn correct_results_with_a_lying_backup_and_junk_on_every_port() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = keygen(dir.path());
         let cluster = Cluster::load(&path).expect("cluster");
-        let mut procs = Processes::new();
-        for id in 0..4u16 {
-            let log = dir.path().join(format!("replica-{id}.log"));
-            let mut cmd = replica_command(Path::new(BIN), &path, id, Some(&log)).expect("command");
-            if id == 3 {
-                cmd.args(["--faulty", mode]);
-            }
-            procs.spawn(format!("replica-{id}"), cmd).expect("spawn");
-        }
-        let metrics: Vec<_> = cluster.replicas.iter().filter_map(|r| r.metrics_addr).collect();
-        wait_until_up(&mut procs, &metrics, Duration::from_secs(20)).expect("replicas come up");
+        let faulty = |id| if id == 3 { vec!["--faulty".to_string(), mode.to_string()] } else { Vec::new() };
+        let mut procs = start_replicas_with(&path, dir.path(), faulty);
 
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let junk = garbage_sender(&cluster, stop.clone());
@@ -292,16 +290,10 @@ fn correct_results_with_five_percent_of_datagrams_dropped_and_duplicated() {
     let deadline = Instant::now() + TEST_BUDGET;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = keygen(dir.path());
-    let cluster = Cluster::load(&path).expect("cluster");
-    let mut procs = Processes::new();
-    for id in 0..4u16 {
-        let log = dir.path().join(format!("replica-{id}.log"));
-        let mut cmd = replica_command(Path::new(BIN), &path, id, Some(&log)).expect("command");
-        cmd.args(["--drop", "0.05", "--duplicate", "0.05", "--fault-seed", &(id as u64 + 7).to_string()]);
-        procs.spawn(format!("replica-{id}"), cmd).expect("spawn");
-    }
-    let metrics: Vec<_> = cluster.replicas.iter().filter_map(|r| r.metrics_addr).collect();
-    wait_until_up(&mut procs, &metrics, Duration::from_secs(20)).expect("replicas come up");
+    let lossy = |id: u16| {
+        ["--drop", "0.05", "--duplicate", "0.05", "--fault-seed", &(u64::from(id) + 7).to_string()].map(String::from).to_vec()
+    };
+    let mut procs = start_replicas_with(&path, dir.path(), lossy);
     // The replicas' transports drop and duplicate what they send (replies
     // included); 1,000 operations from 4 clients must all be correct.
     let workers: Vec<_> = (0..CLIENTS)
