@@ -3,6 +3,7 @@
 //!
 //! Every failure is one line on stderr naming the problem, and a non-zero exit.
 
+mod bench;
 mod demo;
 mod kv;
 
@@ -35,6 +36,9 @@ enum Command {
     Client(ClientArgs),
     /// Start 4 replicas on 127.0.0.1, run a workload, print throughput and latency.
     Demo(demo::DemoArgs),
+    /// Micro-benchmarks (0/0, 4/0, 0/4 KiB, read-write and read-only) against an
+    /// unreplicated baseline measured in the same run.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -171,6 +175,7 @@ fn main() -> ExitCode {
         Command::Replica(a) => run_replica(a),
         Command::Client(a) => run_client(a),
         Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench::run(a).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -15,7 +15,7 @@ use crate::error::NodeError;
 /// What cluster to generate.
 #[derive(Clone, Debug)]
 pub struct KeygenSpec {
-    /// n: must be 3f + 1 for some f ≥ 1.
+    /// n: must be 3f + 1 for some f ≥ 1, or 1 for the unreplicated baseline.
     pub replicas: usize,
     /// Hosts (IP addresses or names) the replicas are spread over, round robin.
     pub hosts: Vec<String>,
@@ -49,8 +49,9 @@ pub fn keygen(spec: &KeygenSpec, dir: &Path) -> Result<PathBuf, NodeError> {
     let path = dir.join("cluster.toml");
     let invalid = |message: String| NodeError::Invalid { path: path.clone(), message };
     let n = spec.replicas;
-    if n < 4 || !(n - 1).is_multiple_of(3) {
-        return Err(invalid(format!("{n} replicas: n must be 3f + 1 with f >= 1 (4, 7, 10, ...)")));
+    // n = 1 (f = 0) is the unreplicated baseline for benchmarks.
+    if n == 0 || !(n - 1).is_multiple_of(3) {
+        return Err(invalid(format!("{n} replicas: n must be 3f + 1 (4, 7, 10, ...; 1 for an unreplicated baseline)")));
     }
     if spec.hosts.is_empty() || spec.hosts.iter().any(|h| h.trim().is_empty()) {
         return Err(invalid("empty host name".into()));

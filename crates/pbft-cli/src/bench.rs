@@ -1,0 +1,217 @@
+//! `pbft bench`: the papers' micro-benchmarks against an unreplicated baseline
+//! measured in the same run.
+//!
+//! Workloads: the null operation with 0/0, 4/0 and 0/4 KiB of argument/result,
+//! read-write and read-only. For each, latency with one client and throughput
+//! with a sweep of closed-loop clients, first on a 4-replica cluster (f = 1),
+//! then on the unreplicated baseline: the same service, client and transport
+//! path with one replica (f = 0, quorums of one). Each replica is its own
+//! process on 127.0.0.1. The CPU time per operation is summed over the replica
+//! processes (from /proc) during the best throughput point. Prints a table and
+//! writes CSV.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use clap::Args;
+use pbft_kv::KvOp;
+use pbft_node::keygen::{keygen, KeygenSpec};
+use pbft_node::launcher::{replica_command, wait_until_up, Processes};
+use pbft_node::{ClientOptions, Cluster, ClusterClient};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Operations for each latency measurement (one client).
+    #[arg(long, default_value_t = 1000)]
+    latency_ops: usize,
+    /// Seconds for each throughput point.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Client counts of the throughput sweep.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    clients: Vec<u32>,
+    /// Where to write the CSV.
+    #[arg(long, default_value = "bench-results.csv")]
+    csv: PathBuf,
+}
+
+struct Workload {
+    name: &'static str,
+    arg: usize,
+    result: u32,
+    read_only: bool,
+}
+
+const WORKLOADS: [Workload; 5] = [
+    Workload { name: "0/0 rw", arg: 0, result: 0, read_only: false },
+    Workload { name: "0/0 ro", arg: 0, result: 0, read_only: true },
+    Workload { name: "4/0 rw", arg: 4096, result: 0, read_only: false },
+    Workload { name: "0/4 rw", arg: 0, result: 4096, read_only: false },
+    Workload { name: "0/4 ro", arg: 0, result: 4096, read_only: true },
+];
+
+/// One workload's figures on one configuration.
+#[derive(Clone, Copy, Default)]
+struct Figures {
+    p50_us: f64,
+    p99_us: f64,
+    ops_per_s: f64,
+    best_clients: u32,
+    cpu_us_per_op: f64,
+}
+
+/// A running cluster of replica processes.
+struct Running {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+    procs: Processes,
+}
+
+fn start(replicas: usize, clients: u32) -> Result<Running> {
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let path = keygen(&KeygenSpec::local(replicas, clients), dir.path())?;
+    let cluster = Cluster::load(&path)?;
+    let bin = std::env::current_exe().context("finding the pbft executable")?;
+    let mut procs = Processes::new();
+    for id in 0..replicas as u16 {
+        let mut cmd = replica_command(&bin, &path, id, Some(&dir.path().join(format!("replica-{id}.log"))))?;
+        cmd.env("RUST_LOG", "warn");
+        procs.spawn(format!("replica-{id}"), cmd)?;
+    }
+    let metrics: Vec<_> = cluster.replicas.iter().filter_map(|r| r.metrics_addr).collect();
+    wait_until_up(&mut procs, &metrics, Duration::from_secs(10))?;
+    Ok(Running { dir, path, procs })
+}
+
+fn open_client(path: &Path, id: u32) -> Result<ClusterClient> {
+    let cluster = Cluster::load(path)?;
+    let options = ClientOptions { timeout: Duration::from_secs(10), ..Default::default() };
+    Ok(ClusterClient::open(&cluster, id, &cluster.default_client_key_path(id), &options)?)
+}
+
+fn op_bytes(w: &Workload) -> Bytes {
+    Bytes::from(KvOp::Null { arg: vec![7u8; w.arg], result_len: w.result }.encode())
+}
+
+/// CPU time (user + system) of the given processes, in microseconds.
+fn cpu_us(pids: &[u32]) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the parenthesised command name: state is field 3; utime 14, stime 15.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+        })
+        .sum::<f64>()
+        * 1e6
+        / ticks
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn measure(run: &Running, w: &Workload, a: &BenchArgs) -> Result<Figures> {
+    let op = op_bytes(w);
+    // Latency: one client.
+    let mut client = open_client(&run.path, 0)?;
+    for _ in 0..20 {
+        client.invoke(op.clone(), w.read_only)?; // warm-up
+    }
+    let mut lat = Vec::with_capacity(a.latency_ops);
+    for _ in 0..a.latency_ops {
+        let t = Instant::now();
+        client.invoke(op.clone(), w.read_only)?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    lat.sort_by(f64::total_cmp);
+    let mut fig = Figures { p50_us: percentile(&lat, 0.5), p99_us: percentile(&lat, 0.99), ..Default::default() };
+    drop(client);
+    // Throughput: closed-loop clients.
+    let pids: Vec<u32> = run.procs.pids().into_iter().map(|(_, p)| p).collect();
+    for &clients in &a.clients {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cpu_before = cpu_us(&pids);
+        let started = Instant::now();
+        let workers: Vec<_> = (0..clients)
+            .map(|id| {
+                let (path, stop, op, ro) = (run.path.clone(), stop.clone(), op.clone(), w.read_only);
+                std::thread::spawn(move || -> Result<u64> {
+                    let mut c = open_client(&path, id)?;
+                    let mut done = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        c.invoke(op.clone(), ro)?;
+                        done += 1;
+                    }
+                    Ok(done)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs_f64(a.seconds));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut done = 0u64;
+        for t in workers {
+            done += t.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let cpu = cpu_us(&pids) - cpu_before;
+        let rate = done as f64 / secs;
+        if rate > fig.ops_per_s {
+            fig.ops_per_s = rate;
+            fig.best_clients = clients;
+            fig.cpu_us_per_op = cpu / done.max(1) as f64;
+        }
+    }
+    Ok(fig)
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    anyhow::ensure!(!a.clients.is_empty() && a.clients.iter().all(|c| *c >= 1), "--clients needs counts >= 1");
+    let max_clients = *a.clients.iter().max().unwrap_or(&1);
+    let mut rows = Vec::new();
+    for (label, replicas) in [("replicated (n = 4)", 4usize), ("unreplicated", 1)] {
+        let running = start(replicas, max_clients)?;
+        eprintln!("{label}: {replicas} replica process(es) up ({})", running.dir.path().display());
+        for w in &WORKLOADS {
+            let fig = measure(&running, w, &a).with_context(|| format!("{label}, {}", w.name))?;
+            eprintln!(
+                "  {:7} p50 {:7.1} us  p99 {:7.1} us  {:8.0} ops/s ({} clients)  {:6.1} us CPU/op",
+                w.name, fig.p50_us, fig.p99_us, fig.ops_per_s, fig.best_clients, fig.cpu_us_per_op
+            );
+            rows.push((replicas, w.name, fig));
+        }
+    }
+    let find = |replicas: usize, name: &str| rows.iter().find(|r| r.0 == replicas && r.1 == name).map(|r| r.2);
+    println!(
+        "{:8} {:>10} {:>10} {:>8} {:>10} {:>10} {:>8} {:>12}",
+        "workload", "p50 us", "base p50", "ratio", "ops/s", "base ops/s", "ratio", "CPU us/op"
+    );
+    let mut csv = String::from(
+        "workload,p50_us,p99_us,base_p50_us,base_p99_us,latency_ratio,ops_per_s,base_ops_per_s,throughput_ratio,cpu_us_per_op,base_cpu_us_per_op\n",
+    );
+    for w in &WORKLOADS {
+        let (Some(r), Some(b)) = (find(4, w.name), find(1, w.name)) else { continue };
+        let lat_ratio = r.p50_us / b.p50_us.max(1e-9);
+        let thr_ratio = r.ops_per_s / b.ops_per_s.max(1e-9);
+        println!(
+            "{:8} {:>10.1} {:>10.1} {:>7.2}x {:>10.0} {:>10.0} {:>7.2}x {:>12.1}",
+            w.name, r.p50_us, b.p50_us, lat_ratio, r.ops_per_s, b.ops_per_s, thr_ratio, r.cpu_us_per_op
+        );
+        csv.push_str(&format!(
+            "{},{:.1},{:.1},{:.1},{:.1},{:.3},{:.0},{:.0},{:.3},{:.1},{:.1}\n",
+            w.name, r.p50_us, r.p99_us, b.p50_us, b.p99_us, lat_ratio, r.ops_per_s, b.ops_per_s, thr_ratio, r.cpu_us_per_op, b.cpu_us_per_op
+        ));
+    }
+    std::fs::write(&a.csv, csv).with_context(|| format!("writing {}", a.csv.display()))?;
+    eprintln!("wrote {}", a.csv.display());
+    Ok(())
+}
