@@ -23,6 +23,10 @@ pub struct Config {
     /// Largest encoded size of the requests inlined in one pre-prepare.
     pub max_batch_bytes: usize,
     /// How many batches the primary keeps in flight (pre-prepared, not executed).
+    /// One, as in Castro's library: requests that arrive meanwhile wait and go
+    /// out together, which on loopback gave 1.7x the throughput of four in
+    /// flight at half the CPU per operation (`pbft bench`). Raise it on
+    /// high-latency links.
     pub max_outstanding_batches: u64,
     /// Requests whose operation is larger than this are sent by the client to all
     /// replicas and named by digest in the pre-prepare.
@@ -70,7 +74,7 @@ impl Config {
             log_window: 256,
             max_batch_requests: 64,
             max_batch_bytes: 48 * 1024,
-            max_outstanding_batches: 4,
+            max_outstanding_batches: 1,
             large_request_threshold: 1024,
             max_message_bytes: 65_000,
             max_op_bytes: 8 * 1024 + 512,
