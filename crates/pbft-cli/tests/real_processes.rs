@@ -64,6 +64,13 @@ fn start_replicas_with(path: &Path, dir: &Path, extra: impl Fn(u16) -> Vec<Strin
     procs
 }
 
+/// Client `id` of the cluster in `path`, with a 10 s request timeout.
+fn open_client(path: &Path, id: u32) -> ClusterClient {
+    let cluster = Cluster::load(path).expect("cluster");
+    let options = ClientOptions { timeout: Duration::from_secs(10), ..Default::default() };
+    ClusterClient::open(&cluster, id, &cluster.default_client_key_path(id), &options).expect("client")
+}
+
 /// Operation `i` of client `id`: puts, gets, compare-and-swaps, deletes and
 /// scans over eight keys of its own.
 fn operation(id: u32, i: usize) -> KvOp {
@@ -110,10 +117,7 @@ fn four_processes_serve_clients_and_survive_a_killed_backup() {
         .map(|id| {
             let (path, between) = (path.clone(), between.clone());
             std::thread::spawn(move || {
-                let cluster = Cluster::load(&path).expect("cluster");
-                let options = ClientOptions { timeout: Duration::from_secs(10), ..Default::default() };
-                let mut client =
-                    ClusterClient::open(&cluster, id, &cluster.default_client_key_path(id), &options).expect("client");
+                let mut client = open_client(&path, id);
                 let mut model = KvModel::new();
                 let per_client = FIRST_PHASE_OPS / CLIENTS as usize;
                 let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -260,10 +264,7 @@ fn correct_results_with_a_lying_backup_and_junk_on_every_port() {
             .map(|id| {
                 let path = path.clone();
                 std::thread::spawn(move || {
-                    let cluster = Cluster::load(&path).expect("cluster");
-                    let options = ClientOptions { timeout: Duration::from_secs(10), ..Default::default() };
-                    let mut client = ClusterClient::open(&cluster, id, &cluster.default_client_key_path(id), &options)
-                        .expect("client");
+                    let mut client = open_client(&path, id);
                     let mut model = KvModel::new();
                     run_ops(&mut client, &mut model, id, 0..60, deadline);
                 })
@@ -300,10 +301,7 @@ fn correct_results_with_five_percent_of_datagrams_dropped_and_duplicated() {
         .map(|id| {
             let path = path.clone();
             std::thread::spawn(move || {
-                let cluster = Cluster::load(&path).expect("cluster");
-                let options = ClientOptions { timeout: Duration::from_secs(10), ..Default::default() };
-                let mut client =
-                    ClusterClient::open(&cluster, id, &cluster.default_client_key_path(id), &options).expect("client");
+                let mut client = open_client(&path, id);
                 let mut model = KvModel::new();
                 run_ops(&mut client, &mut model, id, 0..FIRST_PHASE_OPS / CLIENTS as usize, deadline);
             })
