@@ -7,8 +7,8 @@
 //! then on the unreplicated baseline: the same service, client and transport
 //! path with one replica (f = 0, quorums of one). Each replica is its own
 //! process on 127.0.0.1. The CPU time per operation is summed over the replica
-//! processes (from /proc) during the best throughput point. Prints a table and
-//! writes CSV.
+//! processes (from /proc) during the best throughput point. Prints a table,
+//! writes CSV and plots it as SVG (see `plot`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +36,9 @@ pub struct BenchArgs {
     /// Where to write the CSV.
     #[arg(long, default_value = "bench-results.csv")]
     csv: PathBuf,
+    /// Where to write the SVG plot (default: the CSV's path with .svg).
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 struct Workload {
@@ -54,13 +57,31 @@ const WORKLOADS: [Workload; 5] = [
 ];
 
 /// One workload's figures on one configuration.
-#[derive(Clone, Copy, Default)]
-struct Figures {
-    p50_us: f64,
-    p99_us: f64,
-    ops_per_s: f64,
-    best_clients: u32,
-    cpu_us_per_op: f64,
+#[derive(Clone, Default)]
+pub struct Figures {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub ops_per_s: f64,
+    pub best_clients: u32,
+    pub cpu_us_per_op: f64,
+    /// Every point of the throughput sweep, (clients, ops/s), in the order run.
+    pub sweep: Vec<(u32, f64)>,
+}
+
+/// One workload measured on one configuration.
+pub struct Row {
+    pub replicas: usize,
+    pub workload: &'static str,
+    pub fig: Figures,
+}
+
+/// How the progress log and the plot name a configuration.
+pub fn configuration(replicas: usize) -> String {
+    if replicas == 1 {
+        "unreplicated".to_string()
+    } else {
+        format!("replicated (n = {replicas})")
+    }
 }
 
 /// A running cluster of replica processes.
@@ -165,6 +186,7 @@ fn measure(run: &Running, w: &Workload, a: &BenchArgs) -> Result<Figures> {
         let secs = started.elapsed().as_secs_f64();
         let cpu = cpu_us(&pids) - cpu_before;
         let rate = done as f64 / secs;
+        fig.sweep.push((clients, rate));
         if rate > fig.ops_per_s {
             fig.ops_per_s = rate;
             fig.best_clients = clients;
@@ -178,7 +200,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     anyhow::ensure!(!a.clients.is_empty() && a.clients.iter().all(|c| *c >= 1), "--clients needs counts >= 1");
     let max_clients = *a.clients.iter().max().unwrap_or(&1);
     let mut rows = Vec::new();
-    for (label, replicas) in [("replicated (n = 4)", 4usize), ("unreplicated", 1)] {
+    for replicas in [4usize, 1] {
+        let label = configuration(replicas);
         let running = start(replicas, max_clients)?;
         eprintln!("{label}: {replicas} replica process(es) up ({})", running.dir.path().display());
         for w in &WORKLOADS {
@@ -187,10 +210,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 "  {:7} p50 {:7.1} us  p99 {:7.1} us  {:8.0} ops/s ({} clients)  {:6.1} us CPU/op",
                 w.name, fig.p50_us, fig.p99_us, fig.ops_per_s, fig.best_clients, fig.cpu_us_per_op
             );
-            rows.push((replicas, w.name, fig));
+            rows.push(Row { replicas, workload: w.name, fig });
         }
     }
-    let find = |replicas: usize, name: &str| rows.iter().find(|r| r.0 == replicas && r.1 == name).map(|r| r.2);
+    let find = |replicas: usize, name: &str| {
+        rows.iter().find(|r| r.replicas == replicas && r.workload == name).map(|r| &r.fig)
+    };
     println!(
         "{:8} {:>10} {:>10} {:>8} {:>10} {:>10} {:>8} {:>12}",
         "workload", "p50 us", "base p50", "ratio", "ops/s", "base ops/s", "ratio", "CPU us/op"
@@ -213,5 +238,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     std::fs::write(&a.csv, csv).with_context(|| format!("writing {}", a.csv.display()))?;
     eprintln!("wrote {}", a.csv.display());
+    let plot_path = a.plot.unwrap_or_else(|| a.csv.with_extension("svg"));
+    crate::plot::write_svg(&rows, &plot_path).with_context(|| format!("writing {}", plot_path.display()))?;
+    eprintln!("wrote {}", plot_path.display());
     Ok(())
 }

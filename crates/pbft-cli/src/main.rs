@@ -6,6 +6,7 @@
 mod bench;
 mod demo;
 mod kv;
+mod plot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
