@@ -207,7 +207,9 @@ impl ClusterClient {
                 | Effect::Executed(_)
                 | Effect::CommittedTentative { .. }
                 | Effect::StableCheckpoint { .. }
-                | Effect::StateTransferred { .. } => {}
+                | Effect::StateTransferred { .. }
+                | Effect::RolledBack { .. }
+                | Effect::ViewInstalled { .. } => {}
             }
         }
         self.out = out;

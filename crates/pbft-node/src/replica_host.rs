@@ -189,7 +189,9 @@ impl<S: Service> ReplicaHost<S> {
         self.replica.on_datagram(now, bytes, &mut self.out);
         if let Some((client, timestamp)) = request {
             let authenticated = authentication_drops(self.replica.metrics()) == auth_drops;
-            if let (true, Some(slot)) = (authenticated, self.clients.get_mut(client.0 as usize)) {
+            // A request a backup forwarded comes from that backup's address.
+            let forwarded = self.peers.contains(&from);
+            if let (true, false, Some(slot)) = (authenticated, forwarded, self.clients.get_mut(client.0 as usize)) {
                 if *slot != Some(from) {
                     tracing::debug!(client = client.0, %from, "client address learned");
                 }
@@ -263,6 +265,8 @@ impl<S: Service> ReplicaHost<S> {
                 }
                 Effect::StableCheckpoint { seq, .. } => tracing::debug!(seq = seq.0, "stable checkpoint"),
                 Effect::StateTransferred { seq, pages, .. } => tracing::info!(seq = seq.0, pages, "state transferred"),
+                Effect::ViewInstalled { view } => tracing::info!(view = view.0, "view installed"),
+                Effect::RolledBack { seq } => tracing::info!(seq = seq.0, "tentative execution undone by a view change"),
                 Effect::CommittedTentative { .. } | Effect::Completed { .. } => {}
             }
         }

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use pbft::adversary::{forge, Liar, Lie};
 use pbft::auth::{Audience, KeyTable};
-use pbft::wire::{self, Checkpoint, Commit, Message, Prepare, PrePrepare, Request, Status};
+use pbft::wire::{self, Checkpoint, Commit, Message, NewView, Prepare, PrePrepare, Request, Status, VcEntry, ViewChange, ViewChangeAck};
 use pbft::{ClientId, Config, Digest, NodeId, SeqNo, Timestamp, View};
 use pbft_kv::KvOp;
 
@@ -25,6 +25,9 @@ pub struct ByzReplica {
     /// The lies shared with the real runtime, for the modes that rewrite.
     liar: Option<Liar>,
     seen: Vec<Bytes>,
+    /// A slow primary's held pre-prepares: (release time, target, datagram).
+    held: Vec<(u64, Addr, Bytes)>,
+    rng: SimRng,
 }
 
 fn random_digest(rng: &mut SimRng) -> Digest {
@@ -41,10 +44,66 @@ impl ByzReplica {
             ByzMode::LyingCheckpoints => Some(Lie::LyingCheckpoints),
             ByzMode::WrongReplies => Some(Lie::WrongReplies),
             ByzMode::EagerCommit => Some(Lie::EagerCommit),
-            ByzMode::Silent | ByzMode::Replay | ByzMode::Flood => None,
+            _ => None,
         };
         let liar = lie.map(|l| Liar::new(l, keys.clone(), n, seed));
-        ByzReplica { mode, keys, liar, seen: Vec::new() }
+        ByzReplica { mode, keys, liar, seen: Vec::new(), held: Vec::new(), rng: SimRng::new(seed ^ 0xb1a5) }
+    }
+
+    /// The pre-prepares a slow primary holds that are due at `now`.
+    pub fn release_due(&mut self, now: u64) -> Vec<(Addr, Bytes)> {
+        let (due, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held).into_iter().partition(|(at, _, _)| *at <= now);
+        self.held = kept;
+        due.into_iter().map(|(_, t, b)| (t, b)).collect()
+    }
+
+    /// The primary's lies, which differ per target or per message kind.
+    fn rewrite_as_primary(&mut self, now: u64, cfg: &Config, targets: &[Addr], bytes: Bytes) -> Vec<(Addr, Bytes)> {
+        let Ok(env) = wire::decode(bytes.clone(), cfg.max_message_bytes) else { return Vec::new() };
+        let seal = |keys: &KeyTable, m: Message| keys.seal(&m, Audience::Replicas);
+        let to_all = |b: Bytes| targets.iter().map(|t| (*t, b.clone())).collect::<Vec<_>>();
+        match (self.mode, env.message) {
+            (ByzMode::Equivocate, Message::PrePrepare(p)) => {
+                let other = seal(&self.keys, Message::PrePrepare(PrePrepare { nondet_time_us: p.nondet_time_us + 1, ..p }));
+                targets.iter().enumerate().map(|(i, t)| (*t, if i % 2 == 0 { bytes.clone() } else { other.clone() })).collect()
+            }
+            (ByzMode::SkipSeq, Message::PrePrepare(p)) => {
+                to_all(seal(&self.keys, Message::PrePrepare(PrePrepare { seq: SeqNo(p.seq.0 + 1), ..p })))
+            }
+            (ByzMode::BadNondet, Message::PrePrepare(p)) => {
+                let nondet_time_us = p.nondet_time_us + 10 * cfg.nondet_skew_us;
+                to_all(seal(&self.keys, Message::PrePrepare(PrePrepare { nondet_time_us, ..p })))
+            }
+            (ByzMode::SlowPrimary, Message::PrePrepare(_)) => {
+                let at = now + cfg.view_change_timeout_us * 8 / 10;
+                self.held.extend(targets.iter().map(|t| (at, *t, bytes.clone())));
+                Vec::new()
+            }
+            (ByzMode::LyingViewChange, Message::ViewChange(vc)) => {
+                let mut vc: ViewChange = vc;
+                let last = View(vc.view.0 - 1);
+                for k in 1..=2 {
+                    let digest = random_digest(&mut self.rng);
+                    let e = VcEntry { seq: SeqNo(vc.stable.0 + k), digest, view: last };
+                    vc.prepared.retain(|p| p.seq != e.seq);
+                    vc.prepared.push(e);
+                    vc.pre_prepared.push(e);
+                }
+                to_all(seal(&self.keys, Message::ViewChange(vc)))
+            }
+            (ByzMode::LyingViewChange, Message::ViewChangeAck(a)) => {
+                let digest = random_digest(&mut self.rng);
+                to_all(seal(&self.keys, Message::ViewChangeAck(ViewChangeAck { digest, ..a })))
+            }
+            (ByzMode::LyingViewChange, Message::NewView(nv)) => {
+                let mut nv: NewView = nv;
+                if let Some(first) = nv.view_changes.first_mut() {
+                    first.1 = random_digest(&mut self.rng);
+                }
+                to_all(seal(&self.keys, Message::NewView(nv)))
+            }
+            _ => to_all(bytes),
+        }
     }
 
     fn remember(&mut self, b: &Bytes) {
@@ -61,7 +120,13 @@ impl ByzReplica {
     }
 
     /// Rewrites one outgoing datagram into what the faulty replica really sends.
-    pub fn outbound(&mut self, cfg: &Config, targets: &[Addr], bytes: Bytes) -> Vec<(Addr, Bytes)> {
+    pub fn outbound(&mut self, now: u64, cfg: &Config, targets: &[Addr], bytes: Bytes) -> Vec<(Addr, Bytes)> {
+        if matches!(
+            self.mode,
+            ByzMode::Equivocate | ByzMode::SkipSeq | ByzMode::BadNondet | ByzMode::SlowPrimary | ByzMode::LyingViewChange
+        ) {
+            return self.rewrite_as_primary(now, cfg, targets, bytes);
+        }
         let sent = match (self.mode, self.liar.as_mut()) {
             (ByzMode::Silent, _) => Vec::new(),
             (ByzMode::Replay, _) => {
@@ -110,6 +175,7 @@ pub fn byz_tick(world: &mut World, r: usize) -> Vec<(usize, Bytes)> {
                     2 => Message::Checkpoint(Checkpoint { seq: SeqNo(seq.0 / cfg.checkpoint_interval * cfg.checkpoint_interval), state_digest: digest }),
                     3 => Message::Status(Status {
                         view,
+                        view_active: rng.below(2) == 0,
                         stable: SeqNo(0),
                         first_open: SeqNo(1),
                         last_executed: SeqNo(0),

@@ -1,7 +1,8 @@
 //! The checkers. Each watches every run and records a violation with enough
 //! detail to debug it from the seed:
 //!
-//! - agreement: correct replicas execute the same batch at each sequence number;
+//! - agreement: correct replicas commit the same batch at each sequence number
+//!   (a tentative execution may differ only if a view change undoes it);
 //!   every batch a correct replica commits is prepared at f+1 correct replicas
 //!   (the committed-local invariant the safety proof rests on), and every batch
 //!   it executes tentatively is prepared at that replica;
@@ -28,11 +29,16 @@ pub struct OpRecord {
     pub complete: Option<(u64, KvResult)>,
 }
 
+/// A tentative execution: its sequence number and the requests it executed.
+type TentativeRecord = (SeqNo, Vec<(ClientId, Timestamp)>);
+
 pub struct Checkers {
     f: usize,
-    /// The batch digest executed at each sequence number, by the first correct
-    /// replica that executed it.
+    /// The batch digest committed at each sequence number, by the first correct
+    /// replica that committed it.
     decided: BTreeMap<SeqNo, (usize, Digest)>,
+    /// Per replica: its tentative execution not yet committed, with its requests.
+    tentative: Vec<Option<TentativeRecord>>,
     /// Per replica: what it executed at each sequence number (for the commit invariant).
     executed: Vec<BTreeMap<SeqNo, Digest>>,
     /// Per replica: the requests it executed.
@@ -46,6 +52,7 @@ impl Checkers {
         Checkers {
             f: s.f,
             decided: BTreeMap::new(),
+            tentative: vec![None; s.n()],
             executed: vec![BTreeMap::new(); s.n()],
             requests: vec![BTreeSet::new(); s.n()],
             history: Vec::new(),
@@ -59,16 +66,47 @@ impl Checkers {
         }
     }
 
-    pub fn on_executed(&mut self, r: usize, e: &Execution, replicas: &[ReplicaNode]) {
-        match self.decided.get(&e.seq) {
-            Some((other, d)) if *d != e.batch => self.violate(format!(
-                "agreement: replica {r} executed batch {:?} at seq {} but replica {other} executed {:?}",
-                e.batch, e.seq.0, d
+    fn decide(&mut self, r: usize, seq: SeqNo, batch: Digest) {
+        match self.decided.get(&seq) {
+            Some((other, d)) if *d != batch => self.violate(format!(
+                "agreement: replica {r} committed batch {batch:?} at seq {} but replica {other} committed {d:?}",
+                seq.0
             )),
             Some(_) => {}
             None => {
-                self.decided.insert(e.seq, (r, e.batch));
+                self.decided.insert(seq, (r, batch));
             }
+        }
+    }
+
+    /// Replica `r` restarted with its state wiped: a new incarnation, which
+    /// catches up by state transfer and may execute again what it had.
+    pub fn on_wiped(&mut self, r: usize) {
+        self.executed[r].clear();
+        self.requests[r].clear();
+        self.tentative[r] = None;
+    }
+
+    /// A view change undid replica `r`'s tentative execution at `seq`.
+    pub fn on_rolled_back(&mut self, r: usize, seq: SeqNo) {
+        match self.tentative[r].take() {
+            Some((t, requests)) if t == seq => {
+                self.executed[r].remove(&seq);
+                for req in requests {
+                    self.requests[r].remove(&req);
+                }
+            }
+            other => {
+                self.violate(format!("rollback: replica {r} undid seq {} but its tentative execution was {other:?}", seq.0))
+            }
+        }
+    }
+
+    pub fn on_executed(&mut self, r: usize, e: &Execution, replicas: &[ReplicaNode]) {
+        if e.tentative {
+            self.tentative[r] = Some((e.seq, e.requests.clone()));
+        } else {
+            self.decide(r, e.seq, e.batch);
         }
         self.executed[r].insert(e.seq, e.batch);
         for req in &e.requests {
@@ -92,7 +130,9 @@ impl Checkers {
     }
 
     pub fn on_committed_tentative(&mut self, r: usize, seq: SeqNo, replicas: &[ReplicaNode]) {
+        self.tentative[r] = None;
         if let Some(d) = self.executed[r].get(&seq).copied() {
+            self.decide(r, seq, d);
             self.check_committed(r, seq, d, replicas);
         }
     }

@@ -35,7 +35,7 @@ impl RunReport {
     /// One line for the run (and one per violation), the same on every replay.
     pub fn render(&self) -> String {
         let mut s = format!(
-            "seed {} {} | {} ops, max seq {}, {} events, {} datagrams, {} dropped by replicas, {} state transfers, t={}us",
+            "seed {} {} | {} ops, max seq {}, {} events, {} datagrams, {} dropped by replicas, {} state transfers, {} views installed, {} rollbacks, t={}us",
             self.seed,
             if self.ok() { "ok" } else { "FAILED" },
             self.stats.ops_completed,
@@ -44,6 +44,8 @@ impl RunReport {
             self.stats.datagrams,
             self.stats.drops,
             self.stats.state_transfers,
+            self.stats.views_installed,
+            self.stats.rollbacks,
             self.stats.end_us
         );
         s.push_str(&format!("\n  scenario: {}", self.scenario));
@@ -148,6 +150,8 @@ pub fn bug_by_name(name: &str) -> Option<Bugs> {
         "no-status" => b.no_status = true,
         "commit-quorum-2f" => b.commit_quorum_2f = true,
         "execute-before-prepared" => b.execute_before_prepared = true,
+        "new-view-drops-prepared" => b.new_view_drops_prepared = true,
+        "keep-rejected-tentative" => b.keep_rejected_tentative = true,
         _ => return None,
     }
     Some(b)

@@ -21,13 +21,14 @@ struct Args {
     /// Sweep a range of seeds, A..B (B excluded).
     #[arg(long)]
     seeds: Option<String>,
-    /// Scenario family (clean, lossy, partitions, crashes, byzantine, faulty-clients, mixed);
+    /// Scenario family (clean, lossy, partitions, crashes, byzantine, faulty-clients, mixed,
+    /// primaries);
     /// by default each seed picks one.
     #[arg(long)]
     family: Option<String>,
     /// Switch on a deliberate protocol bug (skip-mac-check, execute-twice,
     /// weak-reply-certificate, unbounded-request-queue, no-status, commit-quorum-2f,
-    /// execute-before-prepared).
+    /// execute-before-prepared, new-view-drops-prepared, keep-rejected-tentative).
     #[arg(long, default_value = "none")]
     bug: String,
     /// Threads for a sweep (default: all cores).

@@ -4,7 +4,7 @@
 
 use crate::rng::SimRng;
 
-/// How a Byzantine backup misbehaves. Byzantine primaries come with view changes.
+/// How a Byzantine replica misbehaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ByzMode {
     /// Sends nothing at all.
@@ -24,6 +24,18 @@ pub enum ByzMode {
     WrongReplies,
     /// Sends COMMIT together with PREPARE, before it is prepared.
     EagerCommit,
+    /// As primary, sends half the backups one pre-prepare and the other half
+    /// another (a different non-deterministic value, so a different digest).
+    Equivocate,
+    /// As primary, sends each pre-prepare one sequence number too far.
+    SkipSeq,
+    /// As primary, proposes non-deterministic values far in the future.
+    BadNondet,
+    /// As primary, holds each pre-prepare for most of the view-change timeout.
+    SlowPrimary,
+    /// Claims prepared batches that never were in its VIEW-CHANGE, acks
+    /// digests it never saw, and names made-up messages in its NEW-VIEW.
+    LyingViewChange,
 }
 
 impl ByzMode {
@@ -36,6 +48,18 @@ impl ByzMode {
         ByzMode::Flood,
         ByzMode::WrongReplies,
         ByzMode::EagerCommit,
+    ];
+    /// What the faulty primaries of the primary-faults family do.
+    pub const PRIMARY: [ByzMode; 9] = [
+        ByzMode::Silent,
+        ByzMode::ForgeMacs,
+        ByzMode::WrongDigests,
+        ByzMode::Equivocate,
+        ByzMode::SkipSeq,
+        ByzMode::BadNondet,
+        ByzMode::SlowPrimary,
+        ByzMode::LyingViewChange,
+        ByzMode::LyingCheckpoints,
     ];
 }
 
@@ -81,11 +105,22 @@ pub enum Family {
     Byzantine,
     FaultyClients,
     Mixed,
+    /// The primaries of the first views crash, are cut off, restart with their
+    /// state wiped, or lie (up to f of them, so several view changes in a row).
+    Primaries,
 }
 
 impl Family {
-    pub const ALL: [Family; 7] =
-        [Family::Clean, Family::Lossy, Family::Partitions, Family::Crashes, Family::Byzantine, Family::FaultyClients, Family::Mixed];
+    pub const ALL: [Family; 8] = [
+        Family::Clean,
+        Family::Lossy,
+        Family::Partitions,
+        Family::Crashes,
+        Family::Byzantine,
+        Family::FaultyClients,
+        Family::Mixed,
+        Family::Primaries,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -96,6 +131,7 @@ impl Family {
             Family::Byzantine => "byzantine",
             Family::FaultyClients => "faulty-clients",
             Family::Mixed => "mixed",
+            Family::Primaries => "primaries",
         }
     }
 
@@ -121,8 +157,10 @@ pub struct Scenario {
     pub max_delay_us: u64,
     /// Replicas that may be faulty in this run (never the primary, at most f).
     pub byzantine: Vec<(usize, ByzMode)>,
-    /// Backups crashed at some time and restarted later, state intact.
+    /// Replicas crashed at some time and restarted later.
     pub crashes: Vec<(usize, u64, u64)>,
+    /// Of the crashed replicas, those that restart with their state wiped.
+    pub wiped: Vec<usize>,
     /// Backups cut off from everyone between two times.
     pub partitions: Vec<(usize, u64, u64)>,
     pub faulty_clients: Vec<ClientFault>,
@@ -156,6 +194,7 @@ impl Scenario {
             max_delay_us: 300 + rng.below(3000),
             byzantine: Vec::new(),
             crashes: Vec::new(),
+            wiped: Vec::new(),
             partitions: Vec::new(),
             faulty_clients: Vec::new(),
             heal_at_us: 0,
@@ -182,6 +221,28 @@ impl Scenario {
                 for &r in &faulty {
                     let start = rng.below(window);
                     s.crashes.push((r, start, start + 100_000 + rng.below(2_000_000)));
+                    if rng.chance(0.3) {
+                        s.wiped.push(r);
+                    }
+                }
+            }
+            Family::Primaries => {
+                s.lossy_mild(&mut rng);
+                // Replica v is the primary of view v: faulty primaries in a row.
+                let k = 1 + rng.below(f as u64) as usize;
+                for r in 0..k {
+                    // Early: a run's workload often ends within a second.
+                    let start = rng.below(300_000);
+                    match rng.below(5) {
+                        0 => {
+                            s.crashes.push((r, start, start + 100_000 + rng.below(2_000_000)));
+                            if rng.chance(0.5) {
+                                s.wiped.push(r);
+                            }
+                        }
+                        1 => s.partitions.push((r, start, start + 200_000 + rng.below(1_500_000))),
+                        _ => s.byzantine.push((r, ByzMode::PRIMARY[rng.below(ByzMode::PRIMARY.len() as u64) as usize])),
+                    }
                 }
             }
             Family::Byzantine => {
@@ -244,7 +305,7 @@ impl Scenario {
     /// One line describing the run, printed with its result.
     pub fn describe(&self) -> String {
         format!(
-            "{} n={} clients={}x{} K={} loss={:.3} dup={:.3} delay={}..{}us byz={:?} crashes={:?} partitions={:?} faulty_clients={:?}",
+            "{} n={} clients={}x{} K={} loss={:.3} dup={:.3} delay={}..{}us byz={:?} crashes={:?} wiped={:?} partitions={:?} faulty_clients={:?}",
             self.family.name(),
             self.n(),
             self.clients,
@@ -256,6 +317,7 @@ impl Scenario {
             self.max_delay_us,
             self.byzantine,
             self.crashes,
+            self.wiped,
             self.partitions,
             self.faulty_clients
         )

@@ -84,6 +84,10 @@ pub struct RunStats {
     pub max_seq: u64,
     pub drops: u64,
     pub state_transfers: u64,
+    /// Views installed, summed over replicas.
+    pub views_installed: u64,
+    /// Tentative executions undone by view changes, summed over replicas.
+    pub rollbacks: u64,
     /// Replica summaries, filled in when a run fails.
     pub diagnostics: Vec<String>,
 }
@@ -120,6 +124,7 @@ pub fn sim_config(s: &Scenario) -> Config {
     cfg.max_read_only_queue = 32;
     cfg.status_interval_us = 50_000;
     cfg.client_retransmit_us = 150_000;
+    cfg.view_change_timeout_us = 200_000;
     cfg.nondet_skew_us = 250_000;
     cfg.tree = pbft::state::TreeShape { fanout: 16, depth: 4 };
     cfg
@@ -261,6 +266,7 @@ impl World {
         self.stats.ops_completed = self.checkers.history.iter().filter(|o| o.complete.is_some()).count();
         self.stats.max_seq = self.replicas.iter().map(|r| r.replica.last_executed().0).max().unwrap_or(0);
         self.stats.drops = self.replicas.iter().map(|r| r.replica.metrics().dropped_total()).sum();
+        self.stats.rollbacks = self.replicas.iter().map(|r| r.replica.metrics().rollbacks).sum();
         self.checkers.check_linearizability();
         if !self.checkers.violations.is_empty() {
             for node in &self.replicas {
@@ -303,6 +309,14 @@ impl World {
             EventKind::Crash(r) => self.replicas[r].crashed = true,
             EventKind::Restart(r) => {
                 self.replicas[r].crashed = false;
+                if self.scenario.wiped.contains(&r) {
+                    // Its disk is gone too: a fresh replica with the same keys.
+                    let keys = self.replicas[r].replica.keys().clone();
+                    let service = KvService::new(KvConfig { pages: KV_PAGES });
+                    self.replicas[r].replica =
+                        Replica::new(self.cfg.clone(), ReplicaId(r as u16), keys, service).expect("simulator config is valid");
+                    self.checkers.on_wiped(r);
+                }
                 let mut out = Outbox::new();
                 let now = self.local_time(r);
                 self.replicas[r].replica.start(now, &mut out);
@@ -322,6 +336,11 @@ impl World {
                 let sends = crate::byzantine::byz_tick(self, r);
                 for (to, bytes) in sends {
                     self.transmit(Addr::Replica(r), Addr::Replica(to), bytes);
+                }
+                let now = self.now;
+                let held = self.replicas[r].byz.as_mut().map(|b| b.release_due(now)).unwrap_or_default();
+                for (to, bytes) in held {
+                    self.transmit(Addr::Replica(r), to, bytes);
                 }
                 let next = self.now + 5_000 + self.rng.below(20_000);
                 self.schedule(next, EventKind::ByzTick(r));
@@ -389,6 +408,14 @@ impl World {
                         }
                     }
                 }
+                Effect::RolledBack { seq } => {
+                    if let Addr::Replica(i) = node {
+                        if self.replicas[i].byz.is_none() {
+                            self.checkers.on_rolled_back(i, seq);
+                        }
+                    }
+                }
+                Effect::ViewInstalled { .. } => self.stats.views_installed += 1,
                 Effect::StableCheckpoint { .. } => {}
                 Effect::StateTransferred { .. } => self.stats.state_transfers += 1,
                 Effect::Completed { timestamp: _, result, read_only: _ } => {
@@ -410,7 +437,7 @@ impl World {
         };
         if let Addr::Replica(i) = node {
             if let Some(byz) = self.replicas[i].byz.as_mut() {
-                for (t, b) in byz.outbound(&self.cfg, &targets, bytes) {
+                for (t, b) in byz.outbound(self.now, &self.cfg, &targets, bytes) {
                     self.transmit(node, t, b);
                 }
                 return;

@@ -27,4 +27,10 @@ pub struct Bugs {
     /// pre-prepare, before the batch is prepared (caught by the agreement
     /// checker's prepared-before-executed invariant).
     pub execute_before_prepared: bool,
+    /// The new-view decision re-proposes the null request wherever it should
+    /// re-propose a prepared one (caught by agreement after a view change).
+    pub new_view_drops_prepared: bool,
+    /// A view change keeps a tentative execution that the new view did not
+    /// choose (caught by agreement and linearizability).
+    pub keep_rejected_tentative: bool,
 }

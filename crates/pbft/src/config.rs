@@ -51,6 +51,9 @@ pub struct Config {
     pub status_interval_us: u64,
     /// A client retransmits a request (to all replicas) after this long.
     pub client_retransmit_us: u64,
+    /// A backup that waits this long for a request to execute starts a view
+    /// change; the timeout doubles with each view that fails to install.
+    pub view_change_timeout_us: u64,
     /// Execute batches tentatively once prepared (the TOCS optimisation).
     pub tentative_execution: bool,
     /// Execute read-only requests at once, without ordering them (one round
@@ -85,6 +88,7 @@ impl Config {
             nondet_skew_us: 500_000,
             status_interval_us: 100_000,
             client_retransmit_us: 300_000,
+            view_change_timeout_us: 300_000,
             tentative_execution: true,
             read_only_optimization: true,
             tree: TreeShape::default(),
@@ -130,6 +134,9 @@ impl Config {
             || self.max_reply_bytes + 256 > self.max_message_bytes
         {
             return Err(ConfigError("max_op_bytes and max_reply_bytes must fit in a message".into()));
+        }
+        if self.view_change_timeout_us == 0 {
+            return Err(ConfigError("view_change_timeout_us must be positive".into()));
         }
         if self.large_request_threshold > self.max_batch_bytes {
             return Err(ConfigError("large_request_threshold must not exceed max_batch_bytes".into()));

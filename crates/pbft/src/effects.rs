@@ -23,6 +23,8 @@ pub enum Timer {
     Status,
     /// A client's retransmission of its outstanding request.
     ClientRetransmit,
+    /// A backup's patience with the primary (and with a view change).
+    ViewChange,
 }
 
 /// A record of one executed batch, for the host's metrics and the simulator's
@@ -48,6 +50,11 @@ pub enum Effect {
     Executed(Execution),
     /// A replica committed a batch it had executed tentatively.
     CommittedTentative { seq: SeqNo },
+    /// A replica undid the batch it had executed tentatively at `seq`: the new
+    /// view did not keep it.
+    RolledBack { seq: SeqNo },
+    /// A replica installed a new view.
+    ViewInstalled { view: crate::types::View },
     /// A replica's checkpoint became stable: the log below it is gone.
     StableCheckpoint { seq: SeqNo, digest: Digest },
     /// A replica installed the state of checkpoint `seq` fetched from others.

@@ -100,6 +100,12 @@ pub struct Metrics {
     pub replies_resent: u64,
     pub retransmitted: u64,
     pub state_transfers: u64,
+    /// VIEW-CHANGE messages this replica started (one per view it moved to).
+    pub view_changes: u64,
+    /// Views installed (NEW-VIEW sent or accepted).
+    pub views_installed: u64,
+    /// Tentative executions undone by a view change.
+    pub rollbacks: u64,
 }
 
 impl Metrics {

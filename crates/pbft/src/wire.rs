@@ -65,8 +65,10 @@ pub enum Kind {
     Fetch = 11,
     MetaData = 12,
     Data = 14,
-    // Reserved for the view-change and recovery issues:
-    // ViewChange = 8, ViewChangeAck = 9, NewView = 10, MetaDataD = 13, NewKey = 15.
+    ViewChange = 8,
+    ViewChangeAck = 9,
+    NewView = 10,
+    // Reserved for state transfer and recovery: MetaDataD = 13, NewKey = 15.
 }
 
 impl Kind {
@@ -79,6 +81,9 @@ impl Kind {
             5 => Kind::Commit,
             6 => Kind::Checkpoint,
             7 => Kind::Status,
+            8 => Kind::ViewChange,
+            9 => Kind::ViewChangeAck,
+            10 => Kind::NewView,
             11 => Kind::Fetch,
             12 => Kind::MetaData,
             14 => Kind::Data,
@@ -188,6 +193,8 @@ pub mod slot_flags {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
     pub view: View,
+    /// The sender has installed `view` (false while it changes view to it).
+    pub view_active: bool,
     /// Its last stable checkpoint.
     pub stable: SeqNo,
     /// The first sequence number it has not committed and executed.
@@ -227,6 +234,48 @@ pub struct Data {
     pub page: Bytes,
 }
 
+/// A (sequence number, digest, view) entry of a VIEW-CHANGE's P or Q set.
+pub use crate::view_change::Entry as VcEntry;
+
+/// Largest number of checkpoints listed in a VIEW-CHANGE's C set.
+pub const MAX_VC_CHECKPOINTS: usize = 64;
+
+/// `<VIEW-CHANGE, v, h, C, P, Q, i>` (TOCS 2002 §4.5.1): authenticated with
+/// MACs like any other message; no signatures. `view` is the view the sender
+/// moves to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewChange {
+    pub view: View,
+    /// h: the sender's last stable checkpoint.
+    pub stable: SeqNo,
+    /// C: the checkpoints it holds, (n, state digest).
+    pub checkpoints: Vec<(SeqNo, Digest)>,
+    /// P: for each sequence number above h, the batch that prepared at the
+    /// sender in the latest view.
+    pub prepared: Vec<VcEntry>,
+    /// Q: the batches that pre-prepared at the sender above h, with the
+    /// latest view each did.
+    pub pre_prepared: Vec<VcEntry>,
+}
+
+/// `<VIEW-CHANGE-ACK, v, i, j, d>`: the sender (i) holds j's VIEW-CHANGE for
+/// view v, whose digest is d.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ViewChangeAck {
+    pub view: View,
+    pub replica: ReplicaId,
+    pub digest: Digest,
+}
+
+/// `<NEW-VIEW, v, V>`: the VIEW-CHANGE messages (sender, digest) the new
+/// primary decided from. Every replica runs the decision procedure on them,
+/// so the checkpoint and requests it picks are not sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewView {
+    pub view: View,
+    pub view_changes: Vec<(ReplicaId, Digest)>,
+}
+
 /// A decoded message body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -240,6 +289,9 @@ pub enum Message {
     Fetch(Fetch),
     MetaData(MetaData),
     Data(Data),
+    ViewChange(ViewChange),
+    ViewChangeAck(ViewChangeAck),
+    NewView(NewView),
 }
 
 impl Message {
@@ -255,6 +307,9 @@ impl Message {
             Message::Fetch(_) => Kind::Fetch,
             Message::MetaData(_) => Kind::MetaData,
             Message::Data(_) => Kind::Data,
+            Message::ViewChange(_) => Kind::ViewChange,
+            Message::ViewChangeAck(_) => Kind::ViewChangeAck,
+            Message::NewView(_) => Kind::NewView,
         }
     }
 }
@@ -358,6 +413,7 @@ fn encode_body(message: &Message, out: &mut BytesMut) {
         }
         Message::Status(s) => {
             out.put_u64_le(s.view.0);
+            out.put_u8(s.view_active as u8);
             out.put_u64_le(s.stable.0);
             out.put_u64_le(s.first_open.0);
             out.put_u64_le(s.last_executed.0);
@@ -386,6 +442,36 @@ fn encode_body(message: &Message, out: &mut BytesMut) {
             out.put_u64_le(d.seq.0);
             out.put_u64_le(d.index);
             put_bytes(out, &d.page);
+        }
+        Message::ViewChange(v) => {
+            out.put_u64_le(v.view.0);
+            out.put_u64_le(v.stable.0);
+            out.put_u16_le(v.checkpoints.len() as u16);
+            for (n, d) in &v.checkpoints {
+                out.put_u64_le(n.0);
+                out.put_slice(&d.0);
+            }
+            for set in [&v.prepared, &v.pre_prepared] {
+                out.put_u16_le(set.len() as u16);
+                for e in set {
+                    out.put_u64_le(e.seq.0);
+                    out.put_slice(&e.digest.0);
+                    out.put_u64_le(e.view.0);
+                }
+            }
+        }
+        Message::ViewChangeAck(a) => {
+            out.put_u64_le(a.view.0);
+            out.put_u16_le(a.replica.0);
+            out.put_slice(&a.digest.0);
+        }
+        Message::NewView(nv) => {
+            out.put_u64_le(nv.view.0);
+            out.put_u16_le(nv.view_changes.len() as u16);
+            for (r, d) in &nv.view_changes {
+                out.put_u16_le(r.0);
+                out.put_slice(&d.0);
+            }
         }
     }
 }
@@ -546,6 +632,7 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>, whole: &Bytes, base: usize) -> Re
         Kind::Checkpoint => Message::Checkpoint(Checkpoint { seq: SeqNo(r.u64()?), state_digest: r.digest()? }),
         Kind::Status => {
             let view = View(r.u64()?);
+            let view_active = r.bool()?;
             let stable = SeqNo(r.u64()?);
             let first_open = SeqNo(r.u64()?);
             let last_executed = SeqNo(r.u64()?);
@@ -565,7 +652,7 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>, whole: &Bytes, base: usize) -> Re
             for _ in 0..m {
                 missing_requests.push(r.digest()?);
             }
-            Message::Status(Status { view, stable, first_open, last_executed, slots, missing_requests })
+            Message::Status(Status { view, view_active, stable, first_open, last_executed, slots, missing_requests })
         }
         Kind::Fetch => Message::Fetch(Fetch { seq: SeqNo(r.u64()?), level: r.u32()?, index: r.u64()? }),
         Kind::MetaData => {
@@ -583,6 +670,46 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>, whole: &Bytes, base: usize) -> Re
             Message::MetaData(MetaData { seq, level, index, children })
         }
         Kind::Data => Message::Data(Data { seq: SeqNo(r.u64()?), index: r.u64()?, page: r.bytes(whole, base)? }),
+        Kind::ViewChange => {
+            let view = View(r.u64()?);
+            let stable = SeqNo(r.u64()?);
+            let n = r.u16()? as usize;
+            if n > MAX_VC_CHECKPOINTS {
+                return Err(WireError::Invalid("too many checkpoints"));
+            }
+            let mut checkpoints = Vec::with_capacity(n);
+            for _ in 0..n {
+                checkpoints.push((SeqNo(r.u64()?), r.digest()?));
+            }
+            let mut sets = [Vec::new(), Vec::new()];
+            for set in &mut sets {
+                let n = r.u16()? as usize;
+                if n > MAX_LIST {
+                    return Err(WireError::Invalid("view-change set too long"));
+                }
+                set.reserve(n.min(512));
+                for _ in 0..n {
+                    set.push(VcEntry { seq: SeqNo(r.u64()?), digest: r.digest()?, view: View(r.u64()?) });
+                }
+            }
+            let [prepared, pre_prepared] = sets;
+            Message::ViewChange(ViewChange { view, stable, checkpoints, prepared, pre_prepared })
+        }
+        Kind::ViewChangeAck => {
+            Message::ViewChangeAck(ViewChangeAck { view: View(r.u64()?), replica: ReplicaId(r.u16()?), digest: r.digest()? })
+        }
+        Kind::NewView => {
+            let view = View(r.u64()?);
+            let n = r.u16()? as usize;
+            if n > MAX_LIST {
+                return Err(WireError::Invalid("new-view set too long"));
+            }
+            let mut view_changes = Vec::with_capacity(n.min(256));
+            for _ in 0..n {
+                view_changes.push((ReplicaId(r.u16()?), r.digest()?));
+            }
+            Message::NewView(NewView { view, view_changes })
+        }
     })
 }
 

@@ -99,6 +99,13 @@ impl<S: Service> Replica<S> {
         self.state.discard_checkpoints_before(n);
         self.metrics.checkpoints_stable += 1;
         out.push(Effect::StableCheckpoint { seq: n, digest });
+        // Batches the current view chose beyond the old window enter it now.
+        let entering: Vec<SeqNo> =
+            self.vc_choices_in_window().into_iter().filter(|s| self.log.get(s).is_none_or(|s| s.batch.is_none())).collect();
+        for seq in entering {
+            self.adopt_choice(seq);
+            self.check_progress(seq, out);
+        }
         self.try_send_batches_after_execution(out);
     }
 }

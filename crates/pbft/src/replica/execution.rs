@@ -67,6 +67,7 @@ impl<S: Service> Replica<S> {
         if self.transfer.is_some() {
             return;
         }
+        let executed_before = self.metrics.requests_executed;
         loop {
             if let Some(t) = self.tentative {
                 if self.checkpoint_proves_commit(t) {
@@ -78,6 +79,7 @@ impl<S: Service> Replica<S> {
                     break;
                 }
                 self.tentative = None;
+                self.state.clear_undo_mark();
                 out.push(Effect::CommittedTentative { seq: t });
                 self.after_commit(t, out);
                 continue;
@@ -91,12 +93,21 @@ impl<S: Service> Replica<S> {
             if slot.committed {
                 self.execute_batch(n, false, out);
                 self.after_commit(n, out);
-            } else if (slot.prepared || self.bug_execute_before_prepared()) && self.cfg.tentative_execution {
+            } else if (slot.prepared || self.bug_execute_before_prepared())
+                && self.cfg.tentative_execution
+                && self.view_active
+            {
+                // A view change may undo this batch: keep what it overwrites.
+                self.state.set_undo_mark();
+                self.nondet_before_tentative = self.last_executed_nondet_us;
                 self.execute_batch(n, true, out);
                 self.tentative = Some(n);
             } else {
                 break;
             }
+        }
+        if self.metrics.requests_executed != executed_before {
+            self.view_change_timer_after_progress(out);
         }
         self.try_send_batches_after_execution(out);
     }
@@ -118,6 +129,7 @@ impl<S: Service> Replica<S> {
         let nondet = batch.nondet_time_us;
         let digest = batch.digest;
         let requests: Vec<Request> = batch.entries.iter().filter_map(|e| e.body.as_ref().map(|b| b.0.clone())).collect();
+        let requests_empty = batch.entries.is_empty();
         let mut executed = Vec::with_capacity(requests.len());
         for req in requests {
             // A read-only request has no place in a batch: all correct replicas skip it.
@@ -147,7 +159,10 @@ impl<S: Service> Replica<S> {
         self.metrics.batches_executed += 1;
         self.metrics.batch_requests_total += executed.len() as u64;
         self.last_executed = n;
-        self.last_executed_nondet_us = nondet;
+        // A null batch (chosen by a view change) carries no value of its own.
+        if !requests_empty {
+            self.last_executed_nondet_us = nondet;
+        }
         out.push(Effect::Executed(Execution { seq: n, batch: digest, tentative, requests: executed }));
     }
 

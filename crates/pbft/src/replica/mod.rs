@@ -11,6 +11,7 @@
 //! | `checkpoint.rs` | CHECKPOINT messages, stable checkpoints, garbage collection |
 //! | `status.rs` | STATUS messages and the retransmission they drive |
 //! | `state_transfer.rs` | FETCH, META-DATA, DATA: catching up over the partition tree |
+//! | `view_change.rs` | VIEW-CHANGE, VIEW-CHANGE-ACK, NEW-VIEW, the view-change timer |
 //!
 //! Invariants kept here: the low water mark `h` (last stable checkpoint) never
 //! moves back; every log entry has a sequence number in `(h, h + L]`; a batch is
@@ -23,6 +24,7 @@ mod normal_case;
 mod requests;
 mod state_transfer;
 mod status;
+mod view_change;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -80,11 +82,16 @@ struct Batch {
     entries: Vec<Entry>,
     /// The non-deterministic value passed this replica's own check.
     nondet_ok: bool,
+    /// Chosen by a NEW-VIEW: backups prepare it without validating it again
+    /// (a quorum did when it first prepared).
+    reproposed: bool,
+    /// Chosen by a NEW-VIEW by digest, body not yet fetched: `entries` is empty.
+    missing: bool,
 }
 
 impl Batch {
     fn complete(&self) -> bool {
-        self.entries.iter().all(|e| e.body.is_some())
+        !self.missing && self.entries.iter().all(|e| e.body.is_some())
     }
     /// This replica could validate the whole batch itself.
     fn validated(&self) -> bool {
@@ -102,6 +109,11 @@ struct Slot {
     my_commit: Option<Bytes>,
     prepared: bool,
     committed: bool,
+    /// P: the batch that prepared here in the latest view, kept across views.
+    prepared_cert: Option<(Digest, View)>,
+    /// Q: the batches that pre-prepared here, each with the latest view it
+    /// did, kept across views (at most `view_change::MAX_Q_PER_SEQ`).
+    pre_prepared_in: Vec<(Digest, View)>,
 }
 
 /// A checkpoint: this replica's own digest and the votes of others.
@@ -121,6 +133,11 @@ pub struct Replica<S: Service> {
     /// Pages per client slot of the reply table, which precedes the service's pages.
     reply_slot_pages: u64,
     view: View,
+    /// False from sending a VIEW-CHANGE for `view` until its NEW-VIEW installs:
+    /// meanwhile no normal-case message is sent or accepted.
+    view_active: bool,
+    /// View-change messages, acks, the timer and the installed NEW-VIEW.
+    vc: view_change::ViewChanges,
     /// h: the last stable checkpoint.
     low_water_mark: SeqNo,
     last_executed: SeqNo,
@@ -132,6 +149,9 @@ pub struct Replica<S: Service> {
     last_nondet_us: u64,
     /// The non-deterministic value of the last executed batch.
     last_executed_nondet_us: u64,
+    /// `last_executed_nondet_us` before the tentative batch, restored if a view
+    /// change undoes it.
+    nondet_before_tentative: u64,
     log: BTreeMap<SeqNo, Slot>,
     checkpoints: BTreeMap<SeqNo, CheckpointVotes>,
     /// The primary's requests waiting to be batched.
@@ -183,12 +203,15 @@ impl<S: Service> Replica<S> {
             state,
             reply_slot_pages,
             view: View(0),
+            view_active: true,
+            vc: view_change::ViewChanges::new(cfg.view_change_timeout_us),
             low_water_mark: SeqNo(0),
             last_executed: SeqNo(0),
             tentative: None,
             next_seq: SeqNo(1),
             last_nondet_us: 0,
             last_executed_nondet_us: 0,
+            nondet_before_tentative: 0,
             log: BTreeMap::new(),
             checkpoints: BTreeMap::new(),
             request_queue: VecDeque::new(),
@@ -208,10 +231,12 @@ impl<S: Service> Replica<S> {
         })
     }
 
-    /// Arms the replica's timers. Call once, before anything else.
+    /// Arms the replica's timers. Call before anything else, and again when
+    /// the host restarts a replica that was stopped (its timers were lost).
     pub fn start(&mut self, now: Instant, out: &mut Outbox) {
         self.now = now;
         out.push(Effect::SetTimer { timer: Timer::Status, at: now.plus_us(self.cfg.status_interval_us) });
+        self.restart_view_change_timer(out);
     }
 
     /// Handles one datagram. Bad input is dropped and counted, never a panic.
@@ -221,6 +246,13 @@ impl<S: Service> Replica<S> {
             Ok(env) => env,
             Err(_) => return self.metrics.drop(DropReason::Malformed),
         };
+        // A batch a NEW-VIEW chose by digest is accepted from anyone, in any
+        // view's pre-prepare, MAC or not: the digest vouches for its content.
+        if let Message::PrePrepare(p) = &env.message {
+            if self.wants_batch(p.seq) {
+                return self.fill_chosen_batch(env, out);
+            }
+        }
         let verified = match self.verify(env) {
             Ok(v) => v,
             Err((e, env)) => {
@@ -231,6 +263,10 @@ impl<S: Service> Replica<S> {
                     if self.cfg.is_client(r.client) && NodeId::Client(r.client) == env.sender {
                         self.fill_missing_body(r, &env.raw, false, out);
                     }
+                }
+                // Likewise a VIEW-CHANGE that a pending NEW-VIEW names by digest.
+                if let (AuthError::BadMac, Message::ViewChange(_)) = (&e, &env.message) {
+                    self.on_relayed_view_change(*env, out);
                 }
                 return;
             }
@@ -247,6 +283,9 @@ impl<S: Service> Replica<S> {
             (Message::Fetch(f), NodeId::Replica(from)) => self.on_fetch(now, from, f, out),
             (Message::MetaData(m), NodeId::Replica(from)) => self.on_meta_data(from, m, out),
             (Message::Data(d), NodeId::Replica(from)) => self.on_data(from, d, out),
+            (Message::ViewChange(v), NodeId::Replica(from)) => self.on_view_change(from, v, raw, out),
+            (Message::ViewChangeAck(a), NodeId::Replica(from)) => self.on_view_change_ack(from, a, out),
+            (Message::NewView(nv), NodeId::Replica(from)) => self.on_new_view(from, nv, raw, out),
             _ => self.metrics.drop(DropReason::WrongSenderKind),
         }
     }
@@ -257,9 +296,11 @@ impl<S: Service> Replica<S> {
         match timer {
             Timer::Status => {
                 self.send_status(out);
+                self.retransmit_view_change(out);
                 self.maybe_start_transfer(out);
                 out.push(Effect::SetTimer { timer: Timer::Status, at: now.plus_us(self.cfg.status_interval_us) });
             }
+            Timer::ViewChange => self.on_view_change_timer(out),
             Timer::ClientRetransmit => self.metrics.drop(DropReason::Unexpected),
         }
     }
@@ -304,8 +345,15 @@ impl<S: Service> Replica<S> {
     pub fn config(&self) -> &Config {
         &self.cfg
     }
+    pub fn keys(&self) -> &KeyTable {
+        &self.keys
+    }
     pub fn view(&self) -> View {
         self.view
+    }
+    /// Whether the current view is installed (false during a view change).
+    pub fn view_active(&self) -> bool {
+        self.view_active
     }
     pub fn low_water_mark(&self) -> SeqNo {
         self.low_water_mark
@@ -360,9 +408,10 @@ impl<S: Service> Replica<S> {
     /// entries, for failure reports.
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "{} view={} h={} last_executed={} next_seq={} tentative={:?} queue={} known={} ro_queue={} checkpoints={:?} transferring={} votes={:?}",
+            "{} view={}{} h={} last_executed={} next_seq={} tentative={:?} queue={} known={} ro_queue={} checkpoints={:?} transferring={} votes={:?}",
             self.id,
             self.view.0,
+            if self.view_active { "" } else { "(changing)" },
             self.low_water_mark.0,
             self.last_executed.0,
             self.next_seq.0,

@@ -13,6 +13,7 @@
 
 use bytes::Bytes;
 
+use super::view_change::note_pre_prepared;
 use super::{Batch, Entry, Replica, Vote};
 use crate::effects::Outbox;
 use crate::metrics::DropReason;
@@ -42,13 +43,16 @@ impl<S: Service> Replica<S> {
         let digest = batch_digest(nondet_time_us, entries.iter().map(|e| e.digest));
         let msg = Message::PrePrepare(PrePrepare { view: self.view, seq, nondet_time_us, entries: inline });
         let raw = self.multicast(&msg, out);
-        let batch = Batch { view: self.view, digest, nondet_time_us, raw, entries, nondet_ok: true };
-        self.log.entry(seq).or_default().batch = Some(batch);
+        let batch = Batch { view: self.view, digest, nondet_time_us, raw, entries, nondet_ok: true, reproposed: false, missing: false };
+        let slot = self.log.entry(seq).or_default();
+        slot.batch = Some(batch);
+        let prepared = slot.prepared_cert.map(|(d, _)| d);
+        note_pre_prepared(&mut slot.pre_prepared_in, digest, self.view, prepared);
         self.check_progress(seq, out);
     }
 
     pub(super) fn on_pre_prepare(&mut self, now: Instant, from: ReplicaId, p: PrePrepare, raw: Bytes, out: &mut Outbox) {
-        if p.view != self.view {
+        if p.view != self.view || !self.view_active {
             return self.metrics.drop(DropReason::WrongView);
         }
         if from != self.primary() || self.is_primary() {
@@ -82,7 +86,18 @@ impl<S: Service> Replica<S> {
             self.awaiting.insert((e.digest, p.seq));
         }
         let slot = self.log.entry(p.seq).or_default();
-        slot.batch = Some(Batch { view: p.view, digest, nondet_time_us: p.nondet_time_us, raw, entries, nondet_ok });
+        slot.batch = Some(Batch {
+            view: p.view,
+            digest,
+            nondet_time_us: p.nondet_time_us,
+            raw,
+            entries,
+            nondet_ok,
+            reproposed: false,
+            missing: false,
+        });
+        let prepared = slot.prepared_cert.map(|(d, _)| d);
+        note_pre_prepared(&mut slot.pre_prepared_in, digest, p.view, prepared);
         self.check_progress(p.seq, out);
     }
 
@@ -104,7 +119,7 @@ impl<S: Service> Replica<S> {
 
     /// Turns one entry of a received pre-prepare into a log entry. `None` when the
     /// entry is malformed: a correct primary never sends one.
-    fn batch_entry(&self, e: &BatchEntry) -> Option<Entry> {
+    pub(super) fn batch_entry(&self, e: &BatchEntry) -> Option<Entry> {
         match e {
             BatchEntry::Inline(bytes) => {
                 let env = wire::decode(bytes.clone(), self.cfg.max_message_bytes).ok()?;
@@ -124,7 +139,7 @@ impl<S: Service> Replica<S> {
     }
 
     pub(super) fn on_prepare(&mut self, from: ReplicaId, p: Prepare, out: &mut Outbox) {
-        if p.view != self.view {
+        if p.view != self.view || !self.view_active {
             return self.metrics.drop(DropReason::WrongView);
         }
         if from == self.primary() {
@@ -142,7 +157,7 @@ impl<S: Service> Replica<S> {
     }
 
     pub(super) fn on_commit(&mut self, from: ReplicaId, c: Commit, out: &mut Outbox) {
-        if c.view != self.view {
+        if c.view != self.view || !self.view_active {
             return self.metrics.drop(DropReason::WrongView);
         }
         if !self.in_window(c.seq) {
@@ -166,8 +181,14 @@ impl<S: Service> Replica<S> {
         let (view, digest) = (batch.view, batch.digest);
         let prepares = matching(&slot.prepares, view, digest);
 
-        // PREPARE: a backup that validated the batch, or that f+1 replicas vouch for.
-        if !is_primary && slot.my_prepare.is_none() && (batch.validated() || prepares > f) {
+        // PREPARE: a backup that validated the batch, or that f+1 replicas vouch
+        // for, or that a NEW-VIEW chose.
+        // Nothing advances outside the current, installed view (a batch that
+        // already committed still executes).
+        if !self.view_active || view != self.view {
+            return self.try_execute(out);
+        }
+        if !is_primary && slot.my_prepare.is_none() && (batch.validated() || prepares > f || batch.reproposed) {
             let msg = Message::Prepare(Prepare { view, seq, digest });
             let raw = self.multicast(&msg, out);
             let slot = self.log.get_mut(&seq).expect("slot exists");
@@ -184,6 +205,7 @@ impl<S: Service> Replica<S> {
             let raw = self.multicast(&msg, out);
             let slot = self.log.get_mut(&seq).expect("slot exists");
             slot.prepared = true;
+            slot.prepared_cert = Some((digest, view));
             slot.my_commit = Some(raw);
             slot.commits.insert(self.id, Vote { view, digest });
         }

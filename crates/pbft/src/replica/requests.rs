@@ -33,10 +33,23 @@ impl<S: Service> Replica<S> {
         if req.timestamp == last && !self.bug_execute_twice() {
             return self.resend_reply(&req, out);
         }
+        let new = !self.known.contains_key(&req.digest());
         self.remember_request(&req, &raw);
+        if !self.view_active {
+            return;
+        }
         if self.is_primary() {
             self.enqueue(req, raw);
             self.try_send_batches(now, out);
+        } else if self.known.contains_key(&req.digest()) {
+            // A backup that gets a request (a client retransmitting to all)
+            // passes it to the primary, whose MAC is in the authenticator, and
+            // watches the primary: if it does not execute in time, the view
+            // changes. Large requests already went to every replica.
+            if new && req.op.len() <= self.cfg.large_request_threshold {
+                out.send(crate::effects::Dest::Replica(self.primary()), raw);
+            }
+            self.start_view_change_timer(out);
         }
     }
 
@@ -100,7 +113,7 @@ impl<S: Service> Replica<S> {
         }
     }
 
-    fn enqueue(&mut self, req: Request, raw: Bytes) {
+    pub(super) fn enqueue(&mut self, req: Request, raw: Bytes) {
         if self.assigned.get(&req.client).is_some_and(|t| *t >= req.timestamp) && !self.bug_execute_twice() {
             // Already queued or in a batch: a retransmission.
             return self.metrics.drop(DropReason::Duplicate);
@@ -132,7 +145,7 @@ impl<S: Service> Replica<S> {
     /// The primary packs queued requests into batches while its window of
     /// outstanding batches has room and the high water mark allows.
     pub(super) fn try_send_batches(&mut self, now: Instant, out: &mut Outbox) {
-        if !self.is_primary() {
+        if !self.is_primary() || !self.view_active {
             return;
         }
         while !self.request_queue.is_empty()

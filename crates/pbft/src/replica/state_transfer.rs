@@ -97,8 +97,9 @@ impl<S: Service> Replica<S> {
         }
     }
 
-    fn start_transfer(&mut self, seq: SeqNo, digest: Digest, sources: Vec<ReplicaId>, out: &mut Outbox) {
+    pub(super) fn start_transfer(&mut self, seq: SeqNo, digest: Digest, sources: Vec<ReplicaId>, out: &mut Outbox) {
         // Undo tentative execution: the tree is compared with the last checkpoint.
+        self.state.clear_undo_mark();
         if self.state.rollback_to_last_checkpoint().is_err() {
             return self.metrics.drop(DropReason::Invalid);
         }

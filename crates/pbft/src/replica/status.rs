@@ -44,7 +44,7 @@ impl<S: Service> Replica<S> {
                             }
                         }
                     }
-                    ((s.batch.is_some() as u8) * slot_flags::PRE_PREPARED) | ((s.prepared as u8) * slot_flags::PREPARED) | ((s.committed as u8) * slot_flags::COMMITTED)
+                    ((s.batch.as_ref().is_some_and(|b| !b.missing) as u8) * slot_flags::PRE_PREPARED) | ((s.prepared as u8) * slot_flags::PREPARED) | ((s.committed as u8) * slot_flags::COMMITTED)
                 }
             };
             slots.push(flags);
@@ -54,6 +54,7 @@ impl<S: Service> Replica<S> {
         }
         let msg = Message::Status(Status {
             view: self.view,
+            view_active: self.view_active,
             stable: self.low_water_mark,
             first_open,
             last_executed: self.last_executed,
@@ -70,7 +71,11 @@ impl<S: Service> Replica<S> {
             }
         }
         self.status_answered.insert(from, now);
-        if s.view != self.view {
+        // A peer behind our view, or still changing to it: what installed it.
+        if self.view_active && (s.view < self.view || (s.view == self.view && !s.view_active)) {
+            return self.send_installed_view(from, out);
+        }
+        if s.view != self.view || !self.view_active || !s.view_active {
             return self.metrics.drop(DropReason::WrongView);
         }
         let to = Dest::Replica(from);
@@ -94,14 +99,16 @@ impl<S: Service> Replica<S> {
         for seq in first..=last {
             let Some(slot) = self.log.get(&SeqNo(seq)) else { continue };
             let flags = s.slots.get((seq - s.first_open.0) as usize).copied().unwrap_or(0);
-            if flags & slot_flags::COMMITTED != 0 {
-                continue;
-            }
+            // The batch itself, even for a slot the peer committed: a NEW-VIEW
+            // may have chosen it by digest, and the peer cannot execute it yet.
             if flags & slot_flags::PRE_PREPARED == 0 {
-                if let Some(b) = &slot.batch {
+                if let Some(b) = slot.batch.as_ref().filter(|b| !b.raw.is_empty()) {
                     out.send(to, b.raw.clone());
                     sent += 1;
                 }
+            }
+            if flags & slot_flags::COMMITTED != 0 {
+                continue;
             }
             if flags & slot_flags::PREPARED == 0 {
                 if let Some(raw) = &slot.my_prepare {

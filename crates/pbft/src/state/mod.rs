@@ -28,6 +28,7 @@ mod tree;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::types::{Digest, SeqNo};
 
@@ -116,6 +117,9 @@ pub struct PagedState {
     records: BTreeMap<SeqNo, CheckpointRecord>,
     /// Sequence number of the last checkpoint ever taken, retained or not.
     last_taken: Option<SeqNo>,
+    /// While an undo mark is set: each page written since, as it was at the
+    /// mark (`None` for the zero page).
+    undo: Option<BTreeMap<u64, Option<Arc<Page>>>>,
 }
 
 impl PagedState {
@@ -134,6 +138,7 @@ impl PagedState {
             tree: PartitionTree::new(shape, num_pages),
             records: BTreeMap::new(),
             last_taken: None,
+            undo: None,
         })
     }
 
@@ -158,6 +163,14 @@ impl PagedState {
     /// kept (copy-on-write). `OutOfRange`, with nothing written, if the span
     /// does not lie within the state.
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StateError> {
+        if let Some(undo) = self.undo.as_mut() {
+            if offset.checked_add(data.len() as u64).is_some_and(|end| end <= self.pages.num_pages() * PAGE_SIZE as u64) {
+                let last = if data.is_empty() { offset / PAGE_SIZE as u64 } else { (offset + data.len() as u64 - 1) / PAGE_SIZE as u64 };
+                for index in offset / PAGE_SIZE as u64..=last {
+                    undo.entry(index).or_insert_with(|| self.pages.version(index));
+                }
+            }
+        }
         let saved = self
             .records
             .values_mut()
@@ -174,6 +187,11 @@ impl PagedState {
     /// Overwrites page `index` wholesale (state transfer); marks it dirty like
     /// `write`.
     pub fn replace_page(&mut self, index: u64, content: &Page) -> Result<(), StateError> {
+        if let Some(undo) = self.undo.as_mut() {
+            if index < self.pages.num_pages() {
+                undo.entry(index).or_insert_with(|| self.pages.version(index));
+            }
+        }
         let saved = self
             .records
             .values_mut()
@@ -252,6 +270,31 @@ impl PagedState {
         // The tree already describes the last checkpoint; only pages moved on.
         self.pages.rollback(&mut record.saved_pages);
         Ok(())
+    }
+
+    /// Sets an undo mark: [`PagedState::undo`] will restore the pages to what
+    /// they are now. Tentative execution sets one before each batch, since a
+    /// view change may undo that batch. A mark already set is replaced.
+    pub fn set_undo_mark(&mut self) {
+        self.undo = Some(BTreeMap::new());
+    }
+
+    /// Forgets the undo mark (the batch it guarded committed).
+    pub fn clear_undo_mark(&mut self) {
+        self.undo = None;
+    }
+
+    /// Restores every page written since the undo mark and clears the mark.
+    /// Costs the pages written since the mark. Returns whether a mark was set.
+    pub fn undo(&mut self) -> bool {
+        let Some(saved) = self.undo.take() else { return false };
+        for (index, version) in saved {
+            let content = version.as_deref().unwrap_or(&ZERO_PAGE);
+            // In range: the index was written, so it is a page of the state.
+            let restored = self.replace_page(index, content);
+            debug_assert!(restored.is_ok());
+        }
+        true
     }
 
     /// Content of page `index` as of the retained checkpoint `seq`.

@@ -135,6 +135,12 @@ impl PageStore {
         Ok(())
     }
 
+    /// The current version of a page (`None` for the zero page), shared, so
+    /// that a later write copies it instead of changing it.
+    pub(super) fn version(&self, index: u64) -> Option<Arc<Page>> {
+        self.current.get(&index).cloned()
+    }
+
     /// Marks a page dirty; on its first write since the last checkpoint, saves
     /// its content as of that checkpoint.
     fn mark_dirty(&mut self, index: u64, saved: Option<&mut SavedPages>) {

@@ -599,3 +599,34 @@ proptest! {
         check_against(&st, shape, n, &snaps);
     }
 }
+
+/// The undo mark restores exactly the bytes written since it, across page
+/// boundaries and zero pages, and checkpoints taken afterwards see the
+/// restored content.
+#[test]
+fn undo_restores_the_state_at_the_mark() {
+    let mut s = PagedState::new(6, SMALL).expect("state");
+    s.write(100, &[7; 5000]).expect("write");
+    s.take_checkpoint(SeqNo(1)).expect("checkpoint");
+    s.write(3 * PAGE_SIZE as u64, &[9; 10]).expect("write");
+    let before = content(&s);
+    s.set_undo_mark();
+    s.write(PAGE_SIZE as u64 - 3, &[1; 20]).expect("write");
+    s.write(5 * PAGE_SIZE as u64, &[2; 8]).expect("write");
+    s.replace_page(3, &filled(4)).expect("replace");
+    assert_ne!(content(&s), before);
+    assert!(s.undo());
+    assert_eq!(content(&s), before);
+    assert!(!s.undo(), "the mark is gone");
+    // A committed batch keeps its writes.
+    s.set_undo_mark();
+    s.write(0, &[5; 3]).expect("write");
+    s.clear_undo_mark();
+    assert!(!s.undo());
+    let kept = content(&s);
+    assert_eq!(&kept[..3], &[5; 3]);
+    let d = s.take_checkpoint(SeqNo(2)).expect("checkpoint");
+    let mut fresh = PagedState::new(6, SMALL).expect("state");
+    fresh.write(0, &kept).expect("write");
+    assert_eq!(fresh.take_checkpoint(SeqNo(1)).expect("checkpoint"), d);
+}

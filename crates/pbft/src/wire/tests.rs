@@ -21,6 +21,10 @@ fn request() -> impl Strategy<Value = Request> {
     )
 }
 
+fn vc_entry() -> impl Strategy<Value = VcEntry> {
+    (any::<u64>(), digest(), any::<u64>()).prop_map(|(n, d, v)| VcEntry { seq: SeqNo(n), digest: d, view: View(v) })
+}
+
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         request().prop_map(Message::Request),
@@ -47,9 +51,10 @@ fn message() -> impl Strategy<Value = Message> {
         (any::<u64>(), any::<u64>(), digest()).prop_map(|(v, n, d)| Message::Prepare(Prepare { view: View(v), seq: SeqNo(n), digest: d })),
         (any::<u64>(), any::<u64>(), digest()).prop_map(|(v, n, d)| Message::Commit(Commit { view: View(v), seq: SeqNo(n), digest: d })),
         (any::<u64>(), digest()).prop_map(|(n, d)| Message::Checkpoint(Checkpoint { seq: SeqNo(n), state_digest: d })),
-        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), proptest::collection::vec(0u8..8, 0..64), proptest::collection::vec(digest(), 0..4))
-            .prop_map(|(v, h, f, le, slots, missing)| Message::Status(Status {
+        (any::<u64>(), any::<bool>(), any::<u64>(), any::<u64>(), any::<u64>(), proptest::collection::vec(0u8..8, 0..64), proptest::collection::vec(digest(), 0..4))
+            .prop_map(|(v, active, h, f, le, slots, missing)| Message::Status(Status {
                 view: View(v),
+                view_active: active,
                 stable: SeqNo(h),
                 first_open: SeqNo(f),
                 last_executed: SeqNo(le),
@@ -60,6 +65,26 @@ fn message() -> impl Strategy<Value = Message> {
         (any::<u64>(), any::<u32>(), any::<u64>(), proptest::collection::vec(digest(), 0..20))
             .prop_map(|(n, l, x, children)| Message::MetaData(MetaData { seq: SeqNo(n), level: l, index: x, children })),
         (any::<u64>(), any::<u64>(), bytes(600)).prop_map(|(n, x, page)| Message::Data(Data { seq: SeqNo(n), index: x, page })),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            proptest::collection::vec((any::<u64>(), digest()), 0..5),
+            proptest::collection::vec(vc_entry(), 0..6),
+            proptest::collection::vec(vc_entry(), 0..6)
+        )
+            .prop_map(|(v, h, c, p, q)| Message::ViewChange(ViewChange {
+                view: View(v),
+                stable: SeqNo(h),
+                checkpoints: c.into_iter().map(|(n, d)| (SeqNo(n), d)).collect(),
+                prepared: p,
+                pre_prepared: q
+            })),
+        (any::<u64>(), any::<u16>(), digest())
+            .prop_map(|(v, r, d)| Message::ViewChangeAck(ViewChangeAck { view: View(v), replica: ReplicaId(r), digest: d })),
+        (any::<u64>(), proptest::collection::vec((any::<u16>(), digest()), 0..7)).prop_map(|(v, vcs)| Message::NewView(NewView {
+            view: View(v),
+            view_changes: vcs.into_iter().map(|(r, d)| (ReplicaId(r), d)).collect()
+        })),
     ]
 }
 

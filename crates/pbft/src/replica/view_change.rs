@@ -1,0 +1,806 @@
+//! View changes with MAC authenticators only (TOCS 2002 §4.5, Castro's thesis
+//! ch. 3): VIEW-CHANGE, VIEW-CHANGE-ACK, NEW-VIEW and the view-change timer.
+//!
+//! - A backup that waits longer than its timeout for a request to execute
+//!   (or for its tentative execution to commit) moves to view v+1: it stops
+//!   accepting normal-case messages and multicasts VIEW-CHANGE(v+1, h, C, P,
+//!   Q). Once it holds 2f+1 VIEW-CHANGE messages for v+1 it restarts its
+//!   timer; if v+1 does not install in time it moves to v+2 with twice the
+//!   timeout. A replica alone in a view change therefore waits for the others
+//!   instead of running ahead of them. A replica also joins a view change
+//!   once f+1 others ask for a view above its own.
+//! - Every replica that receives a VIEW-CHANGE multicasts an ack naming its
+//!   sender and digest. The new primary admits a VIEW-CHANGE into its set once
+//!   2f-1 replicas other than itself and the sender acked it; with 2f+1
+//!   admitted messages on which the decision procedure (`view_change::decide`)
+//!   succeeds, it multicasts NEW-VIEW(v+1, V), V listing (sender, digest).
+//! - A backup checks NEW-VIEW by running the same procedure on the messages V
+//!   names. It needs each message's body: its own copy (MAC checked), or a
+//!   relayed copy with that digest that f+1 replicas other than the sender
+//!   acked, so at least one correct replica received it from its sender.
+//! - Installing the view: a tentative execution the decision did not keep is
+//!   undone; the log becomes the chosen batches (in the new view, prepared
+//!   again by every replica); batches chosen by digest that a replica lacks are
+//!   fetched through STATUS and accepted by digest; a replica behind the chosen
+//!   checkpoint fetches its state.
+//!
+//! Departure from the papers (docs/decisions.md): acks are multicast rather
+//! than sent to the new primary alone, so that backups can vouch for relayed
+//! view-change messages without a separate fetch protocol. It costs O(n^3)
+//! small messages per view change, which happens rarely.
+//!
+//! Bounds: messages are kept only for views in (v, v + MAX_VIEWS_AHEAD] (and v
+//! itself while changing to it), one VIEW-CHANGE and one ack per sender, view
+//! and subject.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+
+use super::{Batch, Replica};
+use crate::auth::Audience;
+use crate::effects::{Dest, Effect, Outbox, Timer};
+use crate::metrics::DropReason;
+use crate::service::{ReadContext, Service, StateRegionRef};
+use crate::types::{ClientId, Digest, NodeId, ReplicaId, SeqNo, View};
+use crate::view_change::{decide, Choice, NewViewDecision, Undecided, ViewChangeInfo};
+use crate::wire::{self, Message, NewView, VcEntry, ViewChange, ViewChangeAck, MAX_VC_CHECKPOINTS};
+
+/// Views ahead of the current one for which messages are kept.
+const MAX_VIEWS_AHEAD: u64 = 16;
+/// Distinct batches remembered per sequence number for Q.
+pub(super) const MAX_Q_PER_SEQ: usize = 4;
+/// The view-change timeout stops doubling at this many times the configured one.
+const MAX_TIMEOUT_FACTOR: u64 = 64;
+/// Timeouts a lagging backup lets pass before it blames the primary anyway.
+const MAX_DEFERRALS: u32 = 4;
+
+/// A VIEW-CHANGE message kept for a view change.
+#[derive(Clone, Debug)]
+struct StoredVc {
+    msg: ViewChange,
+    digest: Digest,
+    raw: Bytes,
+}
+
+/// What the current view was installed from, to pass on to replicas that
+/// missed it.
+#[derive(Clone, Debug)]
+struct Installed {
+    new_view: NewView,
+    raw: Bytes,
+    view_changes: Vec<Bytes>,
+}
+
+/// The view-change state of a replica.
+#[derive(Debug)]
+pub(super) struct ViewChanges {
+    /// VIEW-CHANGE messages whose MAC this replica checked, by (view, sender).
+    msgs: BTreeMap<(View, ReplicaId), StoredVc>,
+    /// VIEW-CHANGE messages a pending NEW-VIEW names, received relayed or
+    /// with a MAC that did not check for us: trusted once f+1 acks vouch.
+    relayed: BTreeMap<(View, ReplicaId), StoredVc>,
+    /// acks[(view, sender of the VIEW-CHANGE)][acker] = its digest.
+    acks: BTreeMap<(View, ReplicaId), BTreeMap<ReplicaId, Digest>>,
+    /// A NEW-VIEW waiting for the VIEW-CHANGE messages it names.
+    pending: Option<(NewView, Bytes)>,
+    installed: Option<Installed>,
+    /// The choices of the installed view, for sequence numbers that enter the
+    /// window only later (this replica was behind the chosen checkpoint).
+    choices: BTreeMap<SeqNo, Digest>,
+    /// The current timeout (doubled by each view that fails to install).
+    timeout_us: u64,
+    timer_running: bool,
+    /// Timeouts let pass since the last execution because this replica lagged.
+    deferrals: u32,
+}
+
+impl ViewChanges {
+    pub(super) fn new(timeout_us: u64) -> ViewChanges {
+        ViewChanges {
+            msgs: BTreeMap::new(),
+            relayed: BTreeMap::new(),
+            acks: BTreeMap::new(),
+            pending: None,
+            installed: None,
+            choices: BTreeMap::new(),
+            timeout_us,
+            timer_running: false,
+            deferrals: 0,
+        }
+    }
+
+    /// Forgets everything about views below `v`.
+    fn forget_below(&mut self, v: View) {
+        self.msgs.retain(|(w, _), _| *w >= v);
+        self.relayed.retain(|(w, _), _| *w >= v);
+        self.acks.retain(|(w, _), _| *w >= v);
+    }
+}
+
+/// The digest that names a VIEW-CHANGE in acks and NEW-VIEW: that of its
+/// authenticated part (sender and body), as every receiver computes it.
+pub fn view_change_digest(sender: ReplicaId, vc: &ViewChange) -> Digest {
+    let (buf, len) = wire::encode_unauthenticated(NodeId::Replica(sender), &Message::ViewChange(vc.clone()), 0);
+    Digest::of(&buf[..len])
+}
+
+/// The batch digest that stands for the null request.
+pub fn null_batch_digest() -> Digest {
+    super::normal_case::batch_digest(0, std::iter::empty())
+}
+
+fn info(replica: ReplicaId, vc: &ViewChange) -> ViewChangeInfo {
+    ViewChangeInfo {
+        replica,
+        stable: vc.stable,
+        checkpoints: vc.checkpoints.clone(),
+        prepared: vc.prepared.clone(),
+        pre_prepared: vc.pre_prepared.clone(),
+    }
+}
+
+impl<S: Service> Replica<S> {
+    // ----- the timer -----
+
+    /// A backup that holds a request not yet executed starts the timer, unless
+    /// it is running.
+    pub(super) fn start_view_change_timer(&mut self, out: &mut Outbox) {
+        if self.vc.timer_running || !self.view_active || self.is_primary() {
+            return;
+        }
+        self.vc.timer_running = true;
+        out.push(Effect::SetTimer { timer: Timer::ViewChange, at: self.now.plus_us(self.vc.timeout_us) });
+    }
+
+    /// Re-arms the view-change timer after a restart: for the view change
+    /// under way, or for the requests waiting.
+    pub(super) fn restart_view_change_timer(&mut self, out: &mut Outbox) {
+        self.vc.timer_running = false;
+        if self.view_active {
+            if self.waiting_for_execution() {
+                self.start_view_change_timer(out);
+            }
+        } else {
+            self.arm_timer_for_quorum(out);
+        }
+    }
+
+    /// After a request executed in an installed view: the view works, so the
+    /// timeout goes back to its configured value and the timer restarts for
+    /// the requests still waiting, or stops.
+    pub(super) fn view_change_timer_after_progress(&mut self, out: &mut Outbox) {
+        if !self.view_active {
+            return;
+        }
+        self.vc.timeout_us = self.cfg.view_change_timeout_us;
+        self.vc.deferrals = 0;
+        if !self.waiting_for_execution() {
+            if self.vc.timer_running {
+                self.vc.timer_running = false;
+                out.push(Effect::CancelTimer { timer: Timer::ViewChange });
+            }
+        } else {
+            self.vc.timer_running = true;
+            out.push(Effect::SetTimer { timer: Timer::ViewChange, at: self.now.plus_us(self.vc.timeout_us) });
+        }
+    }
+
+    pub(super) fn on_view_change_timer(&mut self, out: &mut Outbox) {
+        self.vc.timer_running = false;
+        if self.view_active {
+            self.forget_executed_requests();
+            if !self.waiting_for_execution() {
+                return;
+            }
+            // A replica that is behind cannot blame the primary: it is fetching
+            // state, or the others committed a batch it cannot execute yet
+            // (retransmission brings it). Leaving the view alone would only
+            // take it out of service until the next view change, and clients
+            // need 2f+1 correct replicas to answer.
+            if self.transfer.is_some() || (self.next_committed_elsewhere() && self.vc.deferrals < MAX_DEFERRALS) {
+                self.vc.deferrals += 1;
+                return self.start_view_change_timer(out);
+            }
+        } else {
+            // The view we moved to did not install in time: try the next one,
+            // with more patience.
+            self.vc.timeout_us = (self.vc.timeout_us * 2).min(self.cfg.view_change_timeout_us * MAX_TIMEOUT_FACTOR);
+        }
+        let next = View(self.view.0 + 1);
+        self.start_view_change(next, out);
+    }
+
+    /// Whether 2f+1 replicas committed, in this view, the next batch this
+    /// replica should execute: the primary orders requests and this replica
+    /// lags (it lacks the pre-prepare or a request body).
+    fn next_committed_elsewhere(&self) -> bool {
+        let Some(slot) = self.log.get(&self.last_executed.next()) else { return false };
+        let mut tally: BTreeMap<Digest, usize> = BTreeMap::new();
+        for v in slot.commits.values().filter(|v| v.view == self.view) {
+            *tally.entry(v.digest).or_default() += 1;
+        }
+        tally.values().any(|c| *c >= self.cfg.quorum())
+    }
+
+    /// Whether this backup waits for the primary: a request it holds has not
+    /// executed, or its tentative execution has not committed.
+    fn waiting_for_execution(&self) -> bool {
+        !self.is_primary() && (!self.known.is_empty() || self.tentative.is_some())
+    }
+
+    /// Drops request bodies whose requests have executed (by another path, a
+    /// state transfer for example), so that they do not keep the timer going.
+    fn forget_executed_requests(&mut self) {
+        let stale: Vec<(ClientId, Digest)> = self
+            .known
+            .iter()
+            .filter(|(_, (r, _))| r.timestamp <= self.last_timestamp(r.client))
+            .map(|(d, (r, _))| (r.client, *d))
+            .collect();
+        for (client, d) in stale {
+            self.known.remove(&d);
+            if self.known_by_client.get(&client) == Some(&d) {
+                self.known_by_client.remove(&client);
+            }
+        }
+    }
+
+    // ----- moving to a new view -----
+
+    /// Leaves the current view for `v` (> the current view, or equal while the
+    /// view change to it has not started here) and multicasts VIEW-CHANGE.
+    pub(super) fn start_view_change(&mut self, v: View, out: &mut Outbox) {
+        debug_assert!(v > self.view || (v == self.view && self.view_active));
+        self.view = v;
+        self.view_active = false;
+        // The old primary's queued requests stay known, for whoever proposes them.
+        for (req, raw) in std::mem::take(&mut self.request_queue) {
+            self.remember_request(&req, &raw);
+        }
+        self.assigned.clear();
+        let msg = self.build_view_change(v);
+        let raw = self.multicast(&Message::ViewChange(msg.clone()), out);
+        let digest = view_change_digest(self.id, &msg);
+        self.vc.forget_below(v);
+        self.vc.msgs.insert((v, self.id), StoredVc { msg, digest, raw });
+        self.metrics.view_changes += 1;
+        if self.vc.timer_running {
+            self.vc.timer_running = false;
+            out.push(Effect::CancelTimer { timer: Timer::ViewChange });
+        }
+        self.arm_timer_for_quorum(out);
+        self.try_new_view(out);
+        self.try_pending_new_view(out);
+    }
+
+    /// While changing view: once 2f+1 replicas (this one included) ask for
+    /// the view, the timer runs for it to install.
+    fn arm_timer_for_quorum(&mut self, out: &mut Outbox) {
+        if self.view_active || self.vc.timer_running {
+            return;
+        }
+        let v = self.view;
+        let asking = self.vc.msgs.range((v, ReplicaId(0))..=(v, ReplicaId(u16::MAX))).count();
+        if asking >= self.cfg.quorum() {
+            self.vc.timer_running = true;
+            out.push(Effect::SetTimer { timer: Timer::ViewChange, at: self.now.plus_us(self.vc.timeout_us) });
+        }
+    }
+
+    /// VIEW-CHANGE(v, h, C, P, Q) from this replica's log.
+    fn build_view_change(&self, v: View) -> ViewChange {
+        let h = self.low_water_mark;
+        let checkpoints: Vec<(SeqNo, Digest)> =
+            self.state.checkpoints().into_iter().filter(|(n, _)| *n >= h).take(MAX_VC_CHECKPOINTS).collect();
+        let mut prepared = Vec::new();
+        let mut pre_prepared = Vec::new();
+        for (n, slot) in self.log.range(h.next()..) {
+            if let Some((digest, view)) = slot.prepared_cert {
+                prepared.push(VcEntry { seq: *n, digest, view });
+            }
+            for (digest, view) in &slot.pre_prepared_in {
+                pre_prepared.push(VcEntry { seq: *n, digest: *digest, view: *view });
+            }
+        }
+        ViewChange { view: v, stable: h, checkpoints, prepared, pre_prepared }
+    }
+
+    /// A VIEW-CHANGE is well formed: it moves to a view above 0, its
+    /// checkpoints and entries lie in its window, P has one entry per sequence
+    /// number, and every entry is from an earlier view.
+    fn view_change_well_formed(&self, vc: &ViewChange) -> bool {
+        let (k, l) = (self.cfg.checkpoint_interval, self.cfg.log_window);
+        let h = vc.stable;
+        let in_window = |n: SeqNo| n > h && n.0 <= h.0.saturating_add(l);
+        let mut seqs = BTreeSet::new();
+        vc.view.0 > 0
+            && h.0.is_multiple_of(k)
+            && vc.checkpoints.iter().all(|(n, _)| *n >= h && n.0 <= h.0.saturating_add(l) && n.0.is_multiple_of(k))
+            && vc.prepared.iter().all(|e| in_window(e.seq) && e.view < vc.view && seqs.insert(e.seq))
+            && vc.pre_prepared.len() <= l as usize * MAX_Q_PER_SEQ
+            && vc.pre_prepared.iter().all(|e| in_window(e.seq) && e.view < vc.view)
+    }
+
+    /// Whether messages about view `v` are of interest: a view ahead (within
+    /// bounds), or the one being changed to.
+    fn view_change_relevant(&self, v: View) -> bool {
+        (v > self.view || (v == self.view && !self.view_active)) && v.0 <= self.view.0 + MAX_VIEWS_AHEAD
+    }
+
+    pub(super) fn on_view_change(&mut self, from: ReplicaId, vc: ViewChange, raw: Bytes, out: &mut Outbox) {
+        if !self.view_change_relevant(vc.view) {
+            return self.metrics.drop(DropReason::WrongView);
+        }
+        if !self.view_change_well_formed(&vc) {
+            return self.metrics.drop(DropReason::Invalid);
+        }
+        let digest = view_change_digest(from, &vc);
+        let key = (vc.view, from);
+        if let Some(stored) = self.vc.msgs.get(&key) {
+            if stored.digest == digest {
+                // A retransmission: its sender is still changing view, so our
+                // ack may have been lost.
+                self.send_ack(vc.view, from, digest, out);
+                return self.metrics.drop(DropReason::Duplicate);
+            }
+            // The sender equivocates. Keep the first, unless a NEW-VIEW names this one.
+            self.metrics.drop(DropReason::Conflicting);
+            return self.keep_if_named(StoredVc { msg: vc, digest, raw }, from, out);
+        }
+        self.vc.msgs.insert(key, StoredVc { msg: vc.clone(), digest, raw });
+        self.send_ack(vc.view, from, digest, out);
+        self.maybe_join(out);
+        self.arm_timer_for_quorum(out);
+        self.try_new_view(out);
+        self.try_pending_new_view(out);
+    }
+
+    /// A VIEW-CHANGE whose MAC did not check for us (relayed, or from a sender
+    /// that broke our MAC): of use only if a pending NEW-VIEW names it.
+    pub(super) fn on_relayed_view_change(&mut self, env: wire::Envelope, out: &mut Outbox) {
+        let (NodeId::Replica(from), Message::ViewChange(vc)) = (env.sender, env.message) else { return };
+        if !self.cfg.is_replica(from) || !self.view_change_well_formed(&vc) {
+            return;
+        }
+        self.keep_if_named(StoredVc { msg: vc, digest: env.auth_digest, raw: env.raw }, from, out);
+    }
+
+    fn keep_if_named(&mut self, stored: StoredVc, from: ReplicaId, out: &mut Outbox) {
+        let named = self.vc.pending.as_ref().is_some_and(|(nv, _)| {
+            nv.view == stored.msg.view && nv.view_changes.contains(&(from, stored.digest))
+        });
+        if named {
+            self.vc.relayed.insert((stored.msg.view, from), stored);
+            self.try_pending_new_view(out);
+        }
+    }
+
+    fn send_ack(&mut self, v: View, subject: ReplicaId, digest: Digest, out: &mut Outbox) {
+        if subject == self.id {
+            return;
+        }
+        self.multicast(&Message::ViewChangeAck(ViewChangeAck { view: v, replica: subject, digest }), out);
+    }
+
+    pub(super) fn on_view_change_ack(&mut self, from: ReplicaId, ack: ViewChangeAck, out: &mut Outbox) {
+        if !self.view_change_relevant(ack.view) {
+            return self.metrics.drop(DropReason::WrongView);
+        }
+        if ack.replica == from || !self.cfg.is_replica(ack.replica) {
+            return self.metrics.drop(DropReason::Invalid);
+        }
+        let acks = self.vc.acks.entry((ack.view, ack.replica)).or_default();
+        if acks.get(&from) == Some(&ack.digest) {
+            return self.metrics.drop(DropReason::Duplicate);
+        }
+        // One ack per acker: a later one (after a relay) replaces the first.
+        acks.insert(from, ack.digest);
+        self.try_new_view(out);
+        self.try_pending_new_view(out);
+    }
+
+    /// Acks for `subject`'s VIEW-CHANGE for `v` with `digest`, from replicas
+    /// other than the subject and `also_not`.
+    fn acks_for(&self, v: View, subject: ReplicaId, digest: Digest, also_not: ReplicaId) -> usize {
+        self.vc.acks.get(&(v, subject)).map_or(0, |a| {
+            a.iter().filter(|(r, d)| **r != subject && **r != also_not && **d == digest).count()
+        })
+    }
+
+    /// Joins a view change once f+1 other replicas ask for views above ours:
+    /// the highest view that f+1 of them ask for at least.
+    fn maybe_join(&mut self, out: &mut Outbox) {
+        let mut highest: BTreeMap<ReplicaId, View> = BTreeMap::new();
+        for (v, r) in self.vc.msgs.keys() {
+            if *r != self.id && *v > self.view {
+                let e = highest.entry(*r).or_insert(*v);
+                *e = (*e).max(*v);
+            }
+        }
+        let mut views: Vec<View> = highest.into_values().collect();
+        views.sort_unstable_by(|a, b| b.cmp(a));
+        if let Some(v) = views.get(self.cfg.f).copied() {
+            self.start_view_change(v, out);
+        }
+    }
+
+    // ----- the new primary -----
+
+    /// The new primary sends NEW-VIEW once 2f+1 admitted VIEW-CHANGE messages
+    /// decide every sequence number.
+    fn try_new_view(&mut self, out: &mut Outbox) {
+        if self.view_active || !self.is_primary() {
+            return;
+        }
+        let v = self.view;
+        let needed = self.admission_acks();
+        let admitted: Vec<(ReplicaId, &StoredVc)> = self
+            .vc
+            .msgs
+            .range((v, ReplicaId(0))..=(v, ReplicaId(u16::MAX)))
+            .filter(|((_, j), s)| *j == self.id || self.acks_for(v, *j, s.digest, self.id) >= needed)
+            .map(|((_, j), s)| (*j, s))
+            .collect();
+        if admitted.len() < self.cfg.quorum() {
+            return;
+        }
+        let infos: Vec<ViewChangeInfo> = admitted.iter().map(|(j, s)| info(*j, &s.msg)).collect();
+        let Ok(decision) = self.decide(&infos) else { return };
+        let nv = NewView { view: v, view_changes: admitted.iter().map(|(j, s)| (*j, s.digest)).collect() };
+        let raw = self.multicast(&Message::NewView(nv.clone()), out);
+        self.install(nv, raw, decision, out);
+    }
+
+    /// Acks a VIEW-CHANGE needs before the new primary admits it: 2f-1, so
+    /// that with the primary and the sender 2f+1 replicas hold it.
+    fn admission_acks(&self) -> usize {
+        (2 * self.cfg.f).saturating_sub(1)
+    }
+
+    fn decide(&self, infos: &[ViewChangeInfo]) -> Result<NewViewDecision, Undecided> {
+        #[allow(unused_mut)]
+        let mut decision = decide(self.cfg.f, self.cfg.log_window, infos)?;
+        #[cfg(feature = "deliberate-bugs")]
+        if self.cfg.bugs.new_view_drops_prepared {
+            for (_, c) in decision.choices.iter_mut() {
+                *c = Choice::Null;
+            }
+        }
+        Ok(decision)
+    }
+
+    // ----- backups: checking NEW-VIEW -----
+
+    pub(super) fn on_new_view(&mut self, from: ReplicaId, nv: NewView, raw: Bytes, out: &mut Outbox) {
+        if from != nv.view.primary(self.cfg.n()) {
+            return self.metrics.drop(DropReason::WrongRole);
+        }
+        if !self.view_change_relevant(nv.view) {
+            return self.metrics.drop(DropReason::WrongView);
+        }
+        if self.vc.pending.as_ref().is_some_and(|(p, _)| p.view >= nv.view) {
+            return self.metrics.drop(DropReason::Duplicate);
+        }
+        let mut senders = BTreeSet::new();
+        let well_formed = nv.view_changes.len() >= self.cfg.quorum()
+            && nv.view_changes.iter().all(|(j, _)| self.cfg.is_replica(*j) && senders.insert(*j))
+            && senders.contains(&from);
+        if !well_formed {
+            return self.metrics.drop(DropReason::Invalid);
+        }
+        self.vc.pending = Some((nv, raw));
+        self.try_pending_new_view(out);
+    }
+
+    /// The body of the VIEW-CHANGE (v, j, d) if this replica may trust it: its
+    /// own copy, or a relayed one that f+1 replicas other than j acked.
+    fn trusted_view_change(&self, v: View, j: ReplicaId, d: Digest) -> Option<&StoredVc> {
+        if let Some(s) = self.vc.msgs.get(&(v, j)).filter(|s| s.digest == d) {
+            return Some(s);
+        }
+        let s = self.vc.relayed.get(&(v, j)).filter(|s| s.digest == d)?;
+        (self.acks_for(v, j, d, j) > self.cfg.f).then_some(s)
+    }
+
+    fn try_pending_new_view(&mut self, out: &mut Outbox) {
+        let Some((nv, raw)) = self.vc.pending.clone() else { return };
+        if !self.view_change_relevant(nv.view) {
+            self.vc.pending = None;
+            return;
+        }
+        let mut infos = Vec::with_capacity(nv.view_changes.len());
+        for (j, d) in &nv.view_changes {
+            match self.trusted_view_change(nv.view, *j, *d) {
+                Some(s) => infos.push(info(*j, &s.msg)),
+                None => return, // wait for it (STATUS brings relays)
+            }
+        }
+        self.vc.pending = None;
+        match self.decide(&infos) {
+            Ok(decision) => self.install(nv, raw, decision, out),
+            // A primary that sends an undecidable NEW-VIEW is faulty: the timer
+            // moves us on.
+            Err(_) => self.metrics.drop(DropReason::Invalid),
+        }
+    }
+
+    // ----- installing the view -----
+
+    fn install(&mut self, nv: NewView, raw: Bytes, decision: NewViewDecision, out: &mut Outbox) {
+        let v = nv.view;
+        let view_changes: Vec<Bytes> = nv
+            .view_changes
+            .iter()
+            .filter_map(|(j, d)| self.trusted_view_change(v, *j, *d).map(|s| s.raw.clone()))
+            .collect();
+        let sources: Vec<ReplicaId> = nv
+            .view_changes
+            .iter()
+            .filter(|(j, d)| {
+                self.trusted_view_change(v, *j, *d).is_some_and(|s| s.msg.checkpoints.contains(&decision.checkpoint))
+            })
+            .map(|(j, _)| *j)
+            .filter(|j| *j != self.id)
+            .collect();
+        self.view = v;
+        self.view_active = true;
+        self.vc.forget_below(View(v.0 + 1));
+        self.vc.installed = Some(Installed { new_view: nv, raw, view_changes });
+        self.vc.pending = None;
+        if self.vc.timer_running {
+            self.vc.timer_running = false;
+            out.push(Effect::CancelTimer { timer: Timer::ViewChange });
+        }
+        self.metrics.views_installed += 1;
+
+        let (h_new, d_new) = decision.checkpoint;
+        let null = null_batch_digest();
+        let choices: BTreeMap<SeqNo, Digest> = decision
+            .choices
+            .iter()
+            .map(|(n, c)| (*n, if let Choice::Request(d) = c { *d } else { null }))
+            .collect();
+        let last_chosen = choices.keys().next_back().copied().unwrap_or(h_new).max(h_new);
+
+        // A tentative execution the new view does not keep is undone. At or
+        // below the chosen checkpoint it committed somewhere: it stays.
+        if let Some(t) = self.tentative {
+            let executed = self.log.get(&t).and_then(|s| s.batch.as_ref()).map(|b| b.digest);
+            if t > h_new && choices.get(&t) != executed.as_ref() && !self.bug_keep_rejected_tentative() {
+                self.undo_tentative(t, out);
+            }
+        }
+        if h_new > self.last_executed && !sources.is_empty() {
+            self.start_transfer(h_new, d_new, sources, out);
+        }
+
+        // The log: the chosen batches, re-proposed in this view, and nothing
+        // above them that has not executed.
+        let executed = self.last_executed;
+        self.log.retain(|n, _| *n <= last_chosen || *n <= executed);
+        self.awaiting.retain(|(_, n)| *n <= last_chosen || *n <= executed);
+        let floor = self.low_water_mark.max(h_new);
+        self.vc.choices = choices.into_iter().filter(|(n, _)| *n > floor).collect();
+        let adopt: Vec<SeqNo> = self.vc.choices.keys().copied().filter(|n| self.in_window(*n)).collect();
+        for n in &adopt {
+            self.adopt_choice(*n);
+        }
+
+        if self.is_primary() {
+            self.become_primary(last_chosen);
+        }
+        out.push(Effect::ViewInstalled { view: v });
+        for n in adopt {
+            self.check_progress(n, out);
+        }
+        if self.waiting_for_execution() {
+            self.start_view_change_timer(out);
+        }
+        self.try_send_batches(self.now, out);
+        self.try_execute(out);
+    }
+
+    /// Re-proposes the chosen batch at `n` in the current view: reuses the
+    /// body this replica holds when its digest matches, else waits for it.
+    pub(super) fn adopt_choice(&mut self, n: SeqNo) {
+        let Some(d) = self.vc.choices.get(&n).copied() else { return };
+        let v = self.view;
+        let executed = n <= self.last_executed;
+        let slot = self.log.entry(n).or_default();
+        let batch = match slot.batch.take().filter(|b| b.digest == d && !b.missing) {
+            Some(mut b) => {
+                b.view = v;
+                b.reproposed = true;
+                b
+            }
+            None => {
+                let null = d == null_batch_digest();
+                Batch {
+                    view: v,
+                    digest: d,
+                    nondet_time_us: 0,
+                    raw: Bytes::new(),
+                    entries: Vec::new(),
+                    nondet_ok: true,
+                    reproposed: true,
+                    missing: !null,
+                }
+            }
+        };
+        debug_assert!(!executed || !slot.committed || batch.digest == d);
+        slot.committed = slot.committed && executed;
+        slot.batch = Some(batch);
+        slot.prepares.clear();
+        slot.commits.clear();
+        slot.my_prepare = None;
+        slot.my_commit = None;
+        slot.prepared = false;
+        let prepared = slot.prepared_cert.map(|(d, _)| d);
+        note_pre_prepared(&mut slot.pre_prepared_in, d, v, prepared);
+    }
+
+    /// The new primary continues after the last chosen batch, with a
+    /// non-deterministic value no lower than any it may follow, and proposes
+    /// the requests that waited for a working primary.
+    fn become_primary(&mut self, last_chosen: SeqNo) {
+        self.next_seq = last_chosen.max(self.last_executed).next();
+        let mut floor = self.last_nondet_us.max(self.last_executed_nondet_us);
+        let mut proposed = BTreeSet::new();
+        for slot in self.log.values() {
+            if let Some(b) = &slot.batch {
+                floor = floor.max(b.nondet_time_us);
+                for e in &b.entries {
+                    proposed.insert(e.digest);
+                    if let Some((r, _)) = &e.body {
+                        let t = self.assigned.entry(r.client).or_insert(r.timestamp);
+                        *t = (*t).max(r.timestamp);
+                    }
+                }
+            }
+        }
+        self.last_nondet_us = floor;
+        let mut waiting: Vec<(crate::wire::Request, Bytes)> = self
+            .known
+            .iter()
+            .filter(|(d, (r, _))| !proposed.contains(*d) && r.timestamp > self.last_timestamp(r.client))
+            .map(|(_, body)| body.clone())
+            .collect();
+        waiting.sort_by_key(|(r, _)| (r.client, r.timestamp));
+        for (req, raw) in waiting {
+            self.enqueue(req, raw);
+        }
+    }
+
+    /// Undoes the tentative execution of batch `t`: pages, reply table and
+    /// the non-deterministic value go back to before it; its requests are
+    /// pending again.
+    fn undo_tentative(&mut self, t: SeqNo, out: &mut Outbox) {
+        if !self.state.undo() {
+            return self.metrics.drop(DropReason::Invalid);
+        }
+        {
+            let region = StateRegionRef::new(&self.state, self.service_first_page(), self.service_pages())
+                .expect("service region is inside the state");
+            self.service.state_replaced(&ReadContext { client: ClientId(0), state: region });
+        }
+        self.last_executed = SeqNo(t.0 - 1);
+        self.last_executed_nondet_us = self.nondet_before_tentative;
+        self.tentative = None;
+        let bodies: Vec<(crate::wire::Request, Bytes)> = self
+            .log
+            .get(&t)
+            .and_then(|s| s.batch.as_ref())
+            .map(|b| b.entries.iter().filter_map(|e| e.body.clone()).collect())
+            .unwrap_or_default();
+        for (req, raw) in bodies {
+            self.remember_request(&req, &raw);
+        }
+        self.metrics.rollbacks += 1;
+        out.push(Effect::RolledBack { seq: t });
+    }
+
+    fn bug_keep_rejected_tentative(&self) -> bool {
+        #[cfg(feature = "deliberate-bugs")]
+        if self.cfg.bugs.keep_rejected_tentative {
+            return true;
+        }
+        false
+    }
+
+    /// Sequence numbers the current view chose that lie in the window.
+    pub(super) fn vc_choices_in_window(&self) -> Vec<SeqNo> {
+        self.vc.choices.keys().copied().filter(|n| self.in_window(*n)).collect()
+    }
+
+    // ----- batches chosen by digest -----
+
+    /// Whether slot `seq` waits for the body of a batch a NEW-VIEW chose.
+    pub(super) fn wants_batch(&self, seq: SeqNo) -> bool {
+        self.log.get(&seq).and_then(|s| s.batch.as_ref()).is_some_and(|b| b.missing)
+    }
+
+    /// Accepts a pre-prepare (of any view, from anyone) as the body of the
+    /// batch chosen at its sequence number if its digest matches.
+    pub(super) fn fill_chosen_batch(&mut self, env: wire::Envelope, out: &mut Outbox) {
+        let Message::PrePrepare(p) = env.message else { return };
+        if p.entries.len() > self.cfg.max_batch_requests {
+            return self.metrics.drop(DropReason::Invalid);
+        }
+        let mut entries = Vec::with_capacity(p.entries.len());
+        for e in &p.entries {
+            match self.batch_entry(e) {
+                Some(entry) => entries.push(entry),
+                None => return self.metrics.drop(DropReason::Invalid),
+            }
+        }
+        let digest = super::normal_case::batch_digest(p.nondet_time_us, entries.iter().map(|e| e.digest));
+        let Some(batch) = self.log.get_mut(&p.seq).and_then(|s| s.batch.as_mut()) else { return };
+        if batch.digest != digest {
+            return self.metrics.drop(DropReason::Invalid);
+        }
+        for e in entries.iter().filter(|e| !e.authenticated) {
+            self.awaiting.insert((e.digest, p.seq));
+        }
+        let batch = self.log.get_mut(&p.seq).and_then(|s| s.batch.as_mut()).expect("checked above");
+        batch.entries = entries;
+        batch.nondet_time_us = p.nondet_time_us;
+        batch.raw = env.raw;
+        batch.missing = false;
+        self.check_progress(p.seq, out);
+    }
+
+    // ----- retransmission -----
+
+    /// On each status tick while changing view: our VIEW-CHANGE again (it or
+    /// its acks may have been lost).
+    pub(super) fn retransmit_view_change(&mut self, out: &mut Outbox) {
+        if self.view_active {
+            return;
+        }
+        if let Some(s) = self.vc.msgs.get(&(self.view, self.id)) {
+            out.send(Dest::AllReplicas, s.raw.clone());
+            self.metrics.retransmitted += 1;
+        }
+    }
+
+    /// Sends a replica that has not installed our view what installed it:
+    /// the NEW-VIEW, the VIEW-CHANGE messages it names, and our acks for them.
+    pub(super) fn send_installed_view(&mut self, to: ReplicaId, out: &mut Outbox) {
+        let Some(installed) = &self.vc.installed else { return };
+        let dest = Dest::Replica(to);
+        out.send(dest, installed.raw.clone());
+        for vc in &installed.view_changes {
+            out.send(dest, vc.clone());
+        }
+        let v = installed.new_view.view;
+        let acks: Vec<Bytes> = installed
+            .new_view
+            .view_changes
+            .iter()
+            .filter(|(j, _)| *j != self.id && *j != to)
+            .map(|(j, d)| {
+                let ack = Message::ViewChangeAck(ViewChangeAck { view: v, replica: *j, digest: *d });
+                self.keys.seal(&ack, Audience::One(NodeId::Replica(to)))
+            })
+            .collect();
+        self.metrics.retransmitted += (1 + installed.view_changes.len() + acks.len()) as u64;
+        for a in acks {
+            out.send(dest, a);
+        }
+    }
+}
+
+/// Records that batch `d` pre-prepared in view `v`, keeping the latest view
+/// per batch and at most [`MAX_Q_PER_SEQ`] batches: the oldest views go, but
+/// never `prepared`, the batch this replica holds a prepared certificate for.
+pub(super) fn note_pre_prepared(q: &mut Vec<(Digest, View)>, d: Digest, v: View, prepared: Option<Digest>) {
+    match q.iter_mut().find(|(e, _)| *e == d) {
+        Some(entry) => entry.1 = entry.1.max(v),
+        None => q.push((d, v)),
+    }
+    if q.len() > MAX_Q_PER_SEQ {
+        q.sort_by_key(|e| std::cmp::Reverse((Some(e.0) == prepared, e.1)));
+        q.truncate(MAX_Q_PER_SEQ);
+    }
+}
