@@ -128,6 +128,14 @@ struct ReplicaArgs {
     /// Bind this UDP address instead of the one in the cluster file.
     #[arg(long)]
     bind: Option<std::net::SocketAddr>,
+    /// Where the replica keeps its state and restarts from (default:
+    /// replica-ID-state beside the cluster file).
+    #[arg(long, conflicts_with = "in_memory")]
+    state_dir: Option<PathBuf>,
+    /// Keep the state in memory only: a restart starts empty and fetches
+    /// everything from the other replicas.
+    #[arg(long)]
+    in_memory: bool,
     #[command(flatten)]
     faults: FaultArgs,
 }
@@ -222,6 +230,11 @@ fn run_replica(a: ReplicaArgs) -> Result<ExitCode> {
             Faulty::LyingCheckpoint => FaultyMode::LyingCheckpoint,
         }),
         bind: a.bind,
+        state_dir: (!a.in_memory).then(|| {
+            a.state_dir.clone().unwrap_or_else(|| {
+                a.config.parent().unwrap_or(std::path::Path::new(".")).join(format!("replica-{}-state", a.id))
+            })
+        }),
     };
     options.faults.validate()?;
     let mut host = ReplicaHost::new(&cluster, a.id, keys, service, &options)?;

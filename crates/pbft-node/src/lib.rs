@@ -8,6 +8,7 @@
 //! - [`client_host`]: a blocking client, [`ClusterClient`];
 //! - [`metrics`]: Prometheus text over HTTP;
 //! - [`launcher`]: child processes of a local cluster, killed when dropped;
+//! - [`store`]: the state saved at each stable checkpoint, for restarts;
 //! - [`time`]: the clock (UNIX-epoch microseconds, monotonic) and timers.
 
 pub mod client_host;
@@ -18,6 +19,7 @@ pub mod keygen;
 pub mod launcher;
 pub mod metrics;
 pub mod replica_host;
+pub mod store;
 pub mod time;
 pub mod transport;
 

@@ -85,6 +85,12 @@ pub struct ReplicaSnapshot {
     pub replies_without_address: u64,
     /// Clients whose address is known.
     pub client_addresses: usize,
+    /// Whether the view is installed (0 during a view change).
+    pub view_active: bool,
+    /// Clients with a cached reply in the replicated reply table.
+    pub reply_cache_entries: usize,
+    /// Pages written to the state directory at stable checkpoints.
+    pub saved_pages: u64,
     /// Requests per executed batch.
     pub batch_size: Histogram,
     /// From a request's arrival at this replica to its execution here.
@@ -109,6 +115,9 @@ impl ReplicaSnapshot {
             faults: None,
             replies_without_address: 0,
             client_addresses: 0,
+            view_active: true,
+            reply_cache_entries: 0,
+            saved_pages: 0,
             batch_size: Histogram::new(BATCH_BOUNDS),
             request_latency: Histogram::new(LATENCY_BOUNDS_S),
         }
@@ -141,6 +150,14 @@ impl ReplicaSnapshot {
         metric("replies_resent_total", "counter", "Cached replies resent to clients.", c.replies_resent);
         metric("state_transfers_total", "counter", "State transfers completed.", c.state_transfers);
         metric("view", "gauge", "Current view.", self.view);
+        metric("view_active", "gauge", "1 once the current view is installed, 0 during a view change.", self.view_active as u64);
+        metric("view_changes_total", "counter", "View changes this replica started.", c.view_changes);
+        metric("views_installed_total", "counter", "Views installed.", c.views_installed);
+        metric("rollbacks_total", "counter", "Tentative executions undone by view changes.", c.rollbacks);
+        metric("transfer_pages_total", "counter", "Pages fetched and checked by state transfer.", c.transfer_pages);
+        metric("transfer_bytes_total", "counter", "Bytes fetched and checked by state transfer.", c.transfer_bytes);
+        metric("saved_pages_total", "counter", "Pages written to disk at stable checkpoints.", self.saved_pages);
+        metric("reply_cache_entries", "gauge", "Clients with a cached reply in the reply table.", self.reply_cache_entries as u64);
         metric("last_executed", "gauge", "Sequence number of the last executed batch.", self.last_executed);
         metric("low_water_mark", "gauge", "Last stable checkpoint.", self.low_water_mark);
         metric("log_entries", "gauge", "Entries in the message log.", self.log_entries as u64);

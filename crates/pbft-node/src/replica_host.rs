@@ -21,12 +21,13 @@ use pbft::auth::KeyTable;
 use pbft::metrics::{DropReason, Metrics};
 use pbft::service::Service;
 use pbft::wire::Message;
-use pbft::{ClientId, Dest, Effect, Instant, Outbox, Replica, ReplicaId, Timestamp};
+use pbft::{ClientId, Dest, Effect, Instant, Outbox, Replica, ReplicaId, Restored, Timestamp};
 
 use crate::cluster::Cluster;
 use crate::error::NodeError;
 use crate::faults::FaultConfig;
 use crate::metrics::{ReplicaSnapshot, SharedSnapshot};
+use crate::store::Store;
 use crate::time::{Clock, Timers};
 use crate::transport::{Transport, MAX_DATAGRAM};
 
@@ -73,6 +74,9 @@ pub struct HostOptions {
     /// Bind this address instead of the one in the cluster file (for example
     /// 0.0.0.0:port behind a NAT).
     pub bind: Option<SocketAddr>,
+    /// Keep the state here (see [`crate::store`]) and restart from it; `None`
+    /// keeps it in memory only.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// One replica on one UDP socket.
@@ -96,6 +100,7 @@ pub struct ReplicaHost<S: Service> {
     /// when published.
     local: ReplicaSnapshot,
     shared: SharedSnapshot,
+    store: Option<Store>,
 }
 
 impl<S: Service> ReplicaHost<S> {
@@ -113,7 +118,21 @@ impl<S: Service> ReplicaHost<S> {
             .faulty
             .and_then(FaultyMode::lie)
             .map(|lie| Liar::new(lie, keys.clone(), cluster.replicas.len(), u64::from(id) + 1));
-        let replica = Replica::new(cluster.config(), ReplicaId(id), keys, service)?;
+        let mut store = options.state_dir.as_deref().map(Store::open).transpose()?;
+        let num_pages = Replica::<S>::total_pages(&cluster.config(), &service);
+        let replica = match store.as_mut().map(|s| s.load(num_pages)).transpose()?.flatten() {
+            Some(saved) => {
+                let (replica, restored) = Replica::restore(cluster.config(), ReplicaId(id), keys, service, saved)?;
+                match restored {
+                    Restored::Intact { seq } => tracing::info!(seq = seq.0, "restarted from the state on disk"),
+                    Restored::Damaged => {
+                        tracing::warn!("the state on disk does not match its checkpoint: fetching what differs")
+                    }
+                }
+                replica
+            }
+            None => Replica::new(cluster.config(), ReplicaId(id), keys, service)?,
+        };
         let transport = Transport::bind(options.bind.unwrap_or(info.addr), &options.faults)?;
         let max_clients = cluster.client_publics.len();
         Ok(ReplicaHost {
@@ -129,6 +148,7 @@ impl<S: Service> ReplicaHost<S> {
             liar,
             local: ReplicaSnapshot::new(id),
             shared: Arc::new(Mutex::new(ReplicaSnapshot::new(id))),
+            store,
         })
     }
 
@@ -263,7 +283,18 @@ impl<S: Service> ReplicaHost<S> {
                     }
                     tracing::trace!(seq = e.seq.0, tentative = e.tentative, "executed");
                 }
-                Effect::StableCheckpoint { seq, .. } => tracing::debug!(seq = seq.0, "stable checkpoint"),
+                Effect::StableCheckpoint { seq, digest } => {
+                    tracing::debug!(seq = seq.0, "stable checkpoint");
+                    if let Some(store) = self.store.as_mut() {
+                        match store.save(self.replica.state(), seq, digest) {
+                            Ok(s) => {
+                                self.local.saved_pages += s.pages;
+                                tracing::debug!(seq = seq.0, pages = s.pages, "state saved");
+                            }
+                            Err(e) => tracing::warn!(seq = seq.0, error = %e, "could not save the state"),
+                        }
+                    }
+                }
                 Effect::StateTransferred { seq, pages, .. } => tracing::info!(seq = seq.0, pages, "state transferred"),
                 Effect::ViewInstalled { view } => tracing::info!(view = view.0, "view installed"),
                 Effect::RolledBack { seq } => tracing::info!(seq = seq.0, "tentative execution undone by a view change"),
@@ -277,6 +308,8 @@ impl<S: Service> ReplicaHost<S> {
         let r = &self.replica;
         self.local.core = r.metrics().clone();
         self.local.view = r.view().0;
+        self.local.view_active = r.view_active();
+        self.local.reply_cache_entries = r.reply_cache_entries();
         self.local.last_executed = r.last_executed().0;
         self.local.low_water_mark = r.low_water_mark().0;
         self.local.log_entries = r.log_len();

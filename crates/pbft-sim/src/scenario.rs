@@ -161,6 +161,10 @@ pub struct Scenario {
     pub crashes: Vec<(usize, u64, u64)>,
     /// Of the crashed replicas, those that restart with their state wiped.
     pub wiped: Vec<usize>,
+    /// Of the crashed replicas, those that restart from the pages saved at
+    /// their last stable checkpoint (as from disk), with `true` when some
+    /// saved pages are corrupt (a torn write).
+    pub from_disk: Vec<(usize, bool)>,
     /// Backups cut off from everyone between two times.
     pub partitions: Vec<(usize, u64, u64)>,
     pub faulty_clients: Vec<ClientFault>,
@@ -195,6 +199,7 @@ impl Scenario {
             byzantine: Vec::new(),
             crashes: Vec::new(),
             wiped: Vec::new(),
+            from_disk: Vec::new(),
             partitions: Vec::new(),
             faulty_clients: Vec::new(),
             heal_at_us: 0,
@@ -221,8 +226,10 @@ impl Scenario {
                 for &r in &faulty {
                     let start = rng.below(window);
                     s.crashes.push((r, start, start + 100_000 + rng.below(2_000_000)));
-                    if rng.chance(0.3) {
-                        s.wiped.push(r);
+                    match rng.below(10) {
+                        0..=2 => s.wiped.push(r),
+                        3..=5 => s.from_disk.push((r, rng.chance(0.5))),
+                        _ => {}
                     }
                 }
             }
@@ -236,8 +243,10 @@ impl Scenario {
                     match rng.below(5) {
                         0 => {
                             s.crashes.push((r, start, start + 100_000 + rng.below(2_000_000)));
-                            if rng.chance(0.5) {
-                                s.wiped.push(r);
+                            match rng.below(3) {
+                                0 => s.wiped.push(r),
+                                1 => s.from_disk.push((r, rng.chance(0.5))),
+                                _ => {}
                             }
                         }
                         1 => s.partitions.push((r, start, start + 200_000 + rng.below(1_500_000))),
@@ -305,7 +314,7 @@ impl Scenario {
     /// One line describing the run, printed with its result.
     pub fn describe(&self) -> String {
         format!(
-            "{} n={} clients={}x{} K={} loss={:.3} dup={:.3} delay={}..{}us byz={:?} crashes={:?} wiped={:?} partitions={:?} faulty_clients={:?}",
+            "{} n={} clients={}x{} K={} loss={:.3} dup={:.3} delay={}..{}us byz={:?} crashes={:?} wiped={:?} from_disk={:?} partitions={:?} faulty_clients={:?}",
             self.family.name(),
             self.n(),
             self.clients,
@@ -318,6 +327,7 @@ impl Scenario {
             self.byzantine,
             self.crashes,
             self.wiped,
+            self.from_disk,
             self.partitions,
             self.faulty_clients
         )

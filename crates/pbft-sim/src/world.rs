@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 
 use bytes::Bytes;
 use pbft::auth::{public_key, KeyTable};
-use pbft::{Client, ClientId, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId, Timer};
+use pbft::{Client, ClientId, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId, SeqNo, Timer};
 use pbft_kv::{KvConfig, KvResult, KvService};
 
 use crate::byzantine::{ByzReplica, FaultyClient};
@@ -317,6 +317,9 @@ impl World {
                         Replica::new(self.cfg.clone(), ReplicaId(r as u16), keys, service).expect("simulator config is valid");
                     self.checkers.on_wiped(r);
                 }
+                if let Some(&(_, corrupt)) = self.scenario.from_disk.iter().find(|(d, _)| *d == r) {
+                    self.restore_from_disk(r, corrupt);
+                }
                 let mut out = Outbox::new();
                 let now = self.local_time(r);
                 self.replicas[r].replica.start(now, &mut out);
@@ -346,6 +349,35 @@ impl World {
                 self.schedule(next, EventKind::ByzTick(r));
             }
         }
+    }
+
+    /// Restarts replica `r` from the pages of its last stable checkpoint, as a
+    /// host would read them from disk; `corrupt` flips bytes in some of them.
+    fn restore_from_disk(&mut self, r: usize, corrupt: bool) {
+        let old = &self.replicas[r].replica;
+        let seq = old.low_water_mark();
+        let state = old.state();
+        let digest = state.checkpoint_digest(seq).unwrap_or_default();
+        let mut pages: Vec<(u64, Box<pbft::state::Page>)> = state
+            .pages_modified_after(seq, SeqNo(0))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| state.page_at(seq, i).ok().map(|p| (i, Box::new(*p))))
+            .collect();
+        if corrupt && !pages.is_empty() {
+            for _ in 0..1 + self.rng.below(3) {
+                let k = self.rng.below(pages.len() as u64) as usize;
+                let at = self.rng.below(pbft::state::PAGE_SIZE as u64) as usize;
+                pages[k].1[at] ^= 0x5a;
+            }
+        }
+        let keys = old.keys().clone();
+        let service = KvService::new(KvConfig { pages: KV_PAGES });
+        let saved = pbft::SavedState { seq, digest, pages };
+        let (replica, _) =
+            Replica::restore(self.cfg.clone(), ReplicaId(r as u16), keys, service, saved).expect("simulator config is valid");
+        self.replicas[r].replica = replica;
+        self.checkers.on_wiped(r);
     }
 
     fn deliver(&mut self, to: Addr, from: Addr, bytes: Bytes) {

@@ -32,6 +32,8 @@ fn every_family_passes_every_checker() {
     let ops: usize = reports.iter().map(|r| r.stats.ops_completed).sum();
     assert!(ops > 30_000, "only {ops} operations checked");
     assert!(reports.iter().any(|r| r.stats.state_transfers > 0), "no state transfer exercised");
+    assert!(reports.iter().any(|r| r.scenario.contains("wiped=[") && !r.scenario.contains("wiped=[]")), "no wiped restart");
+    assert!(reports.iter().any(|r| r.scenario.contains(", true)]")), "no restart from corrupt pages");
     assert!(reports.iter().all(|r| r.stats.max_seq > 0));
 }
 

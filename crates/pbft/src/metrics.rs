@@ -106,6 +106,9 @@ pub struct Metrics {
     pub views_installed: u64,
     /// Tentative executions undone by a view change.
     pub rollbacks: u64,
+    /// Pages (and their bytes) fetched and checked by state transfers.
+    pub transfer_pages: u64,
+    pub transfer_bytes: u64,
 }
 
 impl Metrics {

@@ -35,6 +35,12 @@ impl<S: Service> Replica<S> {
         }
     }
 
+    /// Clients with a cached reply (a request executed for them). Reads one
+    /// slot header per configured client: for metrics, not the hot path.
+    pub fn reply_cache_entries(&self) -> usize {
+        (0..self.cfg.max_clients).filter(|c| self.last_timestamp(ClientId(*c)).0 > 0).count()
+    }
+
     /// The cached result of `client`'s last executed request.
     fn cached_result(&self, client: ClientId) -> Option<Bytes> {
         let at = self.reply_slot_offset(client);
@@ -64,7 +70,7 @@ impl<S: Service> Replica<S> {
     /// committed, or prepared while nothing executed is still tentative.
     pub(super) fn try_execute(&mut self, out: &mut Outbox) {
         // Nothing executes while the state is being replaced.
-        if self.transfer.is_some() {
+        if self.transfer.is_some() || self.needs_transfer {
             return;
         }
         let executed_before = self.metrics.requests_executed;

@@ -54,6 +54,28 @@ pub enum ReplicaError {
     WrongKeys(NodeId),
 }
 
+/// A replica's state as its host saved it at a stable checkpoint, read back at
+/// restart (see [`Replica::restore`]).
+#[derive(Clone, Debug)]
+pub struct SavedState {
+    /// The stable checkpoint the pages were saved at, and its digest.
+    pub seq: SeqNo,
+    pub digest: Digest,
+    /// Every page that is not all zero, by index.
+    pub pages: Vec<(u64, Box<crate::state::Page>)>,
+}
+
+/// What [`Replica::restore`] made of the saved state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restored {
+    /// The pages hash to the saved checkpoint: the replica resumes from it.
+    Intact { seq: SeqNo },
+    /// They do not (a torn write, a corrupt page): the replica executes
+    /// nothing until it fetches a certified checkpoint, and fetches only the
+    /// pages that differ.
+    Damaged,
+}
+
 /// A vote (PREPARE or COMMIT) from one replica for one sequence number.
 #[derive(Clone, Debug)]
 struct Vote {
@@ -177,6 +199,9 @@ pub struct Replica<S: Service> {
     /// `last_executed` at the previous status tick, to notice being stuck.
     executed_at_last_tick: SeqNo,
     transfer: Option<state_transfer::Transfer>,
+    /// The state may not be one this replica ever certified (it was restored
+    /// damaged from disk): nothing executes until a state transfer replaces it.
+    needs_transfer: bool,
     fetch_budget: HashMap<ReplicaId, state_transfer::FetchBudget>,
     metrics: Metrics,
 }
@@ -191,8 +216,8 @@ impl<S: Service> Replica<S> {
         if keys.me() != NodeId::Replica(id) {
             return Err(ReplicaError::WrongKeys(keys.me()));
         }
-        let reply_slot_pages = (REPLY_HEADER_LEN + cfg.max_reply_bytes).div_ceil(PAGE_SIZE) as u64;
-        let pages = reply_slot_pages * cfg.max_clients as u64 + service.state_pages();
+        let reply_slot_pages = Self::reply_slot_pages(&cfg);
+        let pages = Self::total_pages(&cfg, &service);
         let mut state = PagedState::new(pages, cfg.tree)?;
         // Checkpoint 0, the initial state: the base a state transfer compares with.
         state.take_checkpoint(SeqNo(0))?;
@@ -225,10 +250,62 @@ impl<S: Service> Replica<S> {
             latest_checkpoint_votes: BTreeMap::new(),
             executed_at_last_tick: SeqNo(0),
             transfer: None,
+            needs_transfer: false,
             fetch_budget: HashMap::new(),
             metrics: Metrics::default(),
             cfg,
         })
+    }
+
+    fn reply_slot_pages(cfg: &Config) -> u64 {
+        (REPLY_HEADER_LEN + cfg.max_reply_bytes).div_ceil(PAGE_SIZE) as u64
+    }
+
+    /// Pages of a replica's state: the reply table, then the service's pages.
+    pub fn total_pages(cfg: &Config, service: &S) -> u64 {
+        Self::reply_slot_pages(cfg) * cfg.max_clients as u64 + service.state_pages()
+    }
+
+    /// A replica restarted from the state its host saved at a stable
+    /// checkpoint. It rejoins from there: its log and view are gone, so it
+    /// catches up through retransmission, NEW-VIEW relays and state transfer
+    /// (which compares the partition tree with the restored pages and fetches
+    /// only what differs). Until it has caught up it counts as one of the f
+    /// faulty replicas: it has forgotten what it sent before the crash.
+    pub fn restore(
+        cfg: Config,
+        id: ReplicaId,
+        keys: KeyTable,
+        service: S,
+        saved: SavedState,
+    ) -> Result<(Self, Restored), ReplicaError> {
+        let mut r = Self::new(cfg, id, keys, service)?;
+        if saved.seq == SeqNo(0) {
+            return Ok((r, Restored::Intact { seq: SeqNo(0) }));
+        }
+        for (index, page) in &saved.pages {
+            r.state.replace_page(*index, page)?;
+        }
+        let digest = r.state.take_checkpoint(saved.seq)?;
+        r.state.discard_checkpoints_before(saved.seq);
+        {
+            let region = crate::service::StateRegionRef::new(&r.state, r.service_first_page(), r.service_pages())
+                .expect("service region is inside the state");
+            r.service.state_replaced(&crate::service::ReadContext { client: ClientId(0), state: region });
+        }
+        if digest != saved.digest {
+            r.needs_transfer = true;
+            return Ok((r, Restored::Damaged));
+        }
+        r.low_water_mark = saved.seq;
+        r.last_executed = saved.seq;
+        r.executed_at_last_tick = saved.seq;
+        r.next_seq = saved.seq.next();
+        // Our vote for the checkpoint, for peers that still need it.
+        let msg = Message::Checkpoint(wire::Checkpoint { seq: saved.seq, state_digest: digest });
+        let raw = r.keys.seal(&msg, Audience::Replicas);
+        r.checkpoints.entry(saved.seq).or_default().mine = Some((digest, raw));
+        Ok((r, Restored::Intact { seq: saved.seq }))
     }
 
     /// Arms the replica's timers. Call before anything else, and again when

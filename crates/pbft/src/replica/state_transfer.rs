@@ -227,6 +227,8 @@ impl<S: Service> Replica<S> {
         t.requested.remove(&(depth, d.index));
         t.pages.insert(d.index, Box::new(*page));
         t.pages_fetched += 1;
+        self.metrics.transfer_pages += 1;
+        self.metrics.transfer_bytes += PAGE_SIZE as u64;
         self.after_transfer_progress(out);
     }
 
@@ -236,6 +238,7 @@ impl<S: Service> Replica<S> {
             return self.request_wanted(false, out);
         }
         let Some(t) = self.transfer.take() else { return };
+        self.needs_transfer = false;
         for (index, page) in &t.pages {
             if self.state.replace_page(*index, page).is_err() {
                 return self.metrics.drop(DropReason::Invalid);

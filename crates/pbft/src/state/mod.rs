@@ -390,6 +390,32 @@ impl PagedState {
         tree::page_digest(page)
     }
 
+    /// The pages that changed after checkpoint `after`, as of the retained
+    /// checkpoint `at`, ascending: what a host writes to disk to bring a copy
+    /// of checkpoint `after` up to `at`. Walks only the subtrees whose
+    /// last-modified checkpoint is above `after`.
+    pub fn pages_modified_after(&self, at: SeqNo, after: SeqNo) -> Result<Vec<u64>, StateError> {
+        let depth = self.shape.depth;
+        let fanout = self.shape.fanout as u64;
+        let mut pages = Vec::new();
+        let mut stack = vec![(0u32, 0u64)];
+        while let Some((level, index)) = stack.pop() {
+            if self.node_at(at, level, index)?.lm <= after {
+                continue;
+            }
+            if level == depth {
+                pages.push(index);
+                continue;
+            }
+            for child in (index * fanout..(index + 1) * fanout).rev() {
+                if self.tree.contains(level + 1, child) {
+                    stack.push((level + 1, child));
+                }
+            }
+        }
+        Ok(pages)
+    }
+
     /// Whether `(level, index)` names a node covering at least one page.
     pub fn contains_node(&self, level: u32, index: u64) -> bool {
         self.tree.contains(level, index)

@@ -630,3 +630,21 @@ fn undo_restores_the_state_at_the_mark() {
     fresh.write(0, &kept).expect("write");
     assert_eq!(fresh.take_checkpoint(SeqNo(1)).expect("checkpoint"), d);
 }
+
+/// The pages modified after a checkpoint are exactly those whose content
+/// differs from it, found without scanning the whole state.
+#[test]
+fn pages_modified_after_lists_exactly_the_changed_pages() {
+    let mut s = PagedState::new(40, SMALL).expect("state");
+    s.write(5 * PAGE_SIZE as u64, &[1; 3]).expect("write");
+    s.take_checkpoint(SeqNo(4)).expect("checkpoint");
+    s.write(7 * PAGE_SIZE as u64 + 10, &[2; PAGE_SIZE]).expect("write"); // pages 7 and 8
+    s.write(39 * PAGE_SIZE as u64, &[3; 1]).expect("write");
+    s.take_checkpoint(SeqNo(8)).expect("checkpoint");
+    s.write(0, &[4; 1]).expect("write");
+    s.take_checkpoint(SeqNo(12)).expect("checkpoint");
+    assert_eq!(s.pages_modified_after(SeqNo(12), SeqNo(0)).expect("walk"), vec![0, 5, 7, 8, 39]);
+    assert_eq!(s.pages_modified_after(SeqNo(12), SeqNo(4)).expect("walk"), vec![0, 7, 8, 39]);
+    assert_eq!(s.pages_modified_after(SeqNo(8), SeqNo(4)).expect("walk"), vec![7, 8, 39]);
+    assert_eq!(s.pages_modified_after(SeqNo(12), SeqNo(12)).expect("walk"), Vec::<u64>::new());
+}
