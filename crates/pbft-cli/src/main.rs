@@ -109,6 +109,8 @@ enum Faulty {
     Forge,
     /// Send CHECKPOINT with wrong state digests.
     LyingCheckpoint,
+    /// As primary, hold every pre-prepare for 90% of the view-change timeout.
+    SlowPrimary,
 }
 
 #[derive(Args)]
@@ -228,6 +230,7 @@ fn run_replica(a: ReplicaArgs) -> Result<ExitCode> {
             Faulty::BadDigest => FaultyMode::BadDigest,
             Faulty::Forge => FaultyMode::Forge,
             Faulty::LyingCheckpoint => FaultyMode::LyingCheckpoint,
+            Faulty::SlowPrimary => FaultyMode::SlowPrimary,
         }),
         bind: a.bind,
         state_dir: (!a.in_memory).then(|| {

@@ -49,6 +49,9 @@ pub enum FaultyMode {
     Forge,
     /// Sends CHECKPOINT with wrong state digests, with valid MACs.
     LyingCheckpoint,
+    /// As primary, holds every pre-prepare for 90% of the view-change timeout
+    /// before sending it: the slowest primary the backups put up with.
+    SlowPrimary,
 }
 
 impl FaultyMode {
@@ -60,6 +63,7 @@ impl FaultyMode {
             FaultyMode::BadDigest => Some(Lie::WrongDigests),
             FaultyMode::Forge => Some(Lie::ForgeMacs),
             FaultyMode::LyingCheckpoint => Some(Lie::LyingCheckpoints),
+            FaultyMode::SlowPrimary => None,
         }
     }
 }
@@ -101,6 +105,8 @@ pub struct ReplicaHost<S: Service> {
     local: ReplicaSnapshot,
     shared: SharedSnapshot,
     store: Option<Store>,
+    /// A slow primary's held pre-prepares, in the order they are due.
+    held: std::collections::VecDeque<(Instant, Dest, Bytes)>,
 }
 
 impl<S: Service> ReplicaHost<S> {
@@ -149,6 +155,7 @@ impl<S: Service> ReplicaHost<S> {
             local: ReplicaSnapshot::new(id),
             shared: Arc::new(Mutex::new(ReplicaSnapshot::new(id))),
             store,
+            held: std::collections::VecDeque::new(),
         })
     }
 
@@ -183,12 +190,19 @@ impl<S: Service> ReplicaHost<S> {
                 self.carry_out(now);
             }
             self.transport.release_due(now);
+            while self.held.front().is_some_and(|(at, _, _)| *at <= now) {
+                let (_, to, bytes) = self.held.pop_front().expect("front exists");
+                self.send(self.replica.id().index(), now, to, bytes);
+            }
             if now >= next_publish {
                 self.publish();
                 next_publish = now.plus_us(HOUSEKEEPING_US);
             }
-            let wake =
-                [self.timers.next(), self.transport.next_release(), Some(next_publish)].into_iter().flatten().min();
+            let held = self.held.front().map(|(at, _, _)| *at);
+            let wake = [self.timers.next(), self.transport.next_release(), held, Some(next_publish)]
+                .into_iter()
+                .flatten()
+                .min();
             let wait = self.clock.until(wake.unwrap_or(next_publish));
             if let Some((bytes, from)) = self.transport.recv(wait)? {
                 self.on_datagram(bytes, from);
@@ -247,27 +261,35 @@ impl<S: Service> ReplicaHost<S> {
         self.out = out;
     }
 
+    fn send(&mut self, me: usize, now: Instant, to: Dest, bytes: Bytes) {
+        match to {
+            Dest::Replica(r) => {
+                if let Some(addr) = self.peers.get(r.index()) {
+                    self.transport.send(now, *addr, bytes);
+                }
+            }
+            Dest::AllReplicas => {
+                for (i, addr) in self.peers.iter().enumerate() {
+                    if i != me {
+                        self.transport.send(now, *addr, bytes.clone());
+                    }
+                }
+            }
+            Dest::Client(c) => match self.clients.get(c.0 as usize).copied().flatten() {
+                Some(addr) => self.transport.send(now, addr, bytes),
+                None => self.local.replies_without_address += 1,
+            },
+        }
+    }
+
     fn carry_out_one(&mut self, me: usize, now: Instant, effect: Effect) {
         {
             match effect {
-                Effect::Send { to: Dest::Replica(r), bytes } => {
-                    if let Some(addr) = self.peers.get(r.index()) {
-                        self.transport.send(now, *addr, bytes);
-                    }
+                Effect::Send { to, bytes } if self.faulty == Some(FaultyMode::SlowPrimary) && is_pre_prepare(&bytes) => {
+                    let delay = self.replica.config().view_change_timeout_us * 9 / 10;
+                    self.held.push_back((now.plus_us(delay), to, bytes));
                 }
-                Effect::Send { to: Dest::AllReplicas, bytes } => {
-                    for (i, addr) in self.peers.iter().enumerate() {
-                        if i != me {
-                            self.transport.send(now, *addr, bytes.clone());
-                        }
-                    }
-                }
-                Effect::Send { to: Dest::Client(c), bytes } => {
-                    match self.clients.get(c.0 as usize).copied().flatten() {
-                        Some(addr) => self.transport.send(now, addr, bytes),
-                        None => self.local.replies_without_address += 1,
-                    }
-                }
+                Effect::Send { to, bytes } => self.send(me, now, to, bytes),
                 Effect::SetTimer { timer, at } => self.timers.set(timer, at),
                 Effect::CancelTimer { timer } => self.timers.cancel(timer),
                 Effect::Executed(e) => {
@@ -323,6 +345,11 @@ impl<S: Service> ReplicaHost<S> {
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         *shared = self.local.clone();
     }
+}
+
+/// Whether a datagram is a PRE-PREPARE (byte 3 of the envelope is the kind).
+fn is_pre_prepare(bytes: &Bytes) -> bool {
+    bytes.get(3) == Some(&(pbft::wire::Kind::PrePrepare as u8))
 }
 
 /// Drops the core counts when a datagram fails to decode or authenticate.
