@@ -31,18 +31,22 @@ use crate::state::{PagedState, Page, PAGE_SIZE};
 use crate::types::{Digest, Instant, ReplicaId, SeqNo};
 use crate::wire::{Checkpoint, Data, Fetch, Message, MetaData};
 
-/// Requests outstanding at once during a transfer.
-const FETCH_WINDOW: usize = 64;
-/// FETCH answers one replica gets per status interval.
-const FETCH_ANSWERS_PER_INTERVAL: u32 = 1024;
+/// Requests outstanding at once during a transfer (1 MiB of pages).
+const FETCH_WINDOW: usize = 256;
+/// FETCH answers one replica gets per status interval (at the default 100 ms,
+/// up to 160 MiB/s of pages from each source): enough for a fast transfer,
+/// bounded so that a Byzantine replica cannot make a source do more.
+const FETCH_ANSWERS_PER_INTERVAL: u32 = 4096;
 
 /// An ongoing state transfer.
 #[derive(Debug)]
 pub(super) struct Transfer {
     seq: SeqNo,
     digest: Digest,
-    /// Replicas that vouched for (seq, digest), asked in turn.
+    /// Replicas that vouched for (seq, digest): each request goes to one of
+    /// them, spread by node, so the load and the rate limits are shared.
     sources: Vec<ReplicaId>,
+    /// Rotates the spread on each retry, so a silent source's share moves on.
     source: usize,
     /// The checkpoint of our own the tree is compared with.
     base: SeqNo,
@@ -51,6 +55,8 @@ pub(super) struct Transfer {
     /// Of `wanted`, those requested from the current source.
     requested: BTreeSet<(u32, u64)>,
     pages: BTreeMap<u64, Box<Page>>,
+    /// Pages fetched for an earlier target of this transfer.
+    carried: BTreeMap<u64, Box<Page>>,
     pub(super) pages_fetched: u64,
 }
 
@@ -108,6 +114,11 @@ impl<S: Service> Replica<S> {
         let mut wanted = BTreeMap::new();
         wanted.insert((0, 0), digest);
         let rotate = (self.id.index() + seq.0 as usize) % sources.len();
+        // A transfer retargeted to a newer checkpoint keeps the pages it
+        // fetched: those the new tree still names are not fetched again. The
+        // state keeps changing while a large transfer runs, and sources drop
+        // old checkpoints as theirs become stable.
+        let carried = self.transfer.take().map(|t| t.pages).unwrap_or_default();
         self.transfer = Some(Transfer {
             seq,
             digest,
@@ -117,6 +128,7 @@ impl<S: Service> Replica<S> {
             wanted,
             requested: BTreeSet::new(),
             pages: BTreeMap::new(),
+            carried,
             pages_fetched: 0,
         });
         self.metrics.state_transfers += 1;
@@ -131,17 +143,17 @@ impl<S: Service> Replica<S> {
             t.source = (t.source + 1) % t.sources.len();
             t.requested.clear();
         }
-        let to = t.sources[t.source];
         let mut fetches = Vec::new();
         for key in t.wanted.keys() {
             if t.requested.len() >= FETCH_WINDOW {
                 break;
             }
             if t.requested.insert(*key) {
-                fetches.push(Fetch { seq: t.seq, level: key.0, index: key.1 });
+                let to = t.sources[(key.1 as usize + t.source) % t.sources.len()];
+                fetches.push((to, Fetch { seq: t.seq, level: key.0, index: key.1 }));
             }
         }
-        for f in fetches {
+        for (to, f) in fetches {
             let bytes = self.keys.seal(&Message::Fetch(f), crate::auth::Audience::Replicas);
             out.send(Dest::Replica(to), bytes);
         }
@@ -209,7 +221,16 @@ impl<S: Service> Replica<S> {
             }
         }
         let t = self.transfer.as_mut().expect("checked above");
-        t.wanted.extend(differing);
+        for ((level, index), d) in differing {
+            // A page fetched for an earlier target that the new tree names.
+            if level == depth {
+                if let Some(page) = t.carried.remove(&index).filter(|p| PagedState::page_digest(p) == d) {
+                    t.pages.insert(index, page);
+                    continue;
+                }
+            }
+            t.wanted.insert((level, index), d);
+        }
         self.after_transfer_progress(out);
     }
 
