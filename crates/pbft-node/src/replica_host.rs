@@ -328,6 +328,11 @@ impl<S: Service> ReplicaHost<S> {
     /// Copies the current metrics into the shared slot.
     fn publish(&mut self) {
         let r = &self.replica;
+        // Progress of a state transfer, in the log too (the metrics have it).
+        let pages = r.metrics().transfer_pages;
+        if r.transferring() && pages != self.local.core.transfer_pages {
+            tracing::info!(pages, bytes = r.metrics().transfer_bytes, "state transfer in progress");
+        }
         self.local.core = r.metrics().clone();
         self.local.view = r.view().0;
         self.local.view_active = r.view_active();
