@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use pbft::adversary::{forge, Liar, Lie};
 use pbft::auth::{Audience, KeyTable};
-use pbft::wire::{self, Checkpoint, Commit, Message, NewView, Prepare, PrePrepare, Request, Status, VcEntry, ViewChange, ViewChangeAck};
+use pbft::wire::{self, Checkpoint, Commit, Data, Message, MetaData, NewView, Prepare, PrePrepare, Request, Status, VcEntry, ViewChange, ViewChangeAck};
 use pbft::{ClientId, Config, Digest, NodeId, SeqNo, Timestamp, View};
 use pbft_kv::KvOp;
 
@@ -95,6 +95,21 @@ impl ByzReplica {
                 let digest = random_digest(&mut self.rng);
                 to_all(seal(&self.keys, Message::ViewChangeAck(ViewChangeAck { digest, ..a })))
             }
+            (ByzMode::LyingTransfer, Message::Data(d)) => {
+                let mut page = d.page.to_vec();
+                let at = self.rng.below(page.len().max(1) as u64) as usize;
+                if let Some(b) = page.get_mut(at) {
+                    *b ^= 0x81;
+                }
+                to_all(seal(&self.keys, Message::Data(Data { page: Bytes::from(page), ..d })))
+            }
+            (ByzMode::LyingTransfer, Message::MetaData(m)) => {
+                let mut m: MetaData = m;
+                if let Some(k) = (!m.children.is_empty()).then(|| self.rng.below(m.children.len() as u64) as usize) {
+                    m.children[k] = random_digest(&mut self.rng);
+                }
+                to_all(seal(&self.keys, Message::MetaData(m)))
+            }
             (ByzMode::LyingViewChange, Message::NewView(nv)) => {
                 let mut nv: NewView = nv;
                 if let Some(first) = nv.view_changes.first_mut() {
@@ -123,7 +138,12 @@ impl ByzReplica {
     pub fn outbound(&mut self, now: u64, cfg: &Config, targets: &[Addr], bytes: Bytes) -> Vec<(Addr, Bytes)> {
         if matches!(
             self.mode,
-            ByzMode::Equivocate | ByzMode::SkipSeq | ByzMode::BadNondet | ByzMode::SlowPrimary | ByzMode::LyingViewChange
+            ByzMode::Equivocate
+                | ByzMode::SkipSeq
+                | ByzMode::BadNondet
+                | ByzMode::SlowPrimary
+                | ByzMode::LyingViewChange
+                | ByzMode::LyingTransfer
         ) {
             return self.rewrite_as_primary(now, cfg, targets, bytes);
         }

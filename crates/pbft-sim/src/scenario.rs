@@ -36,10 +36,12 @@ pub enum ByzMode {
     /// Claims prepared batches that never were in its VIEW-CHANGE, acks
     /// digests it never saw, and names made-up messages in its NEW-VIEW.
     LyingViewChange,
+    /// Answers state-transfer requests with corrupt pages and made-up digests.
+    LyingTransfer,
 }
 
 impl ByzMode {
-    pub const ALL: [ByzMode; 8] = [
+    pub const ALL: [ByzMode; 9] = [
         ByzMode::Silent,
         ByzMode::ForgeMacs,
         ByzMode::WrongDigests,
@@ -48,9 +50,10 @@ impl ByzMode {
         ByzMode::Flood,
         ByzMode::WrongReplies,
         ByzMode::EagerCommit,
+        ByzMode::LyingTransfer,
     ];
     /// What the faulty primaries of the primary-faults family do.
-    pub const PRIMARY: [ByzMode; 9] = [
+    pub const PRIMARY: [ByzMode; 10] = [
         ByzMode::Silent,
         ByzMode::ForgeMacs,
         ByzMode::WrongDigests,
@@ -60,6 +63,7 @@ impl ByzMode {
         ByzMode::SlowPrimary,
         ByzMode::LyingViewChange,
         ByzMode::LyingCheckpoints,
+        ByzMode::LyingTransfer,
     ];
 }
 
