@@ -27,7 +27,7 @@ use crate::cluster::Cluster;
 use crate::error::NodeError;
 use crate::faults::FaultConfig;
 use crate::metrics::{ReplicaSnapshot, SharedSnapshot};
-use crate::store::Store;
+use crate::store::{Store, Writer};
 use crate::time::{Clock, Timers};
 use crate::transport::{Transport, MAX_DATAGRAM};
 
@@ -104,7 +104,7 @@ pub struct ReplicaHost<S: Service> {
     /// when published.
     local: ReplicaSnapshot,
     shared: SharedSnapshot,
-    store: Option<Store>,
+    writer: Option<Writer>,
     /// A slow primary's held pre-prepares, in the order they are due.
     held: std::collections::VecDeque<(Instant, Dest, Bytes)>,
 }
@@ -154,7 +154,10 @@ impl<S: Service> ReplicaHost<S> {
             liar,
             local: ReplicaSnapshot::new(id),
             shared: Arc::new(Mutex::new(ReplicaSnapshot::new(id))),
-            store,
+            writer: store.map(|s| {
+                let saved = s.saved();
+                Writer::start(s, saved)
+            }),
             held: std::collections::VecDeque::new(),
         })
     }
@@ -307,12 +310,9 @@ impl<S: Service> ReplicaHost<S> {
                 }
                 Effect::StableCheckpoint { seq, digest } => {
                     tracing::debug!(seq = seq.0, "stable checkpoint");
-                    if let Some(store) = self.store.as_mut() {
-                        match store.save(self.replica.state(), seq, digest) {
-                            Ok(s) => {
-                                self.local.saved_pages += s.pages;
-                                tracing::debug!(seq = seq.0, pages = s.pages, "state saved");
-                            }
+                    if let Some(writer) = self.writer.as_mut() {
+                        match writer.save(self.replica.state(), seq, digest) {
+                            Ok(pages) => self.local.saved_pages += pages,
                             Err(e) => tracing::warn!(seq = seq.0, error = %e, "could not save the state"),
                         }
                     }

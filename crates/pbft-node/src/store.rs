@@ -107,20 +107,29 @@ impl Store {
         if seq <= self.saved {
             return Ok(SaveStats::default());
         }
-        let changed = state.pages_modified_after(seq, self.saved).map_err(|e| NodeError::io("saving", std::io::Error::other(e)))?;
+        let job = SaveJob::collect(state, seq, digest, self.saved)?;
+        self.save_job(&job)
+    }
+
+    /// Writes a job collected by [`SaveJob::collect`] (on another thread, so
+    /// that the replica does not wait for the disk).
+    pub fn save_job(&mut self, job: &SaveJob) -> Result<SaveStats, NodeError> {
+        if job.seq <= self.saved {
+            return Ok(SaveStats::default());
+        }
         let mut stats = SaveStats::default();
-        for index in changed {
-            let page: &Page = state.page_at(seq, index).map_err(|e| NodeError::io("saving", std::io::Error::other(e)))?;
+        for (index, page) in &job.pages {
             self.pages
                 .write_all_at(&page[..], index * PAGE_SIZE as u64)
                 .map_err(|e| NodeError::io("writing the pages file", e))?;
             stats.pages += 1;
             stats.bytes += PAGE_SIZE as u64;
         }
+        let (seq, digest) = (job.seq, job.digest);
         self.pages.sync_data().map_err(|e| NodeError::io("syncing the pages file", e))?;
         let tmp = self.dir.join("checkpoint.tmp");
         let mut f = File::create(&tmp).map_err(|source| NodeError::File { path: tmp.clone(), source })?;
-        f.write_all(&encode_record(seq, digest, state.num_pages()))
+        f.write_all(&encode_record(seq, digest, job.num_pages))
             .and_then(|()| f.sync_all())
             .map_err(|source| NodeError::File { path: tmp.clone(), source })?;
         std::fs::rename(&tmp, self.record_path()).map_err(|source| NodeError::File { path: tmp, source })?;
@@ -129,6 +138,89 @@ impl Store {
             .map_err(|source| NodeError::File { path: self.dir.clone(), source })?;
         self.saved = seq;
         Ok(stats)
+    }
+}
+
+/// The pages of checkpoint `seq` that changed after the checkpoint on disk,
+/// copied out of the state so that the replica can go on.
+#[derive(Clone, Debug)]
+pub struct SaveJob {
+    pub seq: SeqNo,
+    pub digest: Digest,
+    pub num_pages: u64,
+    pub pages: Vec<(u64, Box<Page>)>,
+}
+
+impl SaveJob {
+    /// Copies the pages of the retained checkpoint `seq` modified after `after`.
+    pub fn collect(state: &PagedState, seq: SeqNo, digest: Digest, after: SeqNo) -> Result<SaveJob, NodeError> {
+        let state_error = |e| NodeError::io("saving", std::io::Error::other(e));
+        let mut pages = Vec::new();
+        for index in state.pages_modified_after(seq, after).map_err(state_error)? {
+            let page: &Page = state.page_at(seq, index).map_err(state_error)?;
+            pages.push((index, Box::new(*page)));
+        }
+        Ok(SaveJob { seq, digest, num_pages: state.num_pages(), pages })
+    }
+}
+
+/// A thread that writes save jobs in order, so that the replica's thread never
+/// waits for the disk. At most a few jobs wait; when the disk falls behind
+/// further, a job is skipped and the next one covers its pages.
+pub struct Writer {
+    jobs: Option<std::sync::mpsc::SyncSender<SaveJob>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The last checkpoint handed to the thread.
+    queued: SeqNo,
+}
+
+impl Writer {
+    /// Starts the thread; `saved` is the checkpoint already on disk.
+    pub fn start(mut store: Store, saved: SeqNo) -> Writer {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<SaveJob>(2);
+        let thread = std::thread::spawn(move || {
+            for job in rx {
+                match store.save_job(&job) {
+                    Ok(s) => tracing::debug!(seq = job.seq.0, pages = s.pages, "state saved"),
+                    Err(e) => tracing::warn!(seq = job.seq.0, error = %e, "could not save the state"),
+                }
+            }
+        });
+        Writer { jobs: Some(tx), thread: Some(thread), queued: saved }
+    }
+
+    /// Hands checkpoint `seq` to the thread; returns the pages queued (0 if
+    /// the thread is busy and this checkpoint is skipped).
+    pub fn save(&mut self, state: &PagedState, seq: SeqNo, digest: Digest) -> Result<u64, NodeError> {
+        if seq <= self.queued {
+            return Ok(0);
+        }
+        let job = SaveJob::collect(state, seq, digest, self.queued)?;
+        let pages = job.pages.len() as u64;
+        match self.jobs.as_ref().map(|tx| tx.try_send(job)) {
+            Some(Ok(())) => {
+                self.queued = seq;
+                Ok(pages)
+            }
+            _ => Ok(0),
+        }
+    }
+}
+
+impl Drop for Writer {
+    /// Waits for the jobs already queued, so that a clean stop saves them.
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Store {
+    /// The checkpoint on disk (0 if none).
+    pub fn saved(&self) -> SeqNo {
+        self.saved
     }
 }
 

@@ -46,6 +46,9 @@ pub struct Transport {
     buf: Vec<u8>,
     scratch: Vec<Datagram>,
     stats: TransportStats,
+    /// The read timeout last set on the socket: setting it costs a system
+    /// call, so it changes only when the wanted one differs.
+    read_timeout: Option<Duration>,
 }
 
 impl Transport {
@@ -62,6 +65,7 @@ impl Transport {
             buf: vec![0; MAX_DATAGRAM + 1],
             scratch: Vec::new(),
             stats: TransportStats::default(),
+            read_timeout: None,
         })
     }
 
@@ -127,9 +131,14 @@ impl Transport {
 
     /// Waits up to `timeout` for a datagram.
     pub fn recv(&mut self, timeout: Duration) -> Result<Option<(Bytes, SocketAddr)>, NodeError> {
-        // A zero timeout means "block forever" to the socket API.
-        let timeout = timeout.max(Duration::from_micros(1));
-        self.socket.set_read_timeout(Some(timeout)).map_err(|e| NodeError::io("set socket timeout", e))?;
+        // A zero timeout means "block forever" to the socket API. Timeouts are
+        // rounded up to whole milliseconds (protocol timers are tens of
+        // milliseconds), so that consecutive waits mostly reuse the last one.
+        let timeout = Duration::from_millis(timeout.as_micros().div_ceil(1000).max(1) as u64);
+        if self.read_timeout != Some(timeout) {
+            self.socket.set_read_timeout(Some(timeout)).map_err(|e| NodeError::io("set socket timeout", e))?;
+            self.read_timeout = Some(timeout);
+        }
         match self.socket.recv_from(&mut self.buf) {
             Ok((n, from)) => {
                 self.stats.datagrams_in += 1;
