@@ -272,11 +272,9 @@ impl<S: Service> ReplicaHost<S> {
                 }
             }
             Dest::AllReplicas => {
-                for (i, addr) in self.peers.iter().enumerate() {
-                    if i != me {
-                        self.transport.send(now, *addr, bytes.clone());
-                    }
-                }
+                let others: Vec<SocketAddr> =
+                    self.peers.iter().enumerate().filter(|(i, _)| *i != me).map(|(_, a)| *a).collect();
+                self.transport.send_many(now, &others, &bytes);
             }
             Dest::Client(c) => match self.clients.get(c.0 as usize).copied().flatten() {
                 Some(addr) => self.transport.send(now, addr, bytes),

@@ -100,6 +100,51 @@ impl Transport {
         }
     }
 
+    /// Sends one datagram to several addresses (a multicast to the other
+    /// replicas) with one `sendmmsg` system call instead of one call each.
+    pub fn send_many(&mut self, now: Instant, to: &[SocketAddr], bytes: &Bytes) {
+        if self.faults.is_some() || to.len() < 2 {
+            for addr in to {
+                self.send(now, *addr, bytes.clone());
+            }
+            return;
+        }
+        let mut names: Vec<SockAddr> = to.iter().map(|a| SockAddr::from(*a)).collect();
+        let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
+        let mut msgs: Vec<libc::mmsghdr> = names
+            .iter_mut()
+            .map(|name| {
+                // SAFETY: an all-zero msghdr is valid (no name, no data, no control).
+                let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+                hdr.msg_name = (&mut name.storage as *mut libc::sockaddr_storage).cast();
+                hdr.msg_namelen = name.len;
+                hdr.msg_iov = &mut iov;
+                hdr.msg_iovlen = 1;
+                libc::mmsghdr { msg_hdr: hdr, msg_len: 0 }
+            })
+            .collect();
+        let mut sent = 0usize;
+        while sent < msgs.len() {
+            // SAFETY: every header points at a live sockaddr in `names` and at
+            // `iov`, which points at `bytes`; all outlive the call, and the
+            // kernel only reads them (and writes msg_len).
+            let rc = unsafe {
+                libc::sendmmsg(self.socket.as_raw_fd(), msgs[sent..].as_mut_ptr(), (msgs.len() - sent) as libc::c_uint, 0)
+            };
+            if rc <= 0 {
+                // Fall back for the rest: each gets its own error accounting.
+                for addr in &to[sent..] {
+                    self.send_now(*addr, bytes);
+                }
+                return;
+            }
+            let n = rc as usize;
+            self.stats.datagrams_out += n as u64;
+            self.stats.bytes_out += (n * bytes.len()) as u64;
+            sent += n;
+        }
+    }
+
     fn send_now(&mut self, to: SocketAddr, bytes: &[u8]) {
         match self.socket.send_to(bytes, to) {
             Ok(_) => {
@@ -155,6 +200,45 @@ impl Transport {
     }
 }
 
+/// A socket address in the form the system calls take.
+struct SockAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+impl From<SocketAddr> for SockAddr {
+    fn from(a: SocketAddr) -> SockAddr {
+        // SAFETY: sockaddr_storage is plain data; all zeros is a valid value.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = match a {
+            SocketAddr::V4(v4) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: v4.port().to_be(),
+                    sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+                unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(v6) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: v6.port().to_be(),
+                    sin6_flowinfo: v6.flowinfo(),
+                    sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+                    sin6_scope_id: v6.scope_id(),
+                };
+                // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+                unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        SockAddr { storage, len: len as libc::socklen_t }
+    }
+}
+
 fn set_buffer_size(socket: &UdpSocket, option: libc::c_int) {
     let size = SOCKET_BUFFER_BYTES;
     // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int on a
@@ -193,6 +277,21 @@ mod tests {
         }
         assert_eq!(a.recv(Duration::from_millis(20)).expect("recv"), None);
         assert_eq!(b.fault_stats().map(|s| s.duplicated), Some(1));
+    }
+
+    #[test]
+    fn one_datagram_reaches_several_addresses_in_one_call() {
+        let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let mut a = Transport::bind(local, &FaultConfig::default()).expect("bind");
+        let mut receivers: Vec<Transport> =
+            (0..3).map(|_| Transport::bind(local, &FaultConfig::default()).expect("bind")).collect();
+        let addrs: Vec<SocketAddr> = receivers.iter().map(|r| r.local_addr().expect("addr")).collect();
+        a.send_many(Instant(0), &addrs, &Bytes::from_static(b"to all"));
+        for r in &mut receivers {
+            let (got, from) = r.recv(Duration::from_secs(2)).expect("recv").expect("a datagram");
+            assert_eq!((&got[..], from), (&b"to all"[..], a.local_addr().expect("addr")));
+        }
+        assert_eq!(a.stats().datagrams_out, 3);
     }
 
     #[test]
