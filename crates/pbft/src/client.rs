@@ -56,6 +56,9 @@ struct Pending {
     results: HashMap<Digest, Bytes>,
     /// Retransmissions so far (the timeout doubles, up to a cap).
     retries: u32,
+    /// Every replica was asked for the full result (the designated replier
+    /// did not send it).
+    asked_all: bool,
 }
 
 /// A PBFT client: a deterministic state machine like the replica.
@@ -111,6 +114,7 @@ impl Client {
             replies: BTreeMap::new(),
             results: HashMap::new(),
             retries: 0,
+            asked_all: false,
         });
         self.transmit(now, false, out);
         Ok(timestamp)
@@ -225,8 +229,14 @@ impl Client {
         let certified = counts.iter().find(|(_, (all, committed))| *all >= any_quorum || *committed >= committed_quorum);
         if let Some((digest, _)) = certified {
             let Some(result) = p.results.get(digest).cloned() else {
-                // Certified, but the designated replier's full result is missing:
-                // the retransmission asks everyone for it.
+                // Certified, but the designated replier's full result is
+                // missing (it may be down): ask everyone for it now rather
+                // than wait for the retransmission timer.
+                if !p.asked_all {
+                    self.pending.as_mut().expect("pending checked above").asked_all = true;
+                    self.metrics.retransmitted += 1;
+                    self.transmit(now, true, out);
+                }
                 return;
             };
             self.learn_view();
