@@ -7,68 +7,20 @@
 //! socket; `Processes` kills the replicas). Needs root and iproute2 (`.ci/run`
 //! installs it).
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{build_network, enter, ip, BIN};
 use pbft_kv::{KvModel, KvOp, KvResult};
 use pbft_node::launcher::Processes;
 use pbft_node::{ClientOptions, Cluster, ClusterClient};
 
-const BIN: &str = env!("CARGO_BIN_EXE_pbft");
 const SUBNET: &str = "10.213.77";
 const BUDGET: Duration = Duration::from_secs(90);
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("iproute2's ip runs");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-}
-
-/// Network namespaces created by this test, deleted on drop.
-struct Namespaces {
-    names: Vec<String>,
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
-    }
-}
-
-/// A switch namespace with a bridge, and one namespace per host with address
-/// SUBNET.(10 + i), linked to the bridge by a veth pair.
-fn build_network(tag: &str, hosts: usize) -> Namespaces {
-    let sw = format!("{tag}-sw");
-    let mut ns = Namespaces { names: vec![sw.clone()] };
-    ip(&["netns", "add", &sw]);
-    ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"]);
-    ip(&["-n", &sw, "link", "set", "br0", "up"]);
-    for h in 0..hosts {
-        let name = format!("{tag}-h{h}");
-        ip(&["netns", "add", &name]);
-        ns.names.push(name.clone());
-        let (inner, outer) = (format!("eth{h}"), format!("p{h}"));
-        ip(&["-n", &name, "link", "add", &inner, "type", "veth", "peer", "name", &outer, "netns", &sw]);
-        ip(&["-n", &sw, "link", "set", &outer, "master", "br0"]);
-        ip(&["-n", &sw, "link", "set", &outer, "up"]);
-        ip(&["-n", &name, "addr", "add", &format!("{SUBNET}.{}/24", 10 + h), "dev", &inner]);
-        ip(&["-n", &name, "link", "set", &inner, "up"]);
-        ip(&["-n", &name, "link", "set", "lo", "up"]);
-    }
-    ns
-}
-
-/// Moves the calling thread into namespace `name` (sockets it opens later live there).
-fn enter(name: &str) {
-    let f = std::fs::File::open(format!("/var/run/netns/{name}")).expect("namespace file");
-    use std::os::fd::AsRawFd;
-    // SAFETY: setns on a valid namespace fd affects only this thread.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
-}
 
 fn op(i: usize) -> KvOp {
     let key = format!("k{}", i % 16).into_bytes();
@@ -92,7 +44,7 @@ fn run(client: &mut ClusterClient, model: &mut KvModel, range: std::ops::Range<u
 fn one_cluster_file_across_namespaces_survives_a_cut_link() {
     let deadline = Instant::now() + BUDGET;
     let tag = format!("pbft{}", std::process::id());
-    let _net = build_network(&tag, 5);
+    let _net = build_network(&tag, SUBNET, 5);
     let dir = tempfile::tempdir().expect("tempdir");
     let hosts = (0..4).map(|h| format!("{SUBNET}.{}", 10 + h)).collect::<Vec<_>>().join(",");
     let out = Command::new(BIN)

@@ -5,109 +5,27 @@
 //! deterministic. Bounded in time; the children die with the test, whatever
 //! happens (`Processes` kills them when dropped).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use pbft_kv::{KvModel, KvOp, KvResult};
+use common::{keygen, open_client, panic_text, pbft, run_ops, start_replicas, start_replicas_with, BIN};
+use pbft_kv::KvModel;
 use pbft_node::launcher::{replica_command, wait_until_up, Processes};
-use pbft_node::{ClientOptions, Cluster, ClusterClient};
+use pbft_node::Cluster;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pbft");
 const CLIENTS: u32 = 4;
 const FIRST_PHASE_OPS: usize = 1000;
 const SECOND_PHASE_OPS: usize = 200;
 const TEST_BUDGET: Duration = Duration::from_secs(60);
 
-fn pbft(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("the pbft binary runs")
-}
-
-fn keygen(dir: &Path) -> PathBuf {
-    let out = dir.to_str().expect("utf-8 temp path");
-    let o = pbft(&[
-        "keygen",
-        "--replicas",
-        "4",
-        "--hosts",
-        "127.0.0.1",
-        "--base-port",
-        "0",
-        "--clients",
-        &CLIENTS.to_string(),
-        "--out",
-        out,
-    ]);
-    assert!(o.status.success(), "keygen: {}", String::from_utf8_lossy(&o.stderr));
-    dir.join("cluster.toml")
-}
-
-fn start_replicas(path: &Path, dir: &Path) -> Processes {
-    start_replicas_with(path, dir, |_| Vec::new())
-}
-
-/// Starts the 4 replicas, replica `id` with the extra arguments `extra(id)`,
-/// and waits until they serve metrics.
-fn start_replicas_with(path: &Path, dir: &Path, extra: impl Fn(u16) -> Vec<String>) -> Processes {
-    let mut procs = Processes::new();
-    for id in 0..4u16 {
-        let mut cmd =
-            replica_command(Path::new(BIN), path, id, Some(&dir.join(format!("replica-{id}.log")))).expect("command");
-        cmd.args(extra(id));
-        procs.spawn(format!("replica-{id}"), cmd).expect("spawn");
-    }
-    let cluster = Cluster::load(path).expect("cluster");
-    let metrics: Vec<_> = cluster.replicas.iter().filter_map(|r| r.metrics_addr).collect();
-    wait_until_up(&mut procs, &metrics, Duration::from_secs(20)).expect("replicas come up");
-    procs
-}
-
-/// Client `id` of the cluster in `path`, with a 10 s request timeout.
-fn open_client(path: &Path, id: u32) -> ClusterClient {
-    let cluster = Cluster::load(path).expect("cluster");
-    let options = ClientOptions { timeout: Duration::from_secs(10), ..Default::default() };
-    ClusterClient::open(&cluster, id, &cluster.default_client_key_path(id), &options).expect("client")
-}
-
-/// Operation `i` of client `id`: puts, gets, compare-and-swaps, deletes and
-/// scans over eight keys of its own.
-fn operation(id: u32, i: usize) -> KvOp {
-    let key = |k: usize| format!("c{id}/k{k}").into_bytes();
-    match i % 6 {
-        0 | 3 => KvOp::Put { key: key(i % 8), value: format!("v{i}").into_bytes() },
-        1 => KvOp::Get { key: key((i + 5) % 8) },
-        2 => KvOp::Cas {
-            key: key(i % 8),
-            expected: Some(format!("v{}", i - 2).into_bytes()),
-            new: Some(b"swapped".to_vec()),
-        },
-        4 => KvOp::Delete { key: key((i * 3) % 8) },
-        _ => KvOp::Scan { start: format!("c{id}/").into_bytes(), end: format!("c{id}0").into_bytes(), limit: 16 },
-    }
-}
-
-/// Runs operations `range` of client `id`, checking each result.
-fn run_ops(client: &mut ClusterClient, model: &mut KvModel, id: u32, range: std::ops::Range<usize>, deadline: Instant) {
-    for i in range {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "client {id}: out of time at operation {i}");
-        client.set_timeout(left.min(Duration::from_secs(10)));
-        let op = operation(id, i);
-        let bytes = client
-            .invoke(Bytes::from(op.encode()), op.is_read_only())
-            .unwrap_or_else(|e| panic!("client {id} op {i} {op:?}: {e}"));
-        let got = KvResult::decode(&bytes).expect("result decodes");
-        assert_eq!(got, model.apply(&op), "client {id} op {i}: {op:?}");
-    }
-}
-
 #[test]
 fn four_processes_serve_clients_and_survive_a_killed_backup() {
     let deadline = Instant::now() + TEST_BUDGET;
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = keygen(dir.path());
+    let path = keygen(dir.path(), CLIENTS);
     let mut procs = start_replicas(&path, dir.path());
 
     // Two phases, with the kill between them: all clients and the test thread
@@ -140,9 +58,7 @@ fn four_processes_serve_clients_and_survive_a_killed_backup() {
     let mut failures = Vec::new();
     for (id, w) in workers.into_iter().enumerate() {
         if let Err(panic) = w.join() {
-            let text =
-                panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
-            failures.push(format!("client {id}: {}", text.unwrap_or_default()));
+            failures.push(format!("client {id}: {}", panic_text(&*panic)));
         }
     }
     assert!(procs.exited().is_empty(), "a replica exited: {:?}", procs.exited());
@@ -163,7 +79,7 @@ fn four_processes_serve_clients_and_survive_a_killed_backup() {
 #[test]
 fn bad_input_is_one_line_and_a_non_zero_exit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = keygen(dir.path());
+    let path = keygen(dir.path(), CLIENTS);
     let config = path.to_str().expect("utf-8 path");
     std::fs::write(dir.path().join("bad.toml"), "f = [\n").expect("write");
     let bad = dir.path().join("bad.toml");
@@ -253,7 +169,7 @@ fn correct_results_with_a_lying_backup_and_junk_on_every_port() {
     let deadline = Instant::now() + TEST_BUDGET;
     for mode in ["wrong-reply", "bad-digest", "forge", "lying-checkpoint", "silent"] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = keygen(dir.path());
+        let path = keygen(dir.path(), CLIENTS);
         let cluster = Cluster::load(&path).expect("cluster");
         let faulty = |id| if id == 3 { vec!["--faulty".to_string(), mode.to_string()] } else { Vec::new() };
         let mut procs = start_replicas_with(&path, dir.path(), faulty);
@@ -290,7 +206,7 @@ fn correct_results_with_a_lying_backup_and_junk_on_every_port() {
 fn correct_results_with_five_percent_of_datagrams_dropped_and_duplicated() {
     let deadline = Instant::now() + TEST_BUDGET;
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = keygen(dir.path());
+    let path = keygen(dir.path(), CLIENTS);
     let lossy = |id: u16| {
         ["--drop", "0.05", "--duplicate", "0.05", "--fault-seed", &(u64::from(id) + 7).to_string()].map(String::from).to_vec()
     };
