@@ -9,8 +9,13 @@
 //! process on 127.0.0.1. The CPU time per operation is summed over the replica
 //! processes (from /proc) during the best throughput point. Prints a table,
 //! writes CSV and plots it as SVG (see `plot`).
+//!
+//! `--scenario` selects measurements under faults instead (or as well): a view
+//! change after the primary is killed, a slow primary, state transfer (see
+//! `bench_faults`).
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,16 +44,18 @@ pub struct BenchArgs {
     /// Where to write the SVG plot (default: the CSV's path with .svg).
     #[arg(long)]
     plot: Option<PathBuf>,
+    #[command(flatten)]
+    faults: crate::bench_faults::FaultBenchArgs,
 }
 
-struct Workload {
+pub(crate) struct Workload {
     name: &'static str,
     arg: usize,
     result: u32,
     read_only: bool,
 }
 
-const WORKLOADS: [Workload; 5] = [
+pub(crate) const WORKLOADS: [Workload; 5] = [
     Workload { name: "0/0 rw", arg: 0, result: 0, read_only: false },
     Workload { name: "0/0 ro", arg: 0, result: 0, read_only: true },
     Workload { name: "4/0 rw", arg: 4096, result: 0, read_only: false },
@@ -85,35 +92,56 @@ pub fn configuration(replicas: usize) -> String {
 }
 
 /// A running cluster of replica processes.
-struct Running {
-    dir: tempfile::TempDir,
-    path: PathBuf,
-    procs: Processes,
+pub(crate) struct Running {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) path: PathBuf,
+    pub(crate) procs: Processes,
+    /// Metrics address of each replica, by id.
+    pub(crate) metrics: Vec<std::net::SocketAddr>,
 }
 
 fn start(replicas: usize, clients: u32) -> Result<Running> {
-    let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let path = keygen(&KeygenSpec::local(replicas, clients), dir.path())?;
-    let cluster = Cluster::load(&path)?;
-    let bin = std::env::current_exe().context("finding the pbft executable")?;
-    let mut procs = Processes::new();
-    for id in 0..replicas as u16 {
-        let mut cmd = replica_command(&bin, &path, id, Some(&dir.path().join(format!("replica-{id}.log"))))?;
-        cmd.env("RUST_LOG", "warn");
-        procs.spawn(format!("replica-{id}"), cmd)?;
-    }
-    let metrics: Vec<_> = cluster.replicas.iter().filter_map(|r| r.metrics_addr).collect();
-    wait_until_up(&mut procs, &metrics, Duration::from_secs(10))?;
-    Ok(Running { dir, path, procs })
+    start_with(&KeygenSpec::local(replicas, clients), "warn", |_, _| {})
 }
 
-fn open_client(path: &Path, id: u32) -> Result<ClusterClient> {
+/// Generates the cluster `spec` in a temporary directory and starts its
+/// replicas with `RUST_LOG=rust_log`, each command first passed to `adjust`
+/// (to add arguments), and waits until every replica answers.
+pub(crate) fn start_with(spec: &KeygenSpec, rust_log: &str, adjust: impl Fn(u16, &mut Command)) -> Result<Running> {
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let path = keygen(spec, dir.path())?;
+    let cluster = Cluster::load(&path)?;
+    let metrics: Vec<_> = cluster.replicas.iter().filter_map(|r| r.metrics_addr).collect();
+    let mut run = Running { dir, path, procs: Processes::new(), metrics };
+    for id in 0..spec.replicas as u16 {
+        run.spawn_replica(id, rust_log, &adjust)?;
+    }
+    wait_until_up(&mut run.procs, &run.metrics, Duration::from_secs(10))?;
+    Ok(run)
+}
+
+impl Running {
+    /// Starts replica `id` as process `replica-ID`, its log appended to
+    /// `replica-ID.log` in the cluster directory. Must be called from the
+    /// thread that owns the cluster: the child dies with the thread that
+    /// starts it.
+    pub(crate) fn spawn_replica(&mut self, id: u16, rust_log: &str, adjust: impl Fn(u16, &mut Command)) -> Result<()> {
+        let bin = std::env::current_exe().context("finding the pbft executable")?;
+        let mut cmd = replica_command(&bin, &self.path, id, Some(&self.dir.path().join(format!("replica-{id}.log"))))?;
+        cmd.env("RUST_LOG", rust_log);
+        adjust(id, &mut cmd);
+        self.procs.spawn(format!("replica-{id}"), cmd)?;
+        Ok(())
+    }
+}
+
+pub(crate) fn open_client(path: &Path, id: u32) -> Result<ClusterClient> {
     let cluster = Cluster::load(path)?;
     let options = ClientOptions { timeout: Duration::from_secs(10), ..Default::default() };
     Ok(ClusterClient::open(&cluster, id, &cluster.default_client_key_path(id), &options)?)
 }
 
-fn op_bytes(w: &Workload) -> Bytes {
+pub(crate) fn op_bytes(w: &Workload) -> Bytes {
     Bytes::from(KvOp::Null { arg: vec![7u8; w.arg], result_len: w.result }.encode())
 }
 
@@ -134,7 +162,7 @@ fn cpu_us(pids: &[u32]) -> f64 {
         / ticks
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -197,6 +225,16 @@ fn measure(run: &Running, w: &Workload, a: &BenchArgs) -> Result<Figures> {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    use crate::bench_faults::Scenario;
+    a.faults.check()?;
+    if matches!(a.faults.scenario, Scenario::Normal | Scenario::All) {
+        run_normal(&a)?;
+    }
+    crate::bench_faults::run(&a.faults)
+}
+
+/// The micro-benchmarks (`--scenario normal`).
+fn run_normal(a: &BenchArgs) -> Result<()> {
     anyhow::ensure!(!a.clients.is_empty() && a.clients.iter().all(|c| *c >= 1), "--clients needs counts >= 1");
     let max_clients = *a.clients.iter().max().unwrap_or(&1);
     let mut rows = Vec::new();
@@ -205,7 +243,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let running = start(replicas, max_clients)?;
         eprintln!("{label}: {replicas} replica process(es) up ({})", running.dir.path().display());
         for w in &WORKLOADS {
-            let fig = measure(&running, w, &a).with_context(|| format!("{label}, {}", w.name))?;
+            let fig = measure(&running, w, a).with_context(|| format!("{label}, {}", w.name))?;
             eprintln!(
                 "  {:7} p50 {:7.1} us  p99 {:7.1} us  {:8.0} ops/s ({} clients)  {:6.1} us CPU/op",
                 w.name, fig.p50_us, fig.p99_us, fig.ops_per_s, fig.best_clients, fig.cpu_us_per_op
@@ -238,7 +276,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     std::fs::write(&a.csv, csv).with_context(|| format!("writing {}", a.csv.display()))?;
     eprintln!("wrote {}", a.csv.display());
-    let plot_path = a.plot.unwrap_or_else(|| a.csv.with_extension("svg"));
+    let plot_path = a.plot.clone().unwrap_or_else(|| a.csv.with_extension("svg"));
     crate::plot::write_svg(&rows, &plot_path).with_context(|| format!("writing {}", plot_path.display()))?;
     eprintln!("wrote {}", plot_path.display());
     Ok(())

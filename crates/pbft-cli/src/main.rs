@@ -4,6 +4,7 @@
 //! Every failure is one line on stderr naming the problem, and a non-zero exit.
 
 mod bench;
+mod bench_faults;
 mod demo;
 mod kv;
 mod plot;
