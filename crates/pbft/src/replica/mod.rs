@@ -190,6 +190,8 @@ pub struct Replica<S: Service> {
     awaiting: BTreeSet<(Digest, SeqNo)>,
     /// Read-only requests waiting for the tentative batch to commit.
     read_only_queue: VecDeque<Request>,
+    /// Each peer's view and last executed batch, from its latest STATUS.
+    peer_progress: BTreeMap<ReplicaId, (View, SeqNo)>,
     /// When this replica last answered each peer's STATUS.
     status_answered: HashMap<ReplicaId, Instant>,
     /// The time of the input being handled (an input like any other).
@@ -246,6 +248,7 @@ impl<S: Service> Replica<S> {
             awaiting: BTreeSet::new(),
             read_only_queue: VecDeque::new(),
             status_answered: HashMap::new(),
+            peer_progress: BTreeMap::new(),
             now: Instant(0),
             latest_checkpoint_votes: BTreeMap::new(),
             executed_at_last_tick: SeqNo(0),
@@ -283,11 +286,13 @@ impl<S: Service> Replica<S> {
         if saved.seq == SeqNo(0) {
             return Ok((r, Restored::Intact { seq: SeqNo(0) }));
         }
+        // The pages become checkpoint 0, the base a state transfer compares
+        // with; if they hash to the saved checkpoint they are that one too.
+        r.state = PagedState::new(r.state.num_pages(), r.cfg.tree)?;
         for (index, page) in &saved.pages {
             r.state.replace_page(*index, page)?;
         }
-        let digest = r.state.take_checkpoint(saved.seq)?;
-        r.state.discard_checkpoints_before(saved.seq);
+        let digest = r.state.take_checkpoint(SeqNo(0))?;
         {
             let region = crate::service::StateRegionRef::new(&r.state, r.service_first_page(), r.service_pages())
                 .expect("service region is inside the state");
@@ -297,6 +302,8 @@ impl<S: Service> Replica<S> {
             r.needs_transfer = true;
             return Ok((r, Restored::Damaged));
         }
+        r.state.take_checkpoint(saved.seq)?;
+        r.state.discard_checkpoints_before(saved.seq);
         r.low_water_mark = saved.seq;
         r.last_executed = saved.seq;
         r.executed_at_last_tick = saved.seq;
@@ -500,7 +507,7 @@ impl<S: Service> Replica<S> {
             self.transfer.is_some(),
             self.latest_checkpoint_votes.iter().map(|(r, (s, d))| (r.0, s.0, *d)).collect::<Vec<_>>()
         );
-        for (seq, slot) in self.log.range(self.last_executed.next()..).take(3) {
+        for (seq, slot) in self.log.range(self.tentative.unwrap_or(self.last_executed.next())..).take(3) {
             let batch = slot.batch.as_ref().map(|b| {
                 format!(
                     "batch(v{} {:?} complete={} validated={} nondet_ok={})",

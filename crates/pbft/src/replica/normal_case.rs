@@ -18,7 +18,7 @@ use super::{Batch, Entry, Replica, Vote};
 use crate::effects::Outbox;
 use crate::metrics::DropReason;
 use crate::service::Service;
-use crate::types::{Digest, Instant, ReplicaId, SeqNo};
+use crate::types::{Digest, Instant, ReplicaId, SeqNo, View};
 use crate::wire::{self, BatchEntry, Commit, Message, PrePrepare, Prepare};
 
 /// The digest of a batch: its non-deterministic value and its requests' digests.
@@ -52,10 +52,11 @@ impl<S: Service> Replica<S> {
     }
 
     pub(super) fn on_pre_prepare(&mut self, now: Instant, from: ReplicaId, p: PrePrepare, raw: Bytes, out: &mut Outbox) {
-        if p.view != self.view || !self.view_active {
+        let passive = self.learns_from_old_view(p.view);
+        if (p.view != self.view || !self.view_active) && !passive {
             return self.metrics.drop(DropReason::WrongView);
         }
-        if from != self.primary() || self.is_primary() {
+        if from != p.view.primary(self.cfg.n()) || from == self.id {
             return self.metrics.drop(DropReason::WrongRole);
         }
         if !self.in_window(p.seq) {
@@ -157,7 +158,7 @@ impl<S: Service> Replica<S> {
     }
 
     pub(super) fn on_commit(&mut self, from: ReplicaId, c: Commit, out: &mut Outbox) {
-        if c.view != self.view || !self.view_active {
+        if (c.view != self.view || !self.view_active) && !self.learns_from_old_view(c.view) {
             return self.metrics.drop(DropReason::WrongView);
         }
         if !self.in_window(c.seq) {
@@ -184,8 +185,17 @@ impl<S: Service> Replica<S> {
         // PREPARE: a backup that validated the batch, or that f+1 replicas vouch
         // for, or that a NEW-VIEW chose.
         // Nothing advances outside the current, installed view (a batch that
-        // already committed still executes).
+        // already committed still executes). A replica changing view sends
+        // nothing for the old view but still learns what commits there: 2f+1
+        // matching COMMITs prove the batch prepared at f+1 correct replicas,
+        // so every later view keeps it, and executing it lets this replica
+        // answer clients (who need 2f+1 matching replies) while it waits for
+        // the others to change view too.
         if !self.view_active || view != self.view {
+            let commits = matching(&slot.commits, view, digest);
+            if !slot.committed && commits >= self.cfg.quorum() {
+                self.log.get_mut(&seq).expect("slot exists").committed = true;
+            }
             return self.try_execute(out);
         }
         if !is_primary && slot.my_prepare.is_none() && (batch.validated() || prepares > f || batch.reproposed) {
@@ -194,6 +204,20 @@ impl<S: Service> Replica<S> {
             let slot = self.log.get_mut(&seq).expect("slot exists");
             slot.my_prepare = Some(raw);
             slot.prepares.insert(self.id, Vote { view, digest });
+        }
+
+        // A batch this replica committed in an earlier view, re-proposed by a
+        // NEW-VIEW: it vouches with a COMMIT at once. The others may need it to
+        // commit in this view, and nothing would be retransmitted to this
+        // replica for a slot it finished, so its own prepared certificate in
+        // this view might never form.
+        let slot = self.log.get(&seq).expect("slot exists");
+        if slot.committed && slot.my_commit.is_none() && slot.batch.as_ref().is_some_and(|b| b.reproposed) {
+            let msg = Message::Commit(Commit { view, seq, digest });
+            let raw = self.multicast(&msg, out);
+            let slot = self.log.get_mut(&seq).expect("slot exists");
+            slot.my_commit = Some(raw);
+            slot.commits.insert(self.id, Vote { view, digest });
         }
 
         let slot = self.log.get(&seq).expect("slot exists");
@@ -216,6 +240,12 @@ impl<S: Service> Replica<S> {
             self.log.get_mut(&seq).expect("slot exists").committed = true;
         }
         self.try_execute(out);
+    }
+
+    /// Whether messages of view `v` are learned from passively: this replica
+    /// is changing from `v` (or an earlier view) to a later one.
+    fn learns_from_old_view(&self, v: View) -> bool {
+        !self.view_active && v < self.view
     }
 
     fn commit_quorum(&self) -> usize {

@@ -65,6 +65,11 @@ impl<S: Service> Replica<S> {
     }
 
     pub(super) fn on_status(&mut self, now: Instant, from: ReplicaId, s: Status, out: &mut Outbox) {
+        // How far each peer got in which view: evidence, for the view-change
+        // timer, that the primary works and this replica merely lags.
+        if s.view_active {
+            self.peer_progress.insert(from, (s.view, s.last_executed));
+        }
         if let Some(at) = self.status_answered.get(&from) {
             if now.as_us() < at.as_us() + self.cfg.status_interval_us / 2 {
                 return self.metrics.drop(DropReason::RateLimited);
@@ -75,7 +80,10 @@ impl<S: Service> Replica<S> {
         if self.view_active && (s.view < self.view || (s.view == self.view && !s.view_active)) {
             return self.send_installed_view(from, out);
         }
-        if s.view != self.view || !self.view_active || !s.view_active {
+        // A peer in our view, or one changing to a later view (it still
+        // learns what commits in ours), gets what it lacks.
+        let changing_past_us = s.view > self.view && !s.view_active;
+        if !self.view_active || (s.view != self.view && !changing_past_us) || (s.view == self.view && !s.view_active) {
             return self.metrics.drop(DropReason::WrongView);
         }
         let to = Dest::Replica(from);

@@ -198,7 +198,7 @@ impl<S: Service> Replica<S> {
             // (retransmission brings it). Leaving the view alone would only
             // take it out of service until the next view change, and clients
             // need 2f+1 correct replicas to answer.
-            if self.transfer.is_some() || (self.next_committed_elsewhere() && self.vc.deferrals < MAX_DEFERRALS) {
+            if self.transfer.is_some() || (self.lagging() && self.vc.deferrals < MAX_DEFERRALS) {
                 self.vc.deferrals += 1;
                 return self.start_view_change_timer(out);
             }
@@ -211,10 +211,20 @@ impl<S: Service> Replica<S> {
         self.start_view_change(next, out);
     }
 
-    /// Whether 2f+1 replicas committed, in this view, the next batch this
-    /// replica should execute: the primary orders requests and this replica
-    /// lags (it lacks the pre-prepare or a request body).
-    fn next_committed_elsewhere(&self) -> bool {
+    /// Whether the primary orders requests and this replica merely lags:
+    /// 2f+1 replicas committed, in this view, the next batch it should
+    /// execute (it lacks the pre-prepare or a request body), or f+1 others
+    /// report in STATUS that they executed further in this view (one of them
+    /// is correct).
+    fn lagging(&self) -> bool {
+        let ahead = self
+            .peer_progress
+            .values()
+            .filter(|(v, executed)| *v == self.view && *executed > self.last_executed)
+            .count();
+        if ahead > self.cfg.f {
+            return true;
+        }
         let Some(slot) = self.log.get(&self.last_executed.next()) else { return false };
         let mut tally: BTreeMap<Digest, usize> = BTreeMap::new();
         for v in slot.commits.values().filter(|v| v.view == self.view) {
@@ -291,8 +301,18 @@ impl<S: Service> Replica<S> {
     /// VIEW-CHANGE(v, h, C, P, Q) from this replica's log.
     fn build_view_change(&self, v: View) -> ViewChange {
         let h = self.low_water_mark;
-        let checkpoints: Vec<(SeqNo, Digest)> =
-            self.state.checkpoints().into_iter().filter(|(n, _)| *n >= h).take(MAX_VC_CHECKPOINTS).collect();
+        // Checkpoints of states this replica reached by executing (a damaged
+        // state restored from disk is none), within its window.
+        let checkpoints: Vec<(SeqNo, Digest)> = if self.needs_transfer {
+            Vec::new()
+        } else {
+            self.state
+                .checkpoints()
+                .into_iter()
+                .filter(|(n, _)| *n >= h && n.0 <= h.0 + self.cfg.log_window)
+                .take(MAX_VC_CHECKPOINTS)
+                .collect()
+        };
         let mut prepared = Vec::new();
         let mut pre_prepared = Vec::new();
         for (n, slot) in self.log.range(h.next()..) {
