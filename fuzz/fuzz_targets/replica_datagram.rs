@@ -181,6 +181,12 @@ impl Pool {
             Message::Status(s) => s.missing_requests.iter().take(4).for_each(|d| self.push(*d)),
             Message::MetaData(m) => m.children.iter().take(8).for_each(|d| self.push(*d)),
             Message::Reply(wire::Reply { body: wire::ReplyBody::Digest(d), .. }) => self.push(*d),
+            Message::ViewChange(v) => {
+                v.checkpoints.iter().take(4).for_each(|(_, d)| self.push(*d));
+                v.prepared.iter().chain(&v.pre_prepared).take(8).for_each(|e| self.push(e.digest));
+            }
+            Message::ViewChangeAck(a) => self.push(a.digest),
+            Message::NewView(nv) => nv.view_changes.iter().take(4).for_each(|(_, d)| self.push(*d)),
             Message::Reply(_) | Message::Fetch(_) | Message::Data(_) => {}
         }
     }
@@ -255,6 +261,12 @@ fn fix_up(msg: &mut Message, pool: &Pool, cluster: &Cluster, now: Instant) {
                 d.page = Bytes::from(vec![0u8; PAGE_SIZE]);
             }
         }
+        Message::ViewChange(v) => {
+            v.checkpoints.iter_mut().for_each(|(_, d)| pool.fix(d, root));
+            v.prepared.iter_mut().chain(v.pre_prepared.iter_mut()).for_each(|e| pool.fix(&mut e.digest, root));
+        }
+        Message::ViewChangeAck(a) => pool.fix(&mut a.digest, root),
+        Message::NewView(nv) => nv.view_changes.iter_mut().for_each(|(_, d)| pool.fix(d, root)),
     }
 }
 

@@ -207,13 +207,15 @@ pub struct Status {
     pub missing_requests: Vec<Digest>,
 }
 
-/// `<FETCH, n, l, x>`: asks for partition-tree node (level l, index x) of
-/// checkpoint n: its children's digests, or the page itself at the leaf level.
+/// `<FETCH, n, l, x, c>`: asks for partition-tree node (level l, index x) of
+/// checkpoint n: its children's digests, or at the leaf level the page itself
+/// and the `count - 1` pages after it (answered in one DATA).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fetch {
     pub seq: SeqNo,
     pub level: u32,
     pub index: u64,
+    pub count: u16,
 }
 
 /// `<META-DATA, n, l, x, digests>`: the digests of a node's children at
@@ -226,7 +228,9 @@ pub struct MetaData {
     pub children: Vec<Digest>,
 }
 
-/// `<DATA, n, x, page>`: page x as of checkpoint n.
+/// `<DATA, n, x, pages>`: pages x, x+1, ... as of checkpoint n, concatenated
+/// (a whole number of pages, as many as the FETCH asked for and one datagram
+/// holds).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Data {
     pub seq: SeqNo,
@@ -428,6 +432,7 @@ fn encode_body(message: &Message, out: &mut BytesMut) {
             out.put_u64_le(f.seq.0);
             out.put_u32_le(f.level);
             out.put_u64_le(f.index);
+            out.put_u16_le(f.count);
         }
         Message::MetaData(m) => {
             out.put_u64_le(m.seq.0);
@@ -654,7 +659,7 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>, whole: &Bytes, base: usize) -> Re
             }
             Message::Status(Status { view, view_active, stable, first_open, last_executed, slots, missing_requests })
         }
-        Kind::Fetch => Message::Fetch(Fetch { seq: SeqNo(r.u64()?), level: r.u32()?, index: r.u64()? }),
+        Kind::Fetch => Message::Fetch(Fetch { seq: SeqNo(r.u64()?), level: r.u32()?, index: r.u64()?, count: r.u16()? }),
         Kind::MetaData => {
             let seq = SeqNo(r.u64()?);
             let level = r.u32()?;

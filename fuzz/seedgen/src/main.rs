@@ -131,8 +131,8 @@ fn main() {
         .sealed(r(2), checkpoint(4, hint(0)))
         .sealed(c(2), request(2, 9, true, b"get"))
         .sealed(c(3), request(3, 9, true, &[0xFF]))
-        .sealed(r(1), Message::Fetch(wire::Fetch { seq: SeqNo(4), level: 0, index: 0 }))
-        .sealed(r(1), Message::Fetch(wire::Fetch { seq: SeqNo(4), level: 4, index: 20 }))
+        .sealed(r(1), Message::Fetch(wire::Fetch { seq: SeqNo(4), level: 0, index: 0, count: 1 }))
+        .sealed(r(1), Message::Fetch(wire::Fetch { seq: SeqNo(4), level: 4, index: 20, count: 1 }))
         .sealed(
             r(2),
             Message::Status(wire::Status {
@@ -227,7 +227,7 @@ fn main() {
                 missing_requests: vec![hint(1)],
             }),
         ),
-        (r(1), Message::Fetch(wire::Fetch { seq: SeqNo(4), level: 1, index: 2 })),
+        (r(1), Message::Fetch(wire::Fetch { seq: SeqNo(4), level: 1, index: 2, count: 1 })),
         (r(1), Message::MetaData(wire::MetaData { seq: SeqNo(4), level: 1, index: 2, children: vec![hint(1); 3] })),
         (r(1), Message::Data(wire::Data { seq: SeqNo(4), index: 2, page: Bytes::from_static(b"page") })),
     ];

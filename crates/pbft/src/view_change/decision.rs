@@ -84,11 +84,11 @@ pub fn decide(f: usize, log_window: u64, msgs: &[ViewChangeInfo]) -> Result<NewV
         .iter()
         .flat_map(|m| m.prepared.iter())
         .map(|e| e.seq)
-        .filter(|s| *s > h && s.0 <= h.0 + log_window)
+        .filter(|s| *s > h && s.0 <= h.0.saturating_add(log_window))
         .max()
         .unwrap_or(h);
     let mut choices = Vec::new();
-    for n in h.0 + 1..=last.0 {
+    for n in h.0.saturating_add(1)..=last.0 {
         let seq = SeqNo(n);
         let choice = choose_request(f, msgs, seq)
             .map(Choice::Request)

@@ -61,7 +61,8 @@ fn message() -> impl Strategy<Value = Message> {
                 slots,
                 missing_requests: missing
             })),
-        (any::<u64>(), any::<u32>(), any::<u64>()).prop_map(|(n, l, x)| Message::Fetch(Fetch { seq: SeqNo(n), level: l, index: x })),
+        (any::<u64>(), any::<u32>(), any::<u64>(), any::<u16>())
+            .prop_map(|(n, l, x, c)| Message::Fetch(Fetch { seq: SeqNo(n), level: l, index: x, count: c })),
         (any::<u64>(), any::<u32>(), any::<u64>(), proptest::collection::vec(digest(), 0..20))
             .prop_map(|(n, l, x, children)| Message::MetaData(MetaData { seq: SeqNo(n), level: l, index: x, children })),
         (any::<u64>(), any::<u64>(), bytes(600)).prop_map(|(n, x, page)| Message::Data(Data { seq: SeqNo(n), index: x, page })),
