@@ -151,7 +151,7 @@ pub fn bug_by_name(name: &str) -> Option<Bugs> {
         "commit-quorum-2f" => b.commit_quorum_2f = true,
         "execute-before-prepared" => b.execute_before_prepared = true,
         "new-view-drops-prepared" => b.new_view_drops_prepared = true,
-        "keep-rejected-tentative" => b.keep_rejected_tentative = true,
+        "new-view-skips-a2" => b.new_view_skips_a2 = true,
         _ => return None,
     }
     Some(b)

@@ -30,7 +30,9 @@ pub struct Bugs {
     /// The new-view decision re-proposes the null request wherever it should
     /// re-propose a prepared one (caught by agreement after a view change).
     pub new_view_drops_prepared: bool,
-    /// A view change keeps a tentative execution that the new view did not
-    /// choose (caught by agreement and linearizability).
-    pub keep_rejected_tentative: bool,
+    /// The new-view decision skips rule A2 (f+1 VIEW-CHANGE messages must
+    /// have pre-prepared a request it re-proposes), so a replica that lies in
+    /// its VIEW-CHANGE can put a made-up request into the new view (caught by
+    /// liveness: no replica has its body).
+    pub new_view_skips_a2: bool,
 }

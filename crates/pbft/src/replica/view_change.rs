@@ -479,6 +479,8 @@ impl<S: Service> Replica<S> {
     }
 
     fn decide(&self, infos: &[ViewChangeInfo]) -> Result<NewViewDecision, Undecided> {
+        #[cfg(feature = "deliberate-bugs")]
+        let decide = if self.cfg.bugs.new_view_skips_a2 { crate::view_change::decision::decide_without_a2 } else { decide };
         #[allow(unused_mut)]
         let mut decision = decide(self.cfg.f, self.cfg.log_window, infos)?;
         #[cfg(feature = "deliberate-bugs")]
@@ -587,7 +589,7 @@ impl<S: Service> Replica<S> {
         // below the chosen checkpoint it committed somewhere: it stays.
         if let Some(t) = self.tentative {
             let executed = self.log.get(&t).and_then(|s| s.batch.as_ref()).map(|b| b.digest);
-            if t > h_new && choices.get(&t) != executed.as_ref() && !self.bug_keep_rejected_tentative() {
+            if t > h_new && choices.get(&t) != executed.as_ref() {
                 self.undo_tentative(t, out);
             }
         }
@@ -718,14 +720,6 @@ impl<S: Service> Replica<S> {
         }
         self.metrics.rollbacks += 1;
         out.push(Effect::RolledBack { seq: t });
-    }
-
-    fn bug_keep_rejected_tentative(&self) -> bool {
-        #[cfg(feature = "deliberate-bugs")]
-        if self.cfg.bugs.keep_rejected_tentative {
-            return true;
-        }
-        false
     }
 
     /// Sequence numbers the current view chose that lie in the window.

@@ -76,6 +76,18 @@ pub enum Undecided {
 /// caller has checked that) for a cluster tolerating `f` faults with log window
 /// `log_window`.
 pub fn decide(f: usize, log_window: u64, msgs: &[ViewChangeInfo]) -> Result<NewViewDecision, Undecided> {
+    decide_rules(f, log_window, msgs, true)
+}
+
+/// The procedure without rule A2 (f+1 messages must have pre-prepared the
+/// request): the deliberate bug `new-view-skips-a2`, which lets one lying
+/// VIEW-CHANGE put a made-up request into the new view.
+#[cfg(feature = "deliberate-bugs")]
+pub fn decide_without_a2(f: usize, log_window: u64, msgs: &[ViewChangeInfo]) -> Result<NewViewDecision, Undecided> {
+    decide_rules(f, log_window, msgs, false)
+}
+
+fn decide_rules(f: usize, log_window: u64, msgs: &[ViewChangeInfo], rule_a2: bool) -> Result<NewViewDecision, Undecided> {
     let distinct: BTreeSet<ReplicaId> = msgs.iter().map(|m| m.replica).collect();
     debug_assert_eq!(distinct.len(), msgs.len(), "one view-change message per replica");
     let checkpoint = choose_checkpoint(f, msgs).ok_or(Undecided::NoCheckpoint)?;
@@ -90,7 +102,7 @@ pub fn decide(f: usize, log_window: u64, msgs: &[ViewChangeInfo]) -> Result<NewV
     let mut choices = Vec::new();
     for n in h.0.saturating_add(1)..=last.0 {
         let seq = SeqNo(n);
-        let choice = choose_request(f, msgs, seq)
+        let choice = choose_request(f, msgs, seq, rule_a2)
             .map(Choice::Request)
             .or_else(|| choose_null(f, msgs, seq).then_some(Choice::Null))
             .ok_or(Undecided::Seq(seq))?;
@@ -111,7 +123,7 @@ fn choose_checkpoint(f: usize, msgs: &[ViewChangeInfo]) -> Option<(SeqNo, Digest
 
 /// Rule A at `seq`: a prepared digest that no message contradicts and that f+1
 /// messages pre-prepared in its view or later.
-fn choose_request(f: usize, msgs: &[ViewChangeInfo], seq: SeqNo) -> Option<Digest> {
+fn choose_request(f: usize, msgs: &[ViewChangeInfo], seq: SeqNo, rule_a2: bool) -> Option<Digest> {
     let mut candidates: Vec<Entry> = msgs.iter().flat_map(|m| m.prepared.iter()).filter(|e| e.seq == seq).copied().collect();
     // Deterministic order: the newest view first, then by digest.
     candidates.sort_by(|a, b| b.view.cmp(&a.view).then(a.digest.cmp(&b.digest)));
@@ -133,7 +145,7 @@ fn choose_request(f: usize, msgs: &[ViewChangeInfo], seq: SeqNo) -> Option<Diges
             .filter(|m| m.pre_prepared.iter().any(|q| q.seq == seq && q.digest == p.digest && q.view >= p.view))
             .count()
             > f;
-        a1 && a2
+        a1 && (a2 || !rule_a2)
     })
     .map(|p| p.digest)
 }
