@@ -262,7 +262,7 @@ impl<S: Service> Replica<S> {
         if d.seq != t.seq {
             return self.metrics.drop(DropReason::Unexpected);
         }
-        if d.page.is_empty() || d.page.len() % PAGE_SIZE != 0 || d.page.len() / PAGE_SIZE > PAGES_PER_DATA {
+        if d.page.is_empty() || !d.page.len().is_multiple_of(PAGE_SIZE) || d.page.len() / PAGE_SIZE > PAGES_PER_DATA {
             return self.reject_source(from, out);
         }
         // Every page must be one we want, with the digest we expect; pages we
