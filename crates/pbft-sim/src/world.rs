@@ -73,6 +73,10 @@ struct ClientNode {
 const MAX_EVENTS: u64 = 4_000_000;
 /// Virtual time allowed after the network heals for every request to complete.
 const LIVENESS_GRACE_US: u64 = 30_000_000;
+/// After the clients finish (and the network has healed), how long the
+/// replicas get to converge: every correct replica that is up must then have
+/// executed everything any correct replica executed.
+const CATCH_UP_US: u64 = 3_000_000;
 
 /// What one run did.
 #[derive(Debug, Default)]
@@ -236,18 +240,27 @@ impl World {
             self.schedule(end, EventKind::Restart(r));
         }
         let limit = self.scenario.heal_at_us + LIVENESS_GRACE_US;
+        let mut settle_until = None;
+        let mut target = None;
         while let Some(Reverse(ev)) = self.queue.pop() {
             if ev.at > limit || self.stats.events >= MAX_EVENTS || !self.checkers.violations.is_empty() {
+                break;
+            }
+            if settle_until.is_some_and(|t| ev.at > t) {
                 break;
             }
             self.now = ev.at;
             self.stats.events += 1;
             self.handle(ev.kind);
-            if self.clients.iter().all(|c| c.ops_done >= self.scenario.ops_per_client) {
-                break;
+            if settle_until.is_none() && self.clients.iter().all(|c| c.ops_done >= self.scenario.ops_per_client) {
+                settle_until = Some(self.now.max(self.scenario.heal_at_us) + CATCH_UP_US);
+                target = self.furthest_correct();
             }
         }
         self.stats.end_us = self.now;
+        if let (Some(_), Some(target)) = (settle_until, target) {
+            self.check_replicas_caught_up(target);
+        }
         self.finish();
     }
 
@@ -277,6 +290,44 @@ impl World {
                 };
                 self.stats.diagnostics.push(format!("{role} {}", node.replica.describe()));
             }
+        }
+    }
+
+    /// Replica liveness: a correct replica that is up has caught up with the
+    /// others (by retransmission, state transfer or view changes) once the
+    /// network healed and the load stopped.
+    /// The furthest any correct replica that is up has executed.
+    fn furthest_correct(&self) -> Option<SeqNo> {
+        self.replicas.iter().filter(|n| n.byz.is_none() && !n.crashed).map(|n| n.replica.last_executed()).max()
+    }
+
+    /// Every correct replica that is up has executed at least up to
+    /// `furthest`, what the furthest had executed when the clients finished
+    /// (faulty clients may still be sending).
+    fn check_replicas_caught_up(&mut self, furthest: SeqNo) {
+        // Replicas restarted without their log are left out: they count as
+        // faulty until they catch up, and a restarted primary is not yet kept
+        // from proposing again in its old view (README, known limitations).
+        let restarted: Vec<usize> =
+            self.scenario.wiped.iter().copied().chain(self.scenario.from_disk.iter().map(|(r, _)| *r)).collect();
+        if !restarted.is_empty() {
+            return;
+        }
+        let correct = |n: &ReplicaNode| n.byz.is_none() && !n.crashed;
+        let behind: Vec<String> = self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| correct(n) && n.replica.last_executed() < furthest)
+            .map(|(i, n)| format!("{i} at {}", n.replica.last_executed().0))
+            .collect();
+        if !behind.is_empty() {
+            self.checkers.violate(format!(
+                "liveness: replicas [{}] did not reach seq {} within {} us after the clients finished",
+                behind.join(", "),
+                furthest.0,
+                CATCH_UP_US
+            ));
         }
     }
 

@@ -44,7 +44,7 @@ impl<S: Service> Replica<S> {
                             }
                         }
                     }
-                    ((s.batch.as_ref().is_some_and(|b| !b.missing) as u8) * slot_flags::PRE_PREPARED) | ((s.prepared as u8) * slot_flags::PREPARED) | ((s.committed as u8) * slot_flags::COMMITTED)
+                    ((s.batch.as_ref().is_some_and(|b| !b.missing && !self.wants_batch(SeqNo(seq))) as u8) * slot_flags::PRE_PREPARED) | ((s.prepared as u8) * slot_flags::PREPARED) | ((s.committed as u8) * slot_flags::COMMITTED)
                 }
             };
             slots.push(flags);

@@ -729,9 +729,28 @@ impl<S: Service> Replica<S> {
 
     // ----- batches chosen by digest -----
 
-    /// Whether slot `seq` waits for the body of a batch a NEW-VIEW chose.
+    /// Whether slot `seq` waits for the body of a batch: one a NEW-VIEW chose
+    /// by digest, or the one 2f+1 replicas committed while this replica holds
+    /// a conflicting one.
     pub(super) fn wants_batch(&self, seq: SeqNo) -> bool {
-        self.log.get(&seq).and_then(|s| s.batch.as_ref()).is_some_and(|b| b.missing)
+        self.log
+            .get(&seq)
+            .and_then(|s| s.batch.as_ref())
+            .is_some_and(|b| b.missing || self.certified_batch(seq).is_some_and(|(_, d)| d != b.digest))
+    }
+
+    /// The batch 2f+1 replicas committed at `seq` in one view (2f+1 matching
+    /// COMMITs), if any. A backup whose own pre-prepare differs was lied to
+    /// by an equivocating primary: it takes the certified batch (fetched
+    /// through STATUS and accepted by digest), or it would stay behind until
+    /// the next checkpoint.
+    pub(super) fn certified_batch(&self, seq: SeqNo) -> Option<(View, Digest)> {
+        let slot = self.log.get(&seq)?;
+        let mut tally: BTreeMap<(View, Digest), usize> = BTreeMap::new();
+        for v in slot.commits.values() {
+            *tally.entry((v.view, v.digest)).or_default() += 1;
+        }
+        tally.into_iter().find(|(_, n)| *n >= self.cfg.quorum()).map(|(k, _)| k)
     }
 
     /// Accepts a pre-prepare (of any view, from anyone) as the body of the
@@ -749,6 +768,24 @@ impl<S: Service> Replica<S> {
             }
         }
         let digest = super::normal_case::batch_digest(p.nondet_time_us, entries.iter().map(|e| e.digest));
+        // The certified batch replaces a conflicting one.
+        if let Some((view, certified)) = self.certified_batch(p.seq) {
+            let slot = self.log.get_mut(&p.seq).expect("certified slots exist");
+            if certified == digest && slot.batch.as_ref().is_some_and(|b| b.digest != certified && !b.missing) {
+                slot.batch = Some(Batch {
+                    view,
+                    digest,
+                    nondet_time_us: p.nondet_time_us,
+                    raw: Bytes::new(),
+                    entries: Vec::new(),
+                    nondet_ok: true,
+                    reproposed: true,
+                    missing: true,
+                });
+                slot.my_prepare = None;
+                slot.prepared = false;
+            }
+        }
         let Some(batch) = self.log.get_mut(&p.seq).and_then(|s| s.batch.as_mut()) else { return };
         if batch.digest != digest {
             return self.metrics.drop(DropReason::Invalid);
