@@ -89,6 +89,8 @@ pub struct ReplicaHost<S: Service> {
     transport: Transport,
     /// Every replica's address, by id.
     peers: Vec<SocketAddr>,
+    /// The other replicas' addresses: where a multicast goes.
+    others: Vec<SocketAddr>,
     /// Each client's last authenticated source address, by id.
     clients: Vec<Option<SocketAddr>>,
     /// Each client's newest request seen here and when it arrived, for the
@@ -145,6 +147,7 @@ impl<S: Service> ReplicaHost<S> {
             replica,
             transport,
             peers: cluster.replicas.iter().map(|r| r.addr).collect(),
+            others: cluster.replicas.iter().filter(|r| r.id != ReplicaId(id)).map(|r| r.addr).collect(),
             clients: vec![None; max_clients],
             arrivals: vec![None; max_clients],
             timers: Timers::default(),
@@ -195,7 +198,7 @@ impl<S: Service> ReplicaHost<S> {
             self.transport.release_due(now);
             while self.held.front().is_some_and(|(at, _, _)| *at <= now) {
                 let (_, to, bytes) = self.held.pop_front().expect("front exists");
-                self.send(self.replica.id().index(), now, to, bytes);
+                self.send(now, to, bytes);
             }
             if now >= next_publish {
                 self.publish();
@@ -244,7 +247,6 @@ impl<S: Service> ReplicaHost<S> {
 
     /// Carries out the core's effects, in order.
     fn carry_out(&mut self, now: Instant) {
-        let me = self.replica.id().index();
         let mut out = std::mem::take(&mut self.out);
         let max_message_bytes = self.replica.config().max_message_bytes;
         for effect in out.drain() {
@@ -258,13 +260,13 @@ impl<S: Service> ReplicaHost<S> {
                 (effect, _) => vec![effect],
             };
             for effect in effects {
-                self.carry_out_one(me, now, effect);
+                self.carry_out_one(now, effect);
             }
         }
         self.out = out;
     }
 
-    fn send(&mut self, me: usize, now: Instant, to: Dest, bytes: Bytes) {
+    fn send(&mut self, now: Instant, to: Dest, bytes: Bytes) {
         match to {
             Dest::Replica(r) => {
                 if let Some(addr) = self.peers.get(r.index()) {
@@ -272,9 +274,7 @@ impl<S: Service> ReplicaHost<S> {
                 }
             }
             Dest::AllReplicas => {
-                let others: Vec<SocketAddr> =
-                    self.peers.iter().enumerate().filter(|(i, _)| *i != me).map(|(_, a)| *a).collect();
-                self.transport.send_many(now, &others, &bytes);
+                self.transport.send_many(now, &self.others, &bytes);
             }
             Dest::Client(c) => match self.clients.get(c.0 as usize).copied().flatten() {
                 Some(addr) => self.transport.send(now, addr, bytes),
@@ -283,14 +283,14 @@ impl<S: Service> ReplicaHost<S> {
         }
     }
 
-    fn carry_out_one(&mut self, me: usize, now: Instant, effect: Effect) {
+    fn carry_out_one(&mut self, now: Instant, effect: Effect) {
         {
             match effect {
                 Effect::Send { to, bytes } if self.faulty == Some(FaultyMode::SlowPrimary) && is_pre_prepare(&bytes) => {
                     let delay = self.replica.config().view_change_timeout_us * 9 / 10;
                     self.held.push_back((now.plus_us(delay), to, bytes));
                 }
-                Effect::Send { to, bytes } => self.send(me, now, to, bytes),
+                Effect::Send { to, bytes } => self.send(now, to, bytes),
                 Effect::SetTimer { timer, at } => self.timers.set(timer, at),
                 Effect::CancelTimer { timer } => self.timers.cancel(timer),
                 Effect::Executed(e) => {

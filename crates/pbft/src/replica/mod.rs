@@ -12,6 +12,7 @@
 //! | `status.rs` | STATUS messages and the retransmission they drive |
 //! | `state_transfer.rs` | FETCH, META-DATA, DATA: catching up over the partition tree |
 //! | `view_change.rs` | VIEW-CHANGE, VIEW-CHANGE-ACK, NEW-VIEW, the view-change timer |
+//! | `new_view.rs` | installing a view: rollback, the chosen batches, the new primary |
 //!
 //! Invariants kept here: the low water mark `h` (last stable checkpoint) never
 //! moves back; every log entry has a sequence number in `(h, h + L]`; a batch is
@@ -20,6 +21,7 @@
 
 mod checkpoint;
 mod execution;
+mod new_view;
 mod normal_case;
 mod requests;
 mod state_transfer;
@@ -112,6 +114,22 @@ struct Batch {
 }
 
 impl Batch {
+    /// A batch known only by its digest (chosen by a NEW-VIEW, or certified
+    /// by 2f+1 COMMITs): its body comes later, except the null batch's, which
+    /// has none.
+    fn by_digest(view: View, digest: Digest) -> Batch {
+        Batch {
+            view,
+            digest,
+            nondet_time_us: 0,
+            raw: Bytes::new(),
+            entries: Vec::new(),
+            nondet_ok: true,
+            reproposed: true,
+            missing: digest != view_change::null_batch_digest(),
+        }
+    }
+
     fn complete(&self) -> bool {
         !self.missing && self.entries.iter().all(|e| e.body.is_some())
     }

@@ -13,7 +13,7 @@
 
 use bytes::Bytes;
 
-use super::view_change::note_pre_prepared;
+use super::new_view::note_pre_prepared;
 use super::{Batch, Entry, Replica, Vote};
 use crate::effects::Outbox;
 use crate::metrics::DropReason;
@@ -62,17 +62,7 @@ impl<S: Service> Replica<S> {
         if !self.in_window(p.seq) {
             return self.metrics.drop(DropReason::OutOfWindow);
         }
-        if p.entries.len() > self.cfg.max_batch_requests {
-            return self.metrics.drop(DropReason::Invalid);
-        }
-        let mut entries = Vec::with_capacity(p.entries.len());
-        for e in &p.entries {
-            match self.batch_entry(e) {
-                Some(entry) => entries.push(entry),
-                None => return self.metrics.drop(DropReason::Invalid),
-            }
-        }
-        let digest = batch_digest(p.nondet_time_us, entries.iter().map(|e| e.digest));
+        let Some((entries, digest)) = self.batch_entries(&p) else { return self.metrics.drop(DropReason::Invalid) };
         let nondet_ok = self.check_nondet(now, p.seq, p.nondet_time_us);
         let slot = self.log.entry(p.seq).or_default();
         if let Some(existing) = &slot.batch {
@@ -118,9 +108,21 @@ impl<S: Service> Replica<S> {
             && previous.is_none_or(|p| nondet_time_us >= p)
     }
 
+    /// The entries of a received pre-prepare as log entries, with the batch
+    /// digest. `None` when the batch is too long or an entry is malformed: a
+    /// correct primary never sends one.
+    pub(super) fn batch_entries(&self, p: &PrePrepare) -> Option<(Vec<Entry>, Digest)> {
+        if p.entries.len() > self.cfg.max_batch_requests {
+            return None;
+        }
+        let entries = p.entries.iter().map(|e| self.batch_entry(e)).collect::<Option<Vec<Entry>>>()?;
+        let digest = batch_digest(p.nondet_time_us, entries.iter().map(|e| e.digest));
+        Some((entries, digest))
+    }
+
     /// Turns one entry of a received pre-prepare into a log entry. `None` when the
     /// entry is malformed: a correct primary never sends one.
-    pub(super) fn batch_entry(&self, e: &BatchEntry) -> Option<Entry> {
+    fn batch_entry(&self, e: &BatchEntry) -> Option<Entry> {
         match e {
             BatchEntry::Inline(bytes) => {
                 let env = wire::decode(bytes.clone(), self.cfg.max_message_bytes).ok()?;

@@ -18,7 +18,7 @@
 //!   names. It needs each message's body: its own copy (MAC checked), or a
 //!   relayed copy with that digest that f+1 replicas other than the sender
 //!   acked, so at least one correct replica received it from its sender.
-//! - Installing the view: a tentative execution the decision did not keep is
+//! - Installing the view (`new_view.rs`): a tentative execution the decision did not keep is
 //!   undone; the log becomes the chosen batches (in the new view, prepared
 //!   again by every replica); batches chosen by digest that a replica lacks are
 //!   fetched through STATUS and accepted by digest; a replica behind the chosen
@@ -37,13 +37,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
-use super::{Batch, Replica};
+use super::Replica;
 use crate::auth::Audience;
 use crate::effects::{Dest, Effect, Outbox, Timer};
 use crate::metrics::DropReason;
-use crate::service::{ReadContext, Service, StateRegionRef};
+use crate::service::Service;
 use crate::types::{ClientId, Digest, NodeId, ReplicaId, SeqNo, View};
-use crate::view_change::{decide, Choice, NewViewDecision, Undecided, ViewChangeInfo};
+use crate::view_change::{decide, NewViewDecision, Undecided, ViewChangeInfo};
 use crate::wire::{self, Message, NewView, VcEntry, ViewChange, ViewChangeAck, MAX_VC_CHECKPOINTS};
 
 /// Views ahead of the current one for which messages are kept.
@@ -57,42 +57,42 @@ const MAX_DEFERRALS: u32 = 4;
 
 /// A VIEW-CHANGE message kept for a view change.
 #[derive(Clone, Debug)]
-struct StoredVc {
-    msg: ViewChange,
-    digest: Digest,
-    raw: Bytes,
+pub(super) struct StoredVc {
+    pub(super) msg: ViewChange,
+    pub(super) digest: Digest,
+    pub(super) raw: Bytes,
 }
 
 /// What the current view was installed from, to pass on to replicas that
 /// missed it.
 #[derive(Clone, Debug)]
-struct Installed {
-    new_view: NewView,
-    raw: Bytes,
-    view_changes: Vec<Bytes>,
+pub(super) struct Installed {
+    pub(super) new_view: NewView,
+    pub(super) raw: Bytes,
+    pub(super) view_changes: Vec<Bytes>,
 }
 
 /// The view-change state of a replica.
 #[derive(Debug)]
 pub(super) struct ViewChanges {
     /// VIEW-CHANGE messages whose MAC this replica checked, by (view, sender).
-    msgs: BTreeMap<(View, ReplicaId), StoredVc>,
+    pub(super) msgs: BTreeMap<(View, ReplicaId), StoredVc>,
     /// VIEW-CHANGE messages a pending NEW-VIEW names, received relayed or
     /// with a MAC that did not check for us: trusted once f+1 acks vouch.
-    relayed: BTreeMap<(View, ReplicaId), StoredVc>,
+    pub(super) relayed: BTreeMap<(View, ReplicaId), StoredVc>,
     /// acks[(view, sender of the VIEW-CHANGE)][acker] = its digest.
-    acks: BTreeMap<(View, ReplicaId), BTreeMap<ReplicaId, Digest>>,
+    pub(super) acks: BTreeMap<(View, ReplicaId), BTreeMap<ReplicaId, Digest>>,
     /// A NEW-VIEW waiting for the VIEW-CHANGE messages it names.
-    pending: Option<(NewView, Bytes)>,
-    installed: Option<Installed>,
+    pub(super) pending: Option<(NewView, Bytes)>,
+    pub(super) installed: Option<Installed>,
     /// The choices of the installed view, for sequence numbers that enter the
     /// window only later (this replica was behind the chosen checkpoint).
-    choices: BTreeMap<SeqNo, Digest>,
+    pub(super) choices: BTreeMap<SeqNo, Digest>,
     /// The current timeout (doubled by each view that fails to install).
-    timeout_us: u64,
-    timer_running: bool,
+    pub(super) timeout_us: u64,
+    pub(super) timer_running: bool,
     /// Timeouts let pass since the last execution because this replica lagged.
-    deferrals: u32,
+    pub(super) deferrals: u32,
 }
 
 impl ViewChanges {
@@ -111,7 +111,7 @@ impl ViewChanges {
     }
 
     /// Forgets everything about views below `v`.
-    fn forget_below(&mut self, v: View) {
+    pub(super) fn forget_below(&mut self, v: View) {
         self.msgs.retain(|(w, _), _| *w >= v);
         self.relayed.retain(|(w, _), _| *w >= v);
         self.acks.retain(|(w, _), _| *w >= v);
@@ -222,20 +222,12 @@ impl<S: Service> Replica<S> {
             .values()
             .filter(|(v, executed)| *v == self.view && *executed > self.last_executed)
             .count();
-        if ahead > self.cfg.f {
-            return true;
-        }
-        let Some(slot) = self.log.get(&self.last_executed.next()) else { return false };
-        let mut tally: BTreeMap<Digest, usize> = BTreeMap::new();
-        for v in slot.commits.values().filter(|v| v.view == self.view) {
-            *tally.entry(v.digest).or_default() += 1;
-        }
-        tally.values().any(|c| *c >= self.cfg.quorum())
+        ahead > self.cfg.f || self.certified_batch(self.last_executed.next()).is_some_and(|(v, _)| v == self.view)
     }
 
     /// Whether this backup waits for the primary: a request it holds has not
     /// executed, or its tentative execution has not committed.
-    fn waiting_for_execution(&self) -> bool {
+    pub(super) fn waiting_for_execution(&self) -> bool {
         !self.is_primary() && (!self.known.is_empty() || self.tentative.is_some())
     }
 
@@ -486,7 +478,7 @@ impl<S: Service> Replica<S> {
         #[cfg(feature = "deliberate-bugs")]
         if self.cfg.bugs.new_view_drops_prepared {
             for (_, c) in decision.choices.iter_mut() {
-                *c = Choice::Null;
+                *c = crate::view_change::Choice::Null;
             }
         }
         Ok(decision)
@@ -517,7 +509,7 @@ impl<S: Service> Replica<S> {
 
     /// The body of the VIEW-CHANGE (v, j, d) if this replica may trust it: its
     /// own copy, or a relayed one that f+1 replicas other than j acked.
-    fn trusted_view_change(&self, v: View, j: ReplicaId, d: Digest) -> Option<&StoredVc> {
+    pub(super) fn trusted_view_change(&self, v: View, j: ReplicaId, d: Digest) -> Option<&StoredVc> {
         if let Some(s) = self.vc.msgs.get(&(v, j)).filter(|s| s.digest == d) {
             return Some(s);
         }
@@ -545,260 +537,6 @@ impl<S: Service> Replica<S> {
             // moves us on.
             Err(_) => self.metrics.drop(DropReason::Invalid),
         }
-    }
-
-    // ----- installing the view -----
-
-    fn install(&mut self, nv: NewView, raw: Bytes, decision: NewViewDecision, out: &mut Outbox) {
-        let v = nv.view;
-        let view_changes: Vec<Bytes> = nv
-            .view_changes
-            .iter()
-            .filter_map(|(j, d)| self.trusted_view_change(v, *j, *d).map(|s| s.raw.clone()))
-            .collect();
-        let sources: Vec<ReplicaId> = nv
-            .view_changes
-            .iter()
-            .filter(|(j, d)| {
-                self.trusted_view_change(v, *j, *d).is_some_and(|s| s.msg.checkpoints.contains(&decision.checkpoint))
-            })
-            .map(|(j, _)| *j)
-            .filter(|j| *j != self.id)
-            .collect();
-        self.view = v;
-        self.view_active = true;
-        self.vc.forget_below(View(v.0 + 1));
-        self.vc.installed = Some(Installed { new_view: nv, raw, view_changes });
-        self.vc.pending = None;
-        if self.vc.timer_running {
-            self.vc.timer_running = false;
-            out.push(Effect::CancelTimer { timer: Timer::ViewChange });
-        }
-        self.metrics.views_installed += 1;
-
-        let (h_new, d_new) = decision.checkpoint;
-        let null = null_batch_digest();
-        let choices: BTreeMap<SeqNo, Digest> = decision
-            .choices
-            .iter()
-            .map(|(n, c)| (*n, if let Choice::Request(d) = c { *d } else { null }))
-            .collect();
-        let last_chosen = choices.keys().next_back().copied().unwrap_or(h_new).max(h_new);
-
-        // A tentative execution the new view does not keep is undone. At or
-        // below the chosen checkpoint it committed somewhere: it stays.
-        if let Some(t) = self.tentative {
-            let executed = self.log.get(&t).and_then(|s| s.batch.as_ref()).map(|b| b.digest);
-            if t > h_new && choices.get(&t) != executed.as_ref() {
-                self.undo_tentative(t, out);
-            }
-        }
-        if h_new > self.last_executed && !sources.is_empty() {
-            self.start_transfer(h_new, d_new, sources, out);
-        }
-
-        // The log: the chosen batches, re-proposed in this view, and nothing
-        // above them that has not executed.
-        let executed = self.last_executed;
-        self.log.retain(|n, _| *n <= last_chosen || *n <= executed);
-        self.awaiting.retain(|(_, n)| *n <= last_chosen || *n <= executed);
-        let floor = self.low_water_mark.max(h_new);
-        self.vc.choices = choices.into_iter().filter(|(n, _)| *n > floor).collect();
-        let adopt: Vec<SeqNo> = self.vc.choices.keys().copied().filter(|n| self.in_window(*n)).collect();
-        for n in &adopt {
-            self.adopt_choice(*n);
-        }
-
-        if self.is_primary() {
-            self.become_primary(last_chosen);
-        }
-        out.push(Effect::ViewInstalled { view: v });
-        for n in adopt {
-            self.check_progress(n, out);
-        }
-        if self.waiting_for_execution() {
-            self.start_view_change_timer(out);
-        }
-        self.try_send_batches(self.now, out);
-        self.try_execute(out);
-    }
-
-    /// Re-proposes the chosen batch at `n` in the current view: reuses the
-    /// body this replica holds when its digest matches, else waits for it.
-    pub(super) fn adopt_choice(&mut self, n: SeqNo) {
-        let Some(d) = self.vc.choices.get(&n).copied() else { return };
-        let v = self.view;
-        let executed = n <= self.last_executed;
-        let slot = self.log.entry(n).or_default();
-        let batch = match slot.batch.take().filter(|b| b.digest == d && !b.missing) {
-            Some(mut b) => {
-                b.view = v;
-                b.reproposed = true;
-                b
-            }
-            None => {
-                let null = d == null_batch_digest();
-                Batch {
-                    view: v,
-                    digest: d,
-                    nondet_time_us: 0,
-                    raw: Bytes::new(),
-                    entries: Vec::new(),
-                    nondet_ok: true,
-                    reproposed: true,
-                    missing: !null,
-                }
-            }
-        };
-        debug_assert!(!executed || !slot.committed || batch.digest == d);
-        slot.committed = slot.committed && executed;
-        slot.batch = Some(batch);
-        slot.prepares.clear();
-        slot.commits.clear();
-        slot.my_prepare = None;
-        slot.my_commit = None;
-        slot.prepared = false;
-        let prepared = slot.prepared_cert.map(|(d, _)| d);
-        note_pre_prepared(&mut slot.pre_prepared_in, d, v, prepared);
-    }
-
-    /// The new primary continues after the last chosen batch, with a
-    /// non-deterministic value no lower than any it may follow, and proposes
-    /// the requests that waited for a working primary.
-    fn become_primary(&mut self, last_chosen: SeqNo) {
-        self.next_seq = last_chosen.max(self.last_executed).next();
-        let mut floor = self.last_nondet_us.max(self.last_executed_nondet_us);
-        let mut proposed = BTreeSet::new();
-        for slot in self.log.values() {
-            if let Some(b) = &slot.batch {
-                floor = floor.max(b.nondet_time_us);
-                for e in &b.entries {
-                    proposed.insert(e.digest);
-                    if let Some((r, _)) = &e.body {
-                        let t = self.assigned.entry(r.client).or_insert(r.timestamp);
-                        *t = (*t).max(r.timestamp);
-                    }
-                }
-            }
-        }
-        self.last_nondet_us = floor;
-        let mut waiting: Vec<(crate::wire::Request, Bytes)> = self
-            .known
-            .iter()
-            .filter(|(d, (r, _))| !proposed.contains(*d) && r.timestamp > self.last_timestamp(r.client))
-            .map(|(_, body)| body.clone())
-            .collect();
-        waiting.sort_by_key(|(r, _)| (r.client, r.timestamp));
-        for (req, raw) in waiting {
-            self.enqueue(req, raw);
-        }
-    }
-
-    /// Undoes the tentative execution of batch `t`: pages, reply table and
-    /// the non-deterministic value go back to before it; its requests are
-    /// pending again.
-    fn undo_tentative(&mut self, t: SeqNo, out: &mut Outbox) {
-        if !self.state.undo() {
-            return self.metrics.drop(DropReason::Invalid);
-        }
-        {
-            let region = StateRegionRef::new(&self.state, self.service_first_page(), self.service_pages())
-                .expect("service region is inside the state");
-            self.service.state_replaced(&ReadContext { client: ClientId(0), state: region });
-        }
-        self.last_executed = SeqNo(t.0 - 1);
-        self.last_executed_nondet_us = self.nondet_before_tentative;
-        self.tentative = None;
-        let bodies: Vec<(crate::wire::Request, Bytes)> = self
-            .log
-            .get(&t)
-            .and_then(|s| s.batch.as_ref())
-            .map(|b| b.entries.iter().filter_map(|e| e.body.clone()).collect())
-            .unwrap_or_default();
-        for (req, raw) in bodies {
-            self.remember_request(&req, &raw);
-        }
-        self.metrics.rollbacks += 1;
-        out.push(Effect::RolledBack { seq: t });
-    }
-
-    /// Sequence numbers the current view chose that lie in the window.
-    pub(super) fn vc_choices_in_window(&self) -> Vec<SeqNo> {
-        self.vc.choices.keys().copied().filter(|n| self.in_window(*n)).collect()
-    }
-
-    // ----- batches chosen by digest -----
-
-    /// Whether slot `seq` waits for the body of a batch: one a NEW-VIEW chose
-    /// by digest, or the one 2f+1 replicas committed while this replica holds
-    /// a conflicting one.
-    pub(super) fn wants_batch(&self, seq: SeqNo) -> bool {
-        self.log
-            .get(&seq)
-            .and_then(|s| s.batch.as_ref())
-            .is_some_and(|b| b.missing || self.certified_batch(seq).is_some_and(|(_, d)| d != b.digest))
-    }
-
-    /// The batch 2f+1 replicas committed at `seq` in one view (2f+1 matching
-    /// COMMITs), if any. A backup whose own pre-prepare differs was lied to
-    /// by an equivocating primary: it takes the certified batch (fetched
-    /// through STATUS and accepted by digest), or it would stay behind until
-    /// the next checkpoint.
-    pub(super) fn certified_batch(&self, seq: SeqNo) -> Option<(View, Digest)> {
-        let slot = self.log.get(&seq)?;
-        let mut tally: BTreeMap<(View, Digest), usize> = BTreeMap::new();
-        for v in slot.commits.values() {
-            *tally.entry((v.view, v.digest)).or_default() += 1;
-        }
-        tally.into_iter().find(|(_, n)| *n >= self.cfg.quorum()).map(|(k, _)| k)
-    }
-
-    /// Accepts a pre-prepare (of any view, from anyone) as the body of the
-    /// batch chosen at its sequence number if its digest matches.
-    pub(super) fn fill_chosen_batch(&mut self, env: wire::Envelope, out: &mut Outbox) {
-        let Message::PrePrepare(p) = env.message else { return };
-        if p.entries.len() > self.cfg.max_batch_requests {
-            return self.metrics.drop(DropReason::Invalid);
-        }
-        let mut entries = Vec::with_capacity(p.entries.len());
-        for e in &p.entries {
-            match self.batch_entry(e) {
-                Some(entry) => entries.push(entry),
-                None => return self.metrics.drop(DropReason::Invalid),
-            }
-        }
-        let digest = super::normal_case::batch_digest(p.nondet_time_us, entries.iter().map(|e| e.digest));
-        // The certified batch replaces a conflicting one.
-        if let Some((view, certified)) = self.certified_batch(p.seq) {
-            let slot = self.log.get_mut(&p.seq).expect("certified slots exist");
-            if certified == digest && slot.batch.as_ref().is_some_and(|b| b.digest != certified && !b.missing) {
-                slot.batch = Some(Batch {
-                    view,
-                    digest,
-                    nondet_time_us: p.nondet_time_us,
-                    raw: Bytes::new(),
-                    entries: Vec::new(),
-                    nondet_ok: true,
-                    reproposed: true,
-                    missing: true,
-                });
-                slot.my_prepare = None;
-                slot.prepared = false;
-            }
-        }
-        let Some(batch) = self.log.get_mut(&p.seq).and_then(|s| s.batch.as_mut()) else { return };
-        if batch.digest != digest {
-            return self.metrics.drop(DropReason::Invalid);
-        }
-        for e in entries.iter().filter(|e| !e.authenticated) {
-            self.awaiting.insert((e.digest, p.seq));
-        }
-        let batch = self.log.get_mut(&p.seq).and_then(|s| s.batch.as_mut()).expect("checked above");
-        batch.entries = entries;
-        batch.nondet_time_us = p.nondet_time_us;
-        batch.raw = env.raw;
-        batch.missing = false;
-        self.check_progress(p.seq, out);
     }
 
     // ----- retransmission -----
@@ -839,19 +577,5 @@ impl<S: Service> Replica<S> {
         for a in acks {
             out.send(dest, a);
         }
-    }
-}
-
-/// Records that batch `d` pre-prepared in view `v`, keeping the latest view
-/// per batch and at most [`MAX_Q_PER_SEQ`] batches: the oldest views go, but
-/// never `prepared`, the batch this replica holds a prepared certificate for.
-pub(super) fn note_pre_prepared(q: &mut Vec<(Digest, View)>, d: Digest, v: View, prepared: Option<Digest>) {
-    match q.iter_mut().find(|(e, _)| *e == d) {
-        Some(entry) => entry.1 = entry.1.max(v),
-        None => q.push((d, v)),
-    }
-    if q.len() > MAX_Q_PER_SEQ {
-        q.sort_by_key(|e| std::cmp::Reverse((Some(e.0) == prepared, e.1)));
-        q.truncate(MAX_Q_PER_SEQ);
     }
 }
