@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_faults;
+mod bench_transfer;
 mod demo;
 mod kv;
 mod plot;
