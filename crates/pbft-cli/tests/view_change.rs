@@ -17,7 +17,7 @@ use common::{
     spawn_replica, start_replicas,
 };
 use pbft_kv::KvModel;
-use pbft_node::launcher::wait_until_up;
+use pbft_node::launcher::{wait_until_up, Processes};
 use pbft_node::{Cluster, ClusterClient};
 
 const BUDGET: Duration = Duration::from_secs(90);
@@ -124,16 +124,7 @@ fn killing_the_primary_under_load_changes_view() {
 fn a_wiped_replica_catches_up_and_serves() {
     let deadline = Instant::now() + BUDGET;
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = keygen(dir.path(), 1);
-    // Small checkpoints, so that 300 operations carry the others' stable
-    // checkpoint past anything a restarted replica could get from their logs:
-    // it has to fetch their state.
-    set_protocol(&path, |p| {
-        p.checkpoint_interval = 16;
-        p.log_window = 32;
-    });
-    let cluster = Cluster::load(&path).expect("cluster");
-    let mut procs = start_replicas(&path, dir.path());
+    let (path, cluster, mut procs) = small_checkpoint_cluster(dir.path());
     let mut client = open_client(&path, 0);
     let mut model = KvModel::new();
     let step = |from: usize, to: usize, client: &mut ClusterClient, model: &mut KvModel, what: &str| {
@@ -195,13 +186,7 @@ fn a_wiped_replica_catches_up_and_serves() {
 fn a_replica_restarted_from_disk_fetches_only_what_changed() {
     let deadline = Instant::now() + BUDGET;
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = keygen(dir.path(), 1);
-    set_protocol(&path, |p| {
-        p.checkpoint_interval = 16;
-        p.log_window = 32;
-    });
-    let cluster = Cluster::load(&path).expect("cluster");
-    let mut procs = start_replicas(&path, dir.path());
+    let (path, cluster, mut procs) = small_checkpoint_cluster(dir.path());
     let mut client = open_client(&path, 0);
     let mut model = KvModel::new();
     let value = |id, name| metric(&cluster, id, name).unwrap_or(-1.0);
@@ -229,4 +214,18 @@ fn a_replica_restarted_from_disk_fetches_only_what_changed() {
     run_ops(&mut client, &mut model, 0, 520..620, deadline);
     let served = poll_until(Duration::from_secs(2), || value(2, "pbft_last_executed") > executed_before);
     assert!(served, "replica 2 executed nothing after replica 3 died\n{}", logs(dir.path()));
+}
+
+/// A 4-replica cluster with small checkpoints (every 16, window 32), so that a
+/// few hundred operations carry the others' stable checkpoint past anything a
+/// restarted replica could get from their logs: it has to fetch their state.
+fn small_checkpoint_cluster(dir: &Path) -> (std::path::PathBuf, Cluster, Processes) {
+    let path = keygen(dir, 1);
+    set_protocol(&path, |p| {
+        p.checkpoint_interval = 16;
+        p.log_window = 32;
+    });
+    let cluster = Cluster::load(&path).expect("cluster");
+    let procs = start_replicas(&path, dir);
+    (path, cluster, procs)
 }
