@@ -18,6 +18,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::state::PAGE_SIZE;
 use crate::types::{ClientId, Digest, NodeId, ReplicaId, SeqNo, Timestamp, View};
 
 pub const MAGIC: [u8; 2] = *b"PB";
@@ -231,11 +232,49 @@ pub struct MetaData {
 /// `<DATA, n, x, pages>`: pages x, x+1, ... as of checkpoint n, concatenated
 /// (a whole number of pages, as many as the FETCH asked for and one datagram
 /// holds).
+///
+/// `digests` are not sent: they are the digests of the pages (of each
+/// `PAGE_SIZE` piece of `page`, the last one possibly shorter), which the
+/// sender takes from its partition tree and `decode` computes. The MAC covers
+/// them in place of the page bytes, so each page is hashed once on each side:
+/// the receiver needs its digest anyway, to check it against the tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Data {
     pub seq: SeqNo,
     pub index: u64,
     pub page: Bytes,
+    pub digests: Vec<Digest>,
+}
+
+impl Data {
+    /// A DATA message with its pages' digests computed.
+    pub fn new(seq: SeqNo, index: u64, page: Bytes) -> Data {
+        let digests = page_digests(&page);
+        Data { seq, index, page, digests }
+    }
+}
+
+/// The digest of each `PAGE_SIZE` piece of `page`.
+fn page_digests(page: &[u8]) -> Vec<Digest> {
+    page.chunks(PAGE_SIZE).map(Digest::of).collect()
+}
+
+/// The digest a message's MAC covers, given its authenticated bytes: their
+/// BLAKE3 hash, except for DATA, whose page bytes (the last field) count by
+/// their digests.
+pub fn auth_digest(message: &Message, authenticated: &[u8]) -> Digest {
+    match message {
+        Message::Data(d) => {
+            let prefix = &authenticated[..authenticated.len() - d.page.len()];
+            let mut h = blake3::Hasher::new();
+            h.update(prefix);
+            for digest in &d.digests {
+                h.update(&digest.0);
+            }
+            Digest(*h.finalize().as_bytes())
+        }
+        _ => Digest::of(authenticated),
+    }
 }
 
 /// A (sequence number, digest, view) entry of a VIEW-CHANGE's P or Q set.
@@ -334,9 +373,11 @@ pub struct Envelope {
 /// [`crate::auth`] fills in. Returns the buffer and the length of the
 /// authenticated part.
 pub fn encode_unauthenticated(sender: NodeId, message: &Message, tag_count: usize) -> (BytesMut, usize) {
-    let mut body = BytesMut::with_capacity(64);
-    encode_body(message, &mut body);
-    let mut out = BytesMut::with_capacity(HEADER_LEN + body.len() + 1 + tag_count * TAG_LEN);
+    let extra = match message {
+        Message::Data(d) => d.page.len(),
+        _ => 0,
+    };
+    let mut out = BytesMut::with_capacity(HEADER_LEN + 64 + extra + 1 + tag_count * TAG_LEN);
     out.put_slice(&MAGIC);
     out.put_u8(VERSION);
     out.put_u8(message.kind() as u8);
@@ -350,8 +391,12 @@ pub fn encode_unauthenticated(sender: NodeId, message: &Message, tag_count: usiz
             out.put_u32_le(c.0);
         }
     }
-    out.put_u32_le(body.len() as u32);
-    out.put_slice(&body);
+    // The body goes straight into the datagram; its length is filled in after.
+    let len_at = out.len();
+    out.put_u32_le(0);
+    encode_body(message, &mut out);
+    let body_len = (out.len() - len_at - 4) as u32;
+    out[len_at..len_at + 4].copy_from_slice(&body_len.to_le_bytes());
     let authenticated_len = out.len();
     out.put_u8(tag_count as u8);
     out.put_bytes(0, tag_count * TAG_LEN);
@@ -577,7 +622,7 @@ pub fn decode(raw: Bytes, max_len: usize) -> Result<Envelope, WireError> {
     let mut br = Reader { buf: body, pos: 0 };
     let message = decode_body(kind, &mut br, &raw, body_start)?;
     br.finish()?;
-    let auth_digest = Digest::of(&raw[..authenticated_len]);
+    let auth_digest = auth_digest(&message, &raw[..authenticated_len]);
     Ok(Envelope { sender, message, auth_digest, tags, raw })
 }
 
@@ -674,7 +719,7 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>, whole: &Bytes, base: usize) -> Re
             }
             Message::MetaData(MetaData { seq, level, index, children })
         }
-        Kind::Data => Message::Data(Data { seq: SeqNo(r.u64()?), index: r.u64()?, page: r.bytes(whole, base)? }),
+        Kind::Data => Message::Data(Data::new(SeqNo(r.u64()?), r.u64()?, r.bytes(whole, base)?)),
         Kind::ViewChange => {
             let view = View(r.u64()?);
             let stable = SeqNo(r.u64()?);

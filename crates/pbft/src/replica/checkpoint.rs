@@ -40,6 +40,9 @@ impl<S: Service> Replica<S> {
         if c.seq > latest.0 {
             *latest = (c.seq, c.state_digest);
         }
+        if c.seq.0 > self.low_water_mark.0 + self.cfg.log_window {
+            self.transfer_if_far_behind(out);
+        }
         let ours = self.checkpoints.get(&c.seq).is_some_and(|v| v.mine.is_some());
         // Votes for a checkpoint this replica went past without taking (it
         // transferred state beyond it) are of no use.

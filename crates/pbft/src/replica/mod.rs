@@ -337,6 +337,9 @@ impl<S: Service> Replica<S> {
     /// the host restarts a replica that was stopped (its timers were lost).
     pub fn start(&mut self, now: Instant, out: &mut Outbox) {
         self.now = now;
+        // A STATUS at once: a replica that restarts behind hears of the
+        // checkpoints it missed (and starts a transfer) without waiting a tick.
+        self.send_status(out);
         out.push(Effect::SetTimer { timer: Timer::Status, at: now.plus_us(self.cfg.status_interval_us) });
         self.restart_view_change_timer(out);
     }

@@ -15,11 +15,17 @@
 //! page has arrived it installs them, takes the checkpoint (whose root must equal
 //! the certified digest), and resumes from there.
 //!
-//! This is the simple version needed for liveness in the normal case; fetching
-//! while the service keeps changing, META-DATA-D and restart from disk come with
-//! the view-change and state-transfer issue.
+//! The state keeps changing during a large transfer, and sources discard a
+//! checkpoint once a newer one is stable, so the transfer retargets to the
+//! newest certified checkpoint at each status tick. A retarget loses nothing
+//! it learned: fetched pages and answers still in flight are kept by digest,
+//! and subtrees whose digests did not change are expanded again from the
+//! children already known, without asking. Requests go out in a window of
+//! FETCH_WINDOW, consecutive pages batched into one FETCH/DATA pair; one left
+//! unanswered for a whole status interval is asked of the next source.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -38,10 +44,18 @@ const FETCH_WINDOW: usize = 768;
 /// Consecutive pages asked for in one FETCH and sent back in one DATA (60 KiB,
 /// within one datagram): a datagram per page made the transfer syscall-bound.
 pub const PAGES_PER_DATA: usize = 15;
-/// FETCH answers one replica gets per status interval (at the default 100 ms,
-/// up to 160 MiB/s of pages from each source): enough for a fast transfer,
-/// bounded so that a Byzantine replica cannot make a source do more.
-const FETCH_ANSWERS_PER_INTERVAL: u32 = 4096;
+/// Pages (or nodes) one replica gets per status interval in answer to FETCH:
+/// at the default 100 ms, up to 640 MiB/s from each source, above what one
+/// transfer takes from three sources (4096 capped a 256 MiB transfer near
+/// 480 MiB/s and dropped the excess), bounded so that a Byzantine replica
+/// cannot make a source do more.
+const FETCH_ANSWERS_PER_INTERVAL: u32 = 16384;
+
+/// A node or page of the partition tree: (level, index).
+type Node = (u32, u64);
+
+/// A page fetched and checked, with the digest it was checked against.
+type Fetched = (Digest, Arc<Page>);
 
 /// An ongoing state transfer.
 #[derive(Debug)]
@@ -56,12 +70,24 @@ pub(super) struct Transfer {
     /// The checkpoint of our own the tree is compared with.
     base: SeqNo,
     /// Nodes and pages still to fetch, with the digest each must have.
-    wanted: BTreeMap<(u32, u64), Digest>,
-    /// Of `wanted`, those requested from the current source.
-    requested: BTreeSet<(u32, u64)>,
-    pages: BTreeMap<u64, Box<Page>>,
+    wanted: BTreeMap<Node, Digest>,
+    /// Of `wanted`, those not asked for yet, in tree order.
+    queue: BTreeSet<Node>,
+    /// Of `wanted`, those asked for, with the status tick they were asked at.
+    requested: BTreeMap<Node, u64>,
+    /// Status ticks since the transfer began (a retargeted transfer goes on
+    /// counting).
+    ticks: u64,
+    pages: BTreeMap<u64, Fetched>,
     /// Pages fetched for an earlier target of this transfer.
-    carried: BTreeMap<u64, Box<Page>>,
+    carried: BTreeMap<u64, Fetched>,
+    /// The pages an earlier target still wanted, with their digests: answers
+    /// to its requests that arrive after the retarget are kept in `carried`.
+    previous: BTreeMap<u64, Digest>,
+    /// The children of every internal node learned from META-DATA, in this
+    /// target or an earlier one: a node whose digest is unchanged after a
+    /// retarget is expanded again without asking.
+    known: BTreeMap<Node, (Digest, Vec<Digest>)>,
     pub(super) pages_fetched: u64,
 }
 
@@ -81,8 +107,34 @@ impl<S: Service> Replica<S> {
         if !stuck && self.transfer.is_none() {
             return;
         }
-        // The highest checkpoint above our last executed batch that f+1 other
-        // replicas agree on.
+        match (self.transfer_target(), self.transfer.as_ref()) {
+            // A newer certified checkpoint replaces the target: sources may have
+            // discarded the old one.
+            (Some((seq, digest, sources)), t) if t.is_none_or(|t| seq > t.seq) => {
+                self.start_transfer(seq, digest, sources, out)
+            }
+            (_, Some(_)) => self.retry_overdue(out),
+            _ => {}
+        }
+    }
+
+    /// On a CHECKPOINT beyond our window: if f+1 replicas vouch for a
+    /// checkpoint that far ahead, the log that leads there is beyond reach
+    /// (the others have collected it), so the transfer starts at once instead
+    /// of at a status tick that finds this replica stuck.
+    pub(super) fn transfer_if_far_behind(&mut self, out: &mut Outbox) {
+        if self.transfer.is_some() {
+            return;
+        }
+        let horizon = SeqNo(self.low_water_mark.0 + self.cfg.log_window);
+        if let Some((seq, digest, sources)) = self.transfer_target().filter(|(seq, _, _)| *seq > horizon) {
+            self.start_transfer(seq, digest, sources, out);
+        }
+    }
+
+    /// The highest checkpoint above our last executed batch that f+1 other
+    /// replicas agree on, with those replicas.
+    fn transfer_target(&self) -> Option<(SeqNo, Digest, Vec<ReplicaId>)> {
         // Votes come from the checkpoint records inside the window and from each
         // replica's latest announcement (which may lie beyond it).
         let mut tally: BTreeMap<(SeqNo, Digest), BTreeSet<ReplicaId>> = BTreeMap::new();
@@ -96,16 +148,11 @@ impl<S: Service> Replica<S> {
                 tally.entry((*seq, *d)).or_default().insert(*r);
             }
         }
-        let target = tally.into_iter().rev().find(|(_, voters)| voters.len() > self.cfg.f);
-        match (target, self.transfer.as_ref()) {
-            // A newer certified checkpoint replaces the target: sources may have
-            // discarded the old one.
-            (Some(((seq, digest), sources)), t) if t.is_none_or(|t| seq > t.seq) => {
-                self.start_transfer(seq, digest, sources.into_iter().collect(), out)
-            }
-            (_, Some(_)) => self.request_wanted(true, out),
-            _ => {}
-        }
+        tally
+            .into_iter()
+            .rev()
+            .find(|(_, voters)| voters.len() > self.cfg.f)
+            .map(|((seq, digest), voters)| (seq, digest, voters.into_iter().collect()))
     }
 
     pub(super) fn start_transfer(&mut self, seq: SeqNo, digest: Digest, sources: Vec<ReplicaId>, out: &mut Outbox) {
@@ -116,47 +163,102 @@ impl<S: Service> Replica<S> {
         }
         self.tentative = None;
         let Some((base, _)) = self.state.last_checkpoint() else { return };
-        let mut wanted = BTreeMap::new();
-        wanted.insert((0, 0), digest);
+        let depth = self.state.shape().depth;
         let rotate = (self.id.index() + seq.0 as usize) % sources.len();
-        // A transfer retargeted to a newer checkpoint keeps the pages it
-        // fetched: those the new tree still names are not fetched again. The
-        // state keeps changing while a large transfer runs, and sources drop
-        // old checkpoints as theirs become stable.
-        let carried = self.transfer.take().map(|t| t.pages).unwrap_or_default();
-        self.transfer = Some(Transfer {
+        // A transfer retargeted to a newer checkpoint keeps what it learned:
+        // the pages it fetched (those the new tree still names are not fetched
+        // again), the children of the nodes it walked (unchanged subtrees are
+        // not walked again), and its requests in flight (their answers still
+        // count where the new tree wants the same page). The state keeps
+        // changing while a large transfer runs, and sources drop old
+        // checkpoints as theirs become stable.
+        let mut t = Transfer {
             seq,
             digest,
             sources,
             source: rotate,
             base,
-            wanted,
-            requested: BTreeSet::new(),
+            wanted: BTreeMap::new(),
+            queue: BTreeSet::new(),
+            requested: BTreeMap::new(),
+            ticks: 0,
             pages: BTreeMap::new(),
-            carried,
+            carried: BTreeMap::new(),
+            previous: BTreeMap::new(),
+            known: BTreeMap::new(),
             pages_fetched: 0,
-        });
+        };
+        let mut in_flight = BTreeMap::new();
+        if let Some(old) = self.transfer.take() {
+            t.ticks = old.ticks;
+            t.pages_fetched = old.pages_fetched;
+            t.known = old.known;
+            t.carried = old.carried;
+            t.carried.extend(old.pages);
+            t.previous = old.wanted.into_iter().filter(|((level, _), _)| *level == depth).map(|((_, i), d)| (i, d)).collect();
+            in_flight = old.requested.into_iter().filter(|((level, _), _)| *level == depth).map(|((_, i), at)| (i, at)).collect();
+        }
+        self.transfer = Some(t);
         self.metrics.state_transfers += 1;
-        self.request_wanted(false, out);
+        self.want(vec![((0, 0), digest)], &in_flight);
+        self.after_transfer_progress(out);
     }
 
-    /// Sends FETCH for wanted nodes, up to the window. On `retry`, what was
-    /// requested and has not come is asked of the next source.
-    fn request_wanted(&mut self, retry: bool, out: &mut Outbox) {
-        let Some(t) = self.transfer.as_mut() else { return };
-        if retry && !t.requested.is_empty() {
-            t.source = (t.source + 1) % t.sources.len();
-            t.requested.clear();
-        }
+    /// Adds nodes whose digests differ from our base checkpoint to the
+    /// transfer: a page fetched earlier with that digest is taken as is, a
+    /// node whose children are known is expanded at once, anything else is
+    /// queued to be fetched (or counted as in flight, if an earlier target
+    /// asked for that very page).
+    fn want(&mut self, mut nodes: Vec<(Node, Digest)>, in_flight: &BTreeMap<u64, u64>) {
         let depth = self.state.shape().depth;
-        let mut fetches: Vec<(ReplicaId, Fetch)> = Vec::new();
-        for key in t.wanted.keys() {
-            if t.requested.len() >= FETCH_WINDOW {
-                break;
-            }
-            if !t.requested.insert(*key) {
+        let fanout = self.state.shape().fanout as u64;
+        let Some(t) = self.transfer.as_mut() else { return };
+        while let Some(((level, index), d)) = nodes.pop() {
+            if level == depth {
+                if let Some(page) = t.carried.remove(&index).filter(|(pd, _)| *pd == d) {
+                    t.pages.insert(index, page);
+                    continue;
+                }
+                t.wanted.insert((level, index), d);
+                match in_flight.get(&index) {
+                    Some(at) if t.previous.get(&index) == Some(&d) => {
+                        t.requested.insert((level, index), *at);
+                    }
+                    _ => {
+                        t.queue.insert((level, index));
+                    }
+                }
                 continue;
             }
+            match t.known.get(&(level, index)) {
+                Some((known, children)) if *known == d => {
+                    for (k, cd) in children.iter().enumerate() {
+                        let child = index * fanout + k as u64;
+                        // Beyond the state: an all-zero subtree, checked by the
+                        // node's hash. Equal to ours: nothing to fetch.
+                        if self.state.contains_node(level + 1, child)
+                            && self.state.node_digest_at(t.base, level + 1, child).ok() != Some(*cd)
+                        {
+                            nodes.push(((level + 1, child), *cd));
+                        }
+                    }
+                }
+                _ => {
+                    t.wanted.insert((level, index), d);
+                    t.queue.insert((level, index));
+                }
+            }
+        }
+    }
+
+    /// Sends FETCH for queued nodes while fewer than the window are in flight.
+    fn request_wanted(&mut self, out: &mut Outbox) {
+        let Some(t) = self.transfer.as_mut() else { return };
+        let depth = self.state.shape().depth;
+        let mut fetches: Vec<(ReplicaId, Fetch)> = Vec::new();
+        while t.requested.len() < FETCH_WINDOW {
+            let Some(key) = t.queue.pop_first() else { break };
+            t.requested.insert(key, t.ticks);
             // Consecutive pages go in one FETCH, up to a datagram's worth.
             if let Some((_, last)) = fetches.last_mut() {
                 let follows = key.0 == depth && last.level == depth && last.index + u64::from(last.count) == key.1;
@@ -174,6 +276,22 @@ impl<S: Service> Replica<S> {
         }
     }
 
+    /// At a status tick: requests unanswered for a whole interval are asked
+    /// again, of the next source.
+    fn retry_overdue(&mut self, out: &mut Outbox) {
+        let Some(t) = self.transfer.as_mut() else { return };
+        t.ticks += 1;
+        let overdue: Vec<Node> = t.requested.iter().filter(|(_, at)| **at + 1 < t.ticks).map(|(k, _)| *k).collect();
+        if !overdue.is_empty() {
+            t.source = (t.source + 1) % t.sources.len();
+            for k in overdue {
+                t.requested.remove(&k);
+                t.queue.insert(k);
+            }
+        }
+        self.request_wanted(out);
+    }
+
     pub(super) fn on_fetch(&mut self, now: Instant, from: ReplicaId, f: Fetch, out: &mut Outbox) {
         let budget = self.fetch_budget.entry(from).or_default();
         if now.as_us() >= budget.window_start.as_us() + self.cfg.status_interval_us {
@@ -184,17 +302,30 @@ impl<S: Service> Replica<S> {
         }
         let depth = self.state.shape().depth;
         let reply = if f.level == depth {
+            // Pages from the checkpoint asked for or, if we have already
+            // discarded it, from our oldest one after it: the receiver takes
+            // pages by digest, and most did not change in between, so a
+            // transfer that is retargeting loses none of its requests.
+            let Some(seq) = self.state.retained_from(f.seq) else {
+                return self.metrics.drop(DropReason::Unexpected);
+            };
             let count = usize::from(f.count).clamp(1, PAGES_PER_DATA) as u64;
             let last = f.index.saturating_add(count).min(self.state.num_pages());
             let mut pages = Vec::with_capacity(count as usize * PAGE_SIZE);
+            let mut digests = Vec::with_capacity(count as usize);
+            // The digests come from the tree (the MAC covers them), so the
+            // pages are not hashed here.
             for index in f.index..last.max(f.index.saturating_add(1)) {
-                match self.state.page_at(f.seq, index) {
-                    Ok(page) => pages.extend_from_slice(page),
-                    Err(_) => return self.metrics.drop(DropReason::Unexpected),
+                match (self.state.page_at(seq, index), self.state.node_digest_at(seq, depth, index)) {
+                    (Ok(page), Ok(digest)) => {
+                        pages.extend_from_slice(page);
+                        digests.push(digest);
+                    }
+                    _ => return self.metrics.drop(DropReason::Unexpected),
                 }
             }
-            budget.answered += (pages.len() / PAGE_SIZE) as u32;
-            Message::Data(Data { seq: f.seq, index: f.index, page: Bytes::from(pages) })
+            budget.answered += digests.len() as u32;
+            Message::Data(Data { seq, index: f.index, page: Bytes::from(pages), digests })
         } else {
             budget.answered += 1;
             match self.state.children_at(f.seq, f.level, f.index) {
@@ -210,11 +341,13 @@ impl<S: Service> Replica<S> {
     fn reject_source(&mut self, from: ReplicaId, out: &mut Outbox) {
         self.metrics.drop(DropReason::Invalid);
         let Some(t) = self.transfer.as_mut() else { return };
-        if t.sources.len() > 1 {
+        if t.sources.len() > 1 && t.sources.contains(&from) {
             t.sources.retain(|s| *s != from);
             t.source %= t.sources.len();
-            t.requested.clear();
-            self.request_wanted(false, out);
+            // Whatever it was asked for is asked of the others.
+            let requested = std::mem::take(&mut t.requested);
+            t.queue.extend(requested.into_keys());
+            self.request_wanted(out);
         }
     }
 
@@ -230,80 +363,71 @@ impl<S: Service> Replica<S> {
         }
         t.wanted.remove(&(m.level, m.index));
         t.requested.remove(&(m.level, m.index));
-        let base = t.base;
-        let mut differing = Vec::new();
-        for (k, d) in m.children.iter().enumerate() {
-            let child = m.index * fanout + k as u64;
-            if !self.state.contains_node(m.level + 1, child) {
-                continue; // beyond the state: an all-zero subtree, checked by the hash above
-            }
-            let mine = self.state.node_digest_at(base, m.level + 1, child).ok();
-            if mine != Some(*d) {
-                differing.push(((m.level + 1, child), *d));
-            }
-        }
-        let t = self.transfer.as_mut().expect("checked above");
-        for ((level, index), d) in differing {
-            // A page fetched for an earlier target that the new tree names.
-            if level == depth {
-                if let Some(page) = t.carried.remove(&index).filter(|p| PagedState::page_digest(p) == d) {
-                    t.pages.insert(index, page);
-                    continue;
-                }
-            }
-            t.wanted.insert((level, index), d);
-        }
+        t.queue.remove(&(m.level, m.index));
+        t.known.insert((m.level, m.index), (expected, m.children));
+        self.want(vec![((m.level, m.index), expected)], &BTreeMap::new());
         self.after_transfer_progress(out);
     }
 
     pub(super) fn on_data(&mut self, from: ReplicaId, d: Data, out: &mut Outbox) {
         let depth = self.state.shape().depth;
         let Some(t) = self.transfer.as_mut() else { return self.metrics.drop(DropReason::Unexpected) };
-        if d.seq != t.seq {
-            return self.metrics.drop(DropReason::Unexpected);
-        }
         if d.page.is_empty() || !d.page.len().is_multiple_of(PAGE_SIZE) || d.page.len() / PAGE_SIZE > PAGES_PER_DATA {
             return self.reject_source(from, out);
         }
-        // Every page must be one we want, with the digest we expect; pages we
-        // no longer want (a duplicate answer) are skipped.
+        // A page is taken by its digest, whatever checkpoint the DATA names:
+        // one the current target wants, or one an earlier target wanted (an
+        // answer that was in flight when the transfer retargeted). Pages
+        // wanted by neither (a duplicate answer) are skipped; a page the
+        // current target asked for with the wrong digest rejects the source.
         let mut accepted = Vec::new();
+        let mut kept = 0;
         for (k, chunk) in d.page.chunks_exact(PAGE_SIZE).enumerate() {
             let index = d.index.saturating_add(k as u64);
-            let Some(expected) = t.wanted.get(&(depth, index)).copied() else { continue };
+            let wanted = t.wanted.get(&(depth, index)).copied();
+            let previous = t.previous.get(&index).copied();
+            if wanted.is_none() && previous.is_none() {
+                continue;
+            }
             let page = <&Page>::try_from(chunk).expect("chunks are page-sized");
-            if PagedState::page_digest(page) != expected {
+            // Computed when the DATA was decoded (the MAC covers it).
+            let Some(&digest) = d.digests.get(k) else { return self.reject_source(from, out) };
+            if wanted == Some(digest) {
+                accepted.push((index, (digest, Arc::new(*page))));
+            } else if previous == Some(digest) {
+                t.previous.remove(&index);
+                t.carried.insert(index, (digest, Arc::new(*page)));
+                kept += 1;
+            } else if d.seq == t.seq && wanted.is_some() {
                 return self.reject_source(from, out);
             }
-            accepted.push((index, Box::new(*page)));
         }
-        if accepted.is_empty() {
+        if accepted.is_empty() && kept == 0 {
             return self.metrics.drop(DropReason::Duplicate);
         }
+        let accepted_count = accepted.len();
         for (index, page) in accepted {
             t.wanted.remove(&(depth, index));
             t.requested.remove(&(depth, index));
+            t.queue.remove(&(depth, index));
+            t.previous.remove(&index);
             t.pages.insert(index, page);
-            t.pages_fetched += 1;
-            self.metrics.transfer_pages += 1;
-            self.metrics.transfer_bytes += PAGE_SIZE as u64;
         }
+        let verified = (accepted_count + kept) as u64;
+        t.pages_fetched += verified;
+        self.metrics.transfer_pages += verified;
+        self.metrics.transfer_bytes += verified * PAGE_SIZE as u64;
         self.after_transfer_progress(out);
     }
 
     fn after_transfer_progress(&mut self, out: &mut Outbox) {
         let done = self.transfer.as_ref().is_some_and(|t| t.wanted.is_empty());
         if !done {
-            return self.request_wanted(false, out);
+            return self.request_wanted(out);
         }
         let Some(t) = self.transfer.take() else { return };
         self.needs_transfer = false;
-        for (index, page) in &t.pages {
-            if self.state.replace_page(*index, page).is_err() {
-                return self.metrics.drop(DropReason::Invalid);
-            }
-        }
-        let installed = match self.state.take_checkpoint(t.seq) {
+        let installed = match self.state.install_pages(t.seq, t.pages.into_iter().map(|(i, (d, p))| (i, p, d))) {
             Ok(d) => d,
             Err(_) => return self.metrics.drop(DropReason::Invalid),
         };

@@ -200,11 +200,42 @@ impl PagedState {
         self.pages.replace(index, content, saved)
     }
 
+    /// Installs pages fetched by a state transfer, each with the digest it was
+    /// checked against, and takes a checkpoint at `seq` without hashing them
+    /// again; returns the root digest. Other pages dirtied since the last
+    /// checkpoint (normally none) are hashed as `take_checkpoint` does.
+    pub fn install_pages(
+        &mut self,
+        seq: SeqNo,
+        pages: impl IntoIterator<Item = (u64, Arc<Page>, Digest)>,
+    ) -> Result<Digest, StateError> {
+        if self.last_taken.is_some_and(|last| seq <= last) {
+            return Err(StateError::CheckpointOrder);
+        }
+        let mut known = BTreeMap::new();
+        for (index, page, digest) in pages {
+            if let Some(undo) = self.undo.as_mut() {
+                if index < self.pages.num_pages() {
+                    undo.entry(index).or_insert_with(|| self.pages.version(index));
+                }
+            }
+            let saved = self.records.values_mut().next_back().map(|r| &mut r.saved_pages);
+            self.pages.replace_shared(index, page, saved)?;
+            known.insert(index, digest);
+        }
+        self.checkpoint_with(seq, &known)
+    }
+
     /// Takes a checkpoint of the current state at `seq` (must be > the last
     /// checkpoint's seq), updating the partition tree incrementally from the
     /// pages dirtied since the previous checkpoint; returns the root digest.
     /// Costs O(dirty pages × depth × fanout), independent of the state size.
     pub fn take_checkpoint(&mut self, seq: SeqNo) -> Result<Digest, StateError> {
+        self.checkpoint_with(seq, &BTreeMap::new())
+    }
+
+    /// `take_checkpoint`, with the digests of some dirty pages already known.
+    fn checkpoint_with(&mut self, seq: SeqNo, known: &BTreeMap<u64, Digest>) -> Result<Digest, StateError> {
         if self.last_taken.is_some_and(|last| seq <= last) {
             return Err(StateError::CheckpointOrder);
         }
@@ -212,7 +243,10 @@ impl PagedState {
         let mut zero_pages = Vec::new();
         let zero_digest = page_digest(&ZERO_PAGE);
         for index in self.pages.dirty() {
-            let digest = page_digest(self.pages.page(index)?);
+            let digest = match known.get(&index) {
+                Some(d) => *d,
+                None => page_digest(self.pages.page(index)?),
+            };
             if digest == zero_digest {
                 zero_pages.push(index);
             }
@@ -234,6 +268,11 @@ impl PagedState {
         );
         self.last_taken = Some(seq);
         Ok(digest)
+    }
+
+    /// The oldest retained checkpoint at or after `seq`, if any.
+    pub fn retained_from(&self, seq: SeqNo) -> Option<SeqNo> {
+        self.records.range(seq..).next().map(|(s, _)| *s)
     }
 
     /// Digest of the retained checkpoint at `seq`, if any.
@@ -307,6 +346,20 @@ impl PagedState {
             }
         }
         self.pages.page(index)
+    }
+
+    /// As [`PagedState::page_at`], sharing the page instead of borrowing it
+    /// (`None` is the zero page): a copy that costs nothing and stays valid
+    /// while the state moves on, for a writer on another thread.
+    pub fn shared_page_at(&self, seq: SeqNo, index: u64) -> Result<Option<Arc<Page>>, StateError> {
+        self.pages.check_index(index)?;
+        self.check_retained(seq)?;
+        for record in self.records.range(seq..).map(|(_, r)| r) {
+            if let Some(saved) = record.saved_pages.get(&index) {
+                return Ok(saved.clone());
+            }
+        }
+        Ok(self.pages.version(index))
     }
 
     /// Digest of a partition-tree node (level 0 = root, level `depth` = pages)

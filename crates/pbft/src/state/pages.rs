@@ -135,6 +135,19 @@ impl PageStore {
         Ok(())
     }
 
+    /// As [`PageStore::replace`], taking a page already in shared storage.
+    pub(super) fn replace_shared(
+        &mut self,
+        index: u64,
+        content: Arc<Page>,
+        saved: Option<&mut SavedPages>,
+    ) -> Result<(), StateError> {
+        self.check_index(index)?;
+        self.mark_dirty(index, saved);
+        self.current.insert(index, content);
+        Ok(())
+    }
+
     /// The current version of a page (`None` for the zero page), shared, so
     /// that a later write copies it instead of changing it.
     pub(super) fn version(&self, index: u64) -> Option<Arc<Page>> {

@@ -63,6 +63,46 @@ fn filled(byte: u8) -> Page {
 }
 
 #[test]
+fn installed_pages_give_the_same_checkpoint_as_written_ones() {
+    // Two states with the same start; one has pages replaced and hashed at the
+    // checkpoint, the other installs them with their digests (state transfer).
+    let mut written = PagedState::new(20, SMALL).unwrap();
+    let mut installed = PagedState::new(20, SMALL).unwrap();
+    for st in [&mut written, &mut installed] {
+        st.write(3 * PAGE_SIZE as u64, &[7; 100]).unwrap();
+        st.take_checkpoint(SeqNo(10)).unwrap();
+    }
+    let pages: Vec<(u64, Page)> = vec![(0, filled(1)), (3, filled(0)), (4, filled(9)), (19, filled(2))];
+    for (i, p) in &pages {
+        written.replace_page(*i, p).unwrap();
+    }
+    let expected = written.take_checkpoint(SeqNo(20)).unwrap();
+    let with_digests = pages.iter().map(|(i, p)| (*i, Arc::new(*p), PagedState::page_digest(p)));
+    assert_eq!(installed.install_pages(SeqNo(20), with_digests).unwrap(), expected);
+    assert_eq!(content(&installed), content(&written));
+    // The older checkpoint is intact, and shared pages read as borrowed ones.
+    for seq in [SeqNo(10), SeqNo(20)] {
+        assert_eq!(installed.checkpoint_digest(seq), written.checkpoint_digest(seq));
+        for i in 0..20 {
+            let shared = installed.shared_page_at(seq, i).unwrap();
+            assert_eq!(shared.as_deref().unwrap_or(&[0u8; PAGE_SIZE]), installed.page_at(seq, i).unwrap());
+        }
+    }
+    // The page made zero is not kept in memory.
+    assert!(installed.shared_page_at(SeqNo(20), 3).unwrap().is_none());
+    // Installing at or below the last checkpoint is refused and changes nothing.
+    let again = vec![(5, Arc::new(filled(5)), PagedState::page_digest(&filled(5)))];
+    assert_eq!(installed.install_pages(SeqNo(20), again), Err(StateError::CheckpointOrder));
+    assert_eq!(installed.page(5).unwrap(), &filled(0));
+    // The oldest retained checkpoint at or after a sequence number.
+    assert_eq!(installed.retained_from(SeqNo(0)), Some(SeqNo(10)));
+    assert_eq!(installed.retained_from(SeqNo(11)), Some(SeqNo(20)));
+    assert_eq!(installed.retained_from(SeqNo(21)), None);
+    installed.discard_checkpoints_before(SeqNo(20));
+    assert_eq!(installed.retained_from(SeqNo(10)), Some(SeqNo(20)));
+}
+
+#[test]
 fn read_write_across_page_boundaries() {
     let mut st = PagedState::new(4, SMALL).unwrap();
     let data: Vec<u8> = (1..=10).collect();
