@@ -22,6 +22,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use pbft::state::{Page, PagedState, PAGE_SIZE};
 use pbft::{Digest, SavedState, SeqNo};
@@ -118,13 +119,30 @@ impl Store {
             return Ok(SaveStats::default());
         }
         let mut stats = SaveStats::default();
+        // Runs of consecutive pages go out in one write of up to WRITE_RUN pages.
+        let mut run: Vec<u8> = Vec::with_capacity(WRITE_RUN * PAGE_SIZE);
+        let mut run_start = 0u64;
+        let flush = |run: &mut Vec<u8>, at: u64| -> Result<(), NodeError> {
+            if !run.is_empty() {
+                self.pages.write_all_at(run, at * PAGE_SIZE as u64).map_err(|e| NodeError::io("writing the pages file", e))?;
+                run.clear();
+            }
+            Ok(())
+        };
         for (index, page) in &job.pages {
-            self.pages
-                .write_all_at(&page[..], index * PAGE_SIZE as u64)
-                .map_err(|e| NodeError::io("writing the pages file", e))?;
+            let follows = run_start + (run.len() / PAGE_SIZE) as u64 == *index;
+            if !follows || run.len() >= WRITE_RUN * PAGE_SIZE {
+                flush(&mut run, run_start)?;
+                run_start = *index;
+            }
+            match page {
+                Some(page) => run.extend_from_slice(&page[..]),
+                None => run.resize(run.len() + PAGE_SIZE, 0),
+            }
             stats.pages += 1;
             stats.bytes += PAGE_SIZE as u64;
         }
+        flush(&mut run, run_start)?;
         let (seq, digest) = (job.seq, job.digest);
         self.pages.sync_data().map_err(|e| NodeError::io("syncing the pages file", e))?;
         let tmp = self.dir.join("checkpoint.tmp");
@@ -141,24 +159,27 @@ impl Store {
     }
 }
 
+/// Pages written to the pages file in one call, at most (1 MiB).
+const WRITE_RUN: usize = 256;
+
 /// The pages of checkpoint `seq` that changed after the checkpoint on disk,
-/// copied out of the state so that the replica can go on.
+/// shared with the state (copy-on-write) so that the replica can go on
+/// without copying them; `None` is a zero page.
 #[derive(Clone, Debug)]
 pub struct SaveJob {
     pub seq: SeqNo,
     pub digest: Digest,
     pub num_pages: u64,
-    pub pages: Vec<(u64, Box<Page>)>,
+    pub pages: Vec<(u64, Option<Arc<Page>>)>,
 }
 
 impl SaveJob {
-    /// Copies the pages of the retained checkpoint `seq` modified after `after`.
+    /// Takes the pages of the retained checkpoint `seq` modified after `after`.
     pub fn collect(state: &PagedState, seq: SeqNo, digest: Digest, after: SeqNo) -> Result<SaveJob, NodeError> {
         let state_error = |e| NodeError::io("saving", std::io::Error::other(e));
         let mut pages = Vec::new();
         for index in state.pages_modified_after(seq, after).map_err(state_error)? {
-            let page: &Page = state.page_at(seq, index).map_err(state_error)?;
-            pages.push((index, Box::new(*page)));
+            pages.push((index, state.shared_page_at(seq, index).map_err(state_error)?));
         }
         Ok(SaveJob { seq, digest, num_pages: state.num_pages(), pages })
     }
