@@ -79,10 +79,19 @@ impl ByzReplica {
                 self.held.extend(targets.iter().map(|t| (at, *t, bytes.clone())));
                 Vec::new()
             }
+            // Its pre-prepares are withheld, so the others change view and
+            // its lies in the view change matter.
+            (ByzMode::LyingViewChange, Message::PrePrepare(_)) => Vec::new(),
             (ByzMode::LyingViewChange, Message::ViewChange(vc)) => {
                 let mut vc: ViewChange = vc;
                 let last = View(vc.view.0 - 1);
-                for k in 1..=2 {
+                // Made-up requests "prepared" in the last view: one just above
+                // the stable checkpoint (where correct replicas usually have
+                // the real one) and one just above anything really prepared
+                // (where nobody has anything, so only rule A2 keeps it out).
+                let top = vc.prepared.iter().chain(&vc.pre_prepared).map(|e| e.seq.0).max().unwrap_or(vc.stable.0);
+                let fresh = (top + 1 <= vc.stable.0 + cfg.log_window).then_some(top + 1 - vc.stable.0);
+                for k in [Some(1), fresh].into_iter().flatten() {
                     let digest = random_digest(&mut self.rng);
                     let e = VcEntry { seq: SeqNo(vc.stable.0 + k), digest, view: last };
                     vc.prepared.retain(|p| p.seq != e.seq);
@@ -101,7 +110,7 @@ impl ByzReplica {
                 if let Some(b) = page.get_mut(at) {
                     *b ^= 0x81;
                 }
-                to_all(seal(&self.keys, Message::Data(Data { page: Bytes::from(page), ..d })))
+                to_all(seal(&self.keys, Message::Data(Data::new(d.seq, d.index, Bytes::from(page)))))
             }
             (ByzMode::LyingTransfer, Message::MetaData(m)) => {
                 let mut m: MetaData = m;

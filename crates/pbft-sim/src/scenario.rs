@@ -33,8 +33,10 @@ pub enum ByzMode {
     BadNondet,
     /// As primary, holds each pre-prepare for most of the view-change timeout.
     SlowPrimary,
-    /// Claims prepared batches that never were in its VIEW-CHANGE, acks
-    /// digests it never saw, and names made-up messages in its NEW-VIEW.
+    /// Claims prepared batches that never were in its VIEW-CHANGE (just above
+    /// the stable checkpoint, and just above anything really prepared), acks
+    /// digests it never saw, and names made-up messages in its NEW-VIEW. As
+    /// primary it withholds pre-prepares, so that views do change.
     LyingViewChange,
     /// Answers state-transfer requests with corrupt pages and made-up digests.
     LyingTransfer,
