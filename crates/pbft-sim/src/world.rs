@@ -305,14 +305,6 @@ impl World {
     /// `furthest`, what the furthest had executed when the clients finished
     /// (faulty clients may still be sending).
     fn check_replicas_caught_up(&mut self, furthest: SeqNo) {
-        // Replicas restarted without their log are left out: they count as
-        // faulty until they catch up, and a restarted primary is not yet kept
-        // from proposing again in its old view (README, known limitations).
-        let restarted: Vec<usize> =
-            self.scenario.wiped.iter().copied().chain(self.scenario.from_disk.iter().map(|(r, _)| *r)).collect();
-        if !restarted.is_empty() {
-            return;
-        }
         let correct = |n: &ReplicaNode| n.byz.is_none() && !n.crashed;
         let behind: Vec<String> = self
             .replicas

@@ -179,6 +179,30 @@ impl<S: Service> Replica<S> {
     pub(super) fn check_progress(&mut self, seq: SeqNo, out: &mut Outbox) {
         let f = self.cfg.f;
         let is_primary = self.is_primary();
+        // A batch that 2f+1 replicas committed (2f+1 matching COMMITs: f+1
+        // correct replicas prepared it, so every later view keeps it) is
+        // committed here too. If this replica holds no batch or another one
+        // at that number (it missed the pre-prepare, was lied to, or restarted
+        // without its log: a restarted primary would not even accept its own
+        // pre-prepare relayed back), it takes the certified one by digest, its
+        // body to come through STATUS, and as primary it will not propose at
+        // that number again.
+        let certified = match self.log.get(&seq) {
+            Some(s) if s.commits.len() >= self.cfg.quorum() && !s.committed => self.certified_batch(seq),
+            _ => None,
+        };
+        if let Some((view, digest)) = certified {
+            let slot = self.log.get_mut(&seq).expect("checked above");
+            if slot.batch.as_ref().is_none_or(|b| b.digest != digest) {
+                slot.batch = Some(Batch::by_digest(view, digest));
+                slot.my_prepare = None;
+                slot.prepared = false;
+            }
+            slot.committed = true;
+            if self.next_seq <= seq {
+                self.next_seq = seq.next();
+            }
+        }
         let Some(slot) = self.log.get(&seq) else { return };
         let Some(batch) = &slot.batch else { return };
         let (view, digest) = (batch.view, batch.digest);
@@ -208,13 +232,15 @@ impl<S: Service> Replica<S> {
             slot.prepares.insert(self.id, Vote { view, digest });
         }
 
-        // A batch this replica committed in an earlier view, re-proposed by a
-        // NEW-VIEW: it vouches with a COMMIT at once. The others may need it to
-        // commit in this view, and nothing would be retransmitted to this
-        // replica for a slot it finished, so its own prepared certificate in
-        // this view might never form.
+        // A batch this replica knows committed without having sent its own
+        // COMMIT in this view (committed in an earlier view and re-proposed by
+        // a NEW-VIEW, or certified by 2f+1 COMMITs, one of them perhaps from
+        // a faulty replica that lied to the others): it vouches with a COMMIT
+        // at once. The others may need it to commit, and nothing would be
+        // retransmitted to this replica for a slot it finished, so its own
+        // prepared certificate might never form.
         let slot = self.log.get(&seq).expect("slot exists");
-        if slot.committed && slot.my_commit.is_none() && slot.batch.as_ref().is_some_and(|b| b.reproposed) {
+        if slot.committed && slot.my_commit.is_none() {
             let msg = Message::Commit(Commit { view, seq, digest });
             let raw = self.multicast(&msg, out);
             let slot = self.log.get_mut(&seq).expect("slot exists");
