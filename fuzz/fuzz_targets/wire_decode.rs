@@ -20,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(&buf[..authenticated_len], &data[..authenticated_len], "non-canonical encoding accepted");
     // The tag count follows the authenticated part.
     assert_eq!(data[authenticated_len] as usize, env.tags.len());
-    assert_eq!(env.auth_digest, Digest::of(&data[..authenticated_len]));
+    // The MAC covers the authenticated bytes, DATA's pages through their digests.
+    assert_eq!(env.auth_digest, wire::auth_digest(&env.message, &data[..authenticated_len]));
+    if !matches!(env.message, wire::Message::Data(_)) {
+        assert_eq!(env.auth_digest, Digest::of(&data[..authenticated_len]));
+    }
     assert_eq!(&env.raw[..], data);
     // The decoder and the encoder agree on the message as well.
     let again = wire::decode(buf.freeze(), MAX_MESSAGE_BYTES).expect("re-encoded envelope decodes");

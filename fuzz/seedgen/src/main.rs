@@ -137,6 +137,7 @@ fn main() {
             r(2),
             Message::Status(wire::Status {
                 view: View(0),
+                view_active: true,
                 stable: SeqNo(0),
                 first_open: SeqNo(1),
                 last_executed: SeqNo(0),
@@ -220,6 +221,7 @@ fn main() {
             r(3),
             Message::Status(wire::Status {
                 view: View(0),
+                view_active: true,
                 stable: SeqNo(0),
                 first_open: SeqNo(1),
                 last_executed: SeqNo(0),
