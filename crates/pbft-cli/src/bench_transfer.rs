@@ -214,6 +214,8 @@ struct RestartLog {
     restored: &'static str,
     /// From "replica started" to "state transferred", in seconds.
     started_to_transferred_s: Option<f64>,
+    /// From "state transfer started" to "state transferred", in seconds.
+    transfer_s: Option<f64>,
 }
 
 /// Reads what the replica whose log is `log` wrote past byte `from`.
@@ -228,11 +230,15 @@ fn restart_log(log: &Path, from: u64) -> RestartLog {
         "empty"
     };
     let time_of = |what: &str| text.lines().find(|l| l.contains(what)).and_then(log_time_us);
-    let started_to_transferred_s = match (time_of("replica started"), time_of("state transferred")) {
+    let span = |from: &str, to: &str| match (time_of(from), time_of(to)) {
         (Some(a), Some(b)) if b >= a => Some(secs(b - a)),
         _ => None,
     };
-    RestartLog { restored, started_to_transferred_s }
+    RestartLog {
+        restored,
+        started_to_transferred_s: span("replica started", "state transferred"),
+        transfer_s: span("state transfer started", "state transferred"),
+    }
 }
 
 /// The time at the start of a log line, `YYYY-MM-DDTHH:MM:SS.ffffffZ` (the
@@ -321,23 +327,25 @@ pub(crate) fn transfer(a: &FaultBenchArgs) -> Result<()> {
     drop(data);
 
     println!(
-        "transfer seconds two ways: 'poll' from the first to the last metrics scrape showing the transfer (resolution \
-         ~0.1 s: metrics are published every 100 ms; NaN when shorter); 'log' from the restarted replica's \"replica \
-         started\" to its \"state transferred\" log line (an upper bound: it includes hearing of the checkpoint to \
-         fetch)"
+        "transfer seconds three ways, from the restarted replica's log: 'xfer' from its \"state transfer started\" to \
+         its \"state transferred\" line (the transfer itself); 'log' from its \"replica started\" line (also hearing \
+         of the checkpoint to fetch); and 'poll' from the first to the last metrics scrape showing the transfer \
+         (metrics are published every 100 ms; NaN when shorter). Ratios are to reading as many bytes from a local file."
     );
     println!(
-        "{:5} {:>7} {:>8} {:>7} {:>9} {:>7} {:>8} {:>11} {:>8} {:>8} {:>6} {:>9} {:>9}",
+        "{:5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>9} {:>9}",
         "case",
         "pages",
         "MiB",
-        "poll s",
+        "xfer s",
         "MiB/s",
+        "ratio",
         "log s",
         "MiB/s",
-        "local MiB/s",
         "ratio",
+        "poll s",
         "ratio",
+        "local",
         "up s",
         "restart s",
         "transfers"
@@ -363,21 +371,24 @@ pub(crate) fn transfer(a: &FaultBenchArgs) -> Result<()> {
             _ => f64::NAN,
         };
         let log_s = c.log.started_to_transferred_s.unwrap_or(f64::NAN);
+        let xfer_s = c.log.transfer_s.unwrap_or(f64::NAN);
         let mib = c.bytes as f64 / MIB;
         let (read, read_s) = local_read(&pages_file, c.bytes.max(4096))?;
         let local = read as f64 / MIB / read_s.max(1e-9);
-        let (poll_rate, log_rate) = (mib / poll_s, mib / log_s);
+        let (poll_rate, log_rate, xfer_rate) = (mib / poll_s, mib / log_s, mib / xfer_s);
         println!(
-            "{case:5} {:>7} {:>8.1} {:>7.3} {:>9.1} {:>7.3} {:>8.1} {:>11.0} {:>7.4}x {:>7.4}x {:>6.2} {:>9.2} {:>9}",
+            "{case:5} {:>7} {:>7.1} {:>7.3} {:>7.1} {:>6.3}x {:>7.3} {:>7.1} {:>6.3}x {:>7.3} {:>6.3}x {:>6.0} {:>6.2} {:>9.2} {:>9}",
             c.pages,
             mib,
-            poll_s,
-            poll_rate,
+            xfer_s,
+            xfer_rate,
+            xfer_rate / local,
             log_s,
             log_rate,
-            local,
-            poll_rate / local,
             log_rate / local,
+            poll_s,
+            poll_rate / local,
+            local,
             c.up_s,
             c.done_s.unwrap_or(f64::NAN),
             c.transfers
@@ -388,15 +399,18 @@ pub(crate) fn transfer(a: &FaultBenchArgs) -> Result<()> {
         rows.add(case, "poll_mib_per_s", poll_rate);
         rows.add(case, "log_transfer_s", log_s);
         rows.add(case, "log_mib_per_s", log_rate);
+        rows.add(case, "xfer_transfer_s", xfer_s);
+        rows.add(case, "xfer_mib_per_s", xfer_rate);
+        rows.add(case, "xfer_ratio_to_local", xfer_rate / local);
         rows.add(case, "local_read_mib_per_s", local);
         rows.add(case, "poll_ratio_to_local", poll_rate / local);
         rows.add(case, "log_ratio_to_local", log_rate / local);
         rows.add(case, "restart_to_up_s", c.up_s);
         rows.add(case, "restart_to_done_s", c.done_s.unwrap_or(f64::NAN));
         rows.add(case, "transfers_started", c.transfers as f64);
-        let ratio = poll_rate.max(log_rate) / local;
+        let ratio = xfer_rate / local;
         if case == "100%" {
-            eprintln!("  target >= 0.5x the local-file rate: {}", if ratio >= 0.5 { "met" } else { "missed" });
+            eprintln!("  target >= 0.5x the local-file rate (xfer): {}", if ratio >= 0.5 { "met" } else { "missed" });
             // The 1% case restarts from the state directory: let the target
             // catch up and save a checkpoint first.
             settle(&run, spec.protocol.checkpoint_interval, TARGET)?;

@@ -207,6 +207,7 @@ impl ClusterClient {
                 | Effect::Executed(_)
                 | Effect::CommittedTentative { .. }
                 | Effect::StableCheckpoint { .. }
+                | Effect::StateTransferStarted { .. }
                 | Effect::StateTransferred { .. }
                 | Effect::RolledBack { .. }
                 | Effect::ViewInstalled { .. } => {}

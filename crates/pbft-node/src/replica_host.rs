@@ -315,6 +315,7 @@ impl<S: Service> ReplicaHost<S> {
                         }
                     }
                 }
+                Effect::StateTransferStarted { seq } => tracing::info!(seq = seq.0, "state transfer started"),
                 Effect::StateTransferred { seq, pages, .. } => tracing::info!(seq = seq.0, pages, "state transferred"),
                 Effect::ViewInstalled { view } => tracing::info!(view = view.0, "view installed"),
                 Effect::RolledBack { seq } => tracing::info!(seq = seq.0, "tentative execution undone by a view change"),

@@ -492,6 +492,7 @@ impl World {
                 }
                 Effect::ViewInstalled { .. } => self.stats.views_installed += 1,
                 Effect::StableCheckpoint { .. } => {}
+                Effect::StateTransferStarted { .. } => {}
                 Effect::StateTransferred { .. } => self.stats.state_transfers += 1,
                 Effect::Completed { timestamp: _, result, read_only: _ } => {
                     if let Addr::Client(c) = node {

@@ -57,6 +57,9 @@ pub enum Effect {
     ViewInstalled { view: crate::types::View },
     /// A replica's checkpoint became stable: the log below it is gone.
     StableCheckpoint { seq: SeqNo, digest: Digest },
+    /// A replica that fell behind started fetching the state of checkpoint
+    /// `seq` (a retarget to a newer checkpoint is not a new start).
+    StateTransferStarted { seq: SeqNo },
     /// A replica installed the state of checkpoint `seq` fetched from others.
     StateTransferred { seq: SeqNo, digest: Digest, pages: u64 },
     /// A client's request completed with this result.

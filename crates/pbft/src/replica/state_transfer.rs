@@ -189,6 +189,9 @@ impl<S: Service> Replica<S> {
             pages_fetched: 0,
         };
         let mut in_flight = BTreeMap::new();
+        if self.transfer.is_none() {
+            out.push(Effect::StateTransferStarted { seq });
+        }
         if let Some(old) = self.transfer.take() {
             t.ticks = old.ticks;
             t.pages_fetched = old.pages_fetched;
