@@ -81,7 +81,8 @@ impl ByzReplica {
             }
             // Its pre-prepares are withheld, so the others change view and
             // its lies in the view change matter.
-            (ByzMode::LyingViewChange, Message::PrePrepare(_)) => Vec::new(),
+            (ByzMode::LyingViewChange | ByzMode::PrivateViewChange, Message::PrePrepare(_)) => Vec::new(),
+            (ByzMode::PrivateViewChange, Message::ViewChange(vc)) => to_all(for_primary_only(&bytes, vc.view, cfg.n())),
             (ByzMode::LyingViewChange, Message::ViewChange(vc)) => {
                 let mut vc: ViewChange = vc;
                 let last = View(vc.view.0 - 1);
@@ -152,6 +153,7 @@ impl ByzReplica {
                 | ByzMode::BadNondet
                 | ByzMode::SlowPrimary
                 | ByzMode::LyingViewChange
+                | ByzMode::PrivateViewChange
                 | ByzMode::LyingTransfer
         ) {
             return self.rewrite_as_primary(now, cfg, targets, bytes);
@@ -226,9 +228,38 @@ pub fn byz_tick(world: &mut World, r: usize) -> Vec<(usize, Bytes)> {
                 }
             }
         }
+        // Ahead of time, a VIEW-CHANGE for each of the next n views, to its
+        // primary only, so that it arrives among the first there.
+        ByzMode::PrivateViewChange => {
+            let r = &node.replica;
+            let stable = r.low_water_mark();
+            let checkpoints: Vec<(SeqNo, Digest)> = r.state().checkpoints().into_iter().filter(|(s, _)| *s >= stable).collect();
+            for ahead in 1..=n as u64 {
+                let view = View(r.view().0 + ahead);
+                let primary = view.primary(n).index();
+                if primary == r.id().index() {
+                    continue;
+                }
+                let vc = ViewChange { view, stable, checkpoints: checkpoints.clone(), prepared: Vec::new(), pre_prepared: Vec::new() };
+                let b = byz.keys.seal(&Message::ViewChange(vc), Audience::Replicas);
+                out.push((primary, for_primary_only(&b, view, n)));
+            }
+        }
         _ => {}
     }
     out
+}
+
+/// A sealed multicast with only the MAC for `view`'s primary left right:
+/// nobody else can take it, first-hand or relayed, nor ack it.
+fn for_primary_only(bytes: &Bytes, view: View, n: usize) -> Bytes {
+    let primary = view.primary(n).index();
+    let mut b = bytes.to_vec();
+    let tags_at = b.len() - n * wire::TAG_LEN;
+    for i in (0..n).filter(|i| *i != primary) {
+        b[tags_at + i * wire::TAG_LEN] ^= 0xff;
+    }
+    Bytes::from(b)
 }
 
 /// A faulty client: a registered principal that sends what it likes.

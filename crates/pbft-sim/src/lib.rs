@@ -152,6 +152,7 @@ pub fn bug_by_name(name: &str) -> Option<Bugs> {
         "execute-before-prepared" => b.execute_before_prepared = true,
         "new-view-drops-prepared" => b.new_view_drops_prepared = true,
         "new-view-skips-a2" => b.new_view_skips_a2 = true,
+        "view-change-without-acks" => b.view_change_without_acks = true,
         _ => return None,
     }
     Some(b)

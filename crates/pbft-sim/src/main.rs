@@ -28,7 +28,7 @@ struct Args {
     family: Option<String>,
     /// Switch on a deliberate protocol bug (skip-mac-check, execute-twice,
     /// weak-reply-certificate, unbounded-request-queue, no-status, commit-quorum-2f,
-    /// execute-before-prepared, new-view-drops-prepared, new-view-skips-a2).
+    /// execute-before-prepared, new-view-drops-prepared, new-view-skips-a2, view-change-without-acks).
     #[arg(long, default_value = "none")]
     bug: String,
     /// Threads for a sweep (default: all cores).

@@ -38,6 +38,10 @@ pub enum ByzMode {
     /// digests it never saw, and names made-up messages in its NEW-VIEW. As
     /// primary it withholds pre-prepares, so that views do change.
     LyingViewChange,
+    /// Sends a VIEW-CHANGE whose MAC is right for the new primary only, which
+    /// may then name it in NEW-VIEW only if it does not wait for acks. As
+    /// primary it withholds pre-prepares, so that views do change.
+    PrivateViewChange,
     /// Answers state-transfer requests with corrupt pages and made-up digests.
     LyingTransfer,
 }
@@ -55,7 +59,7 @@ impl ByzMode {
         ByzMode::LyingTransfer,
     ];
     /// What the faulty primaries of the primary-faults family do.
-    pub const PRIMARY: [ByzMode; 10] = [
+    pub const PRIMARY: [ByzMode; 11] = [
         ByzMode::Silent,
         ByzMode::ForgeMacs,
         ByzMode::WrongDigests,
@@ -64,6 +68,7 @@ impl ByzMode {
         ByzMode::BadNondet,
         ByzMode::SlowPrimary,
         ByzMode::LyingViewChange,
+        ByzMode::PrivateViewChange,
         ByzMode::LyingCheckpoints,
         ByzMode::LyingTransfer,
     ];

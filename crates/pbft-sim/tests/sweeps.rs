@@ -51,7 +51,7 @@ fn faulty_primaries_are_replaced_and_every_checker_holds() {
     for f in ["n=4 ", "n=7 ", "n=10 "] {
         assert!(reports.iter().any(|r| r.scenario.contains(f) && r.stats.views_installed > 0), "no view change with {f}");
     }
-    for mode in ["Silent", "Equivocate", "SkipSeq", "BadNondet", "SlowPrimary", "LyingViewChange"] {
+    for mode in ["Silent", "Equivocate", "SkipSeq", "BadNondet", "SlowPrimary", "LyingViewChange", "PrivateViewChange"] {
         assert!(reports.iter().any(|r| r.scenario.contains(&format!("(0, {mode})"))), "no primary ran {mode}");
     }
     assert!(reports.iter().any(|r| r.scenario.contains("wiped=[0")), "no primary restarted wiped");
@@ -125,6 +125,13 @@ fn a_new_view_without_rule_a2_is_caught_by_liveness() {
     // A replica lying in its VIEW-CHANGE claims a made-up prepared request;
     // without A2 the new view re-proposes it, and nobody has its body.
     caught("new-view-skips-a2", Some(Family::Primaries), 0..800, "liveness");
+}
+
+#[test]
+fn a_view_change_admitted_without_acks_is_caught_by_liveness() {
+    // A replica's VIEW-CHANGE has a valid MAC for the new primary only;
+    // admitted without acks, it is named in a NEW-VIEW no backup can check.
+    caught("view-change-without-acks", Some(Family::Primaries), 0..800, "liveness");
 }
 
 #[test]

@@ -35,4 +35,9 @@ pub struct Bugs {
     /// its VIEW-CHANGE can put a made-up request into the new view (caught by
     /// liveness: no replica has its body).
     pub new_view_skips_a2: bool,
+    /// The new primary admits a VIEW-CHANGE without waiting for 2f-1 acks
+    /// of it, so its NEW-VIEW may name a VIEW-CHANGE that the backups cannot
+    /// authenticate or trust (caught by liveness, with a replica whose
+    /// VIEW-CHANGE has a valid MAC for the new primary only).
+    pub view_change_without_acks: bool,
 }

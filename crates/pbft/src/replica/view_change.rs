@@ -467,6 +467,10 @@ impl<S: Service> Replica<S> {
     /// Acks a VIEW-CHANGE needs before the new primary admits it: 2f-1, so
     /// that with the primary and the sender 2f+1 replicas hold it.
     fn admission_acks(&self) -> usize {
+        #[cfg(feature = "deliberate-bugs")]
+        if self.cfg.bugs.view_change_without_acks {
+            return 0;
+        }
         (2 * self.cfg.f).saturating_sub(1)
     }
 
