@@ -195,21 +195,41 @@ impl<S: Service> Replica<S> {
 
     // ----- batches chosen by digest -----
 
-    /// Whether slot `seq` waits for the body of a batch: one a NEW-VIEW chose
-    /// by digest, or the one 2f+1 replicas committed while this replica holds
-    /// a conflicting one.
+    /// Whether slot `seq` waits for the body of a batch known by digest only:
+    /// one a NEW-VIEW chose, or one 2f+1 COMMITs certify.
     pub(super) fn wants_batch(&self, seq: SeqNo) -> bool {
-        self.log
-            .get(&seq)
-            .and_then(|s| s.batch.as_ref())
-            .is_some_and(|b| b.missing || self.certified_batch(seq).is_some_and(|(_, d)| d != b.digest))
+        self.log.get(&seq).and_then(|s| s.batch.as_ref()).is_some_and(|b| b.missing)
+    }
+
+    /// A batch that 2f+1 replicas committed (2f+1 matching COMMITs: f+1
+    /// correct replicas prepared it, so every later view keeps it) is
+    /// committed here too, whatever view this replica is in. If this replica
+    /// holds no batch or another one at that number (it missed the
+    /// pre-prepare, an equivocating primary lied to it, or it restarted
+    /// without its log: a restarted primary would not even accept its own
+    /// pre-prepare relayed back), it takes the certified one by digest, its
+    /// body to come through STATUS, and as primary it will not propose at that
+    /// number again.
+    pub(super) fn adopt_certified_batch(&mut self, seq: SeqNo) {
+        let certified = match self.log.get(&seq) {
+            Some(s) if s.commits.len() >= self.cfg.quorum() && !s.committed => self.certified_batch(seq),
+            _ => None,
+        };
+        let Some((view, digest)) = certified else { return };
+        let slot = self.log.get_mut(&seq).expect("checked above");
+        if slot.batch.as_ref().is_none_or(|b| b.digest != digest) {
+            slot.batch = Some(Batch::by_digest(view, digest));
+            slot.my_prepare = None;
+            slot.prepared = false;
+        }
+        slot.committed = true;
+        if self.next_seq <= seq {
+            self.next_seq = seq.next();
+        }
     }
 
     /// The batch 2f+1 replicas committed at `seq` in one view (2f+1 matching
-    /// COMMITs), if any. A backup whose own pre-prepare differs was lied to
-    /// by an equivocating primary: it takes the certified batch (fetched
-    /// through STATUS and accepted by digest), or it would stay behind until
-    /// the next checkpoint.
+    /// COMMITs), if any.
     pub(super) fn certified_batch(&self, seq: SeqNo) -> Option<(View, Digest)> {
         let slot = self.log.get(&seq)?;
         let mut tally: BTreeMap<(View, Digest), usize> = BTreeMap::new();
@@ -224,15 +244,6 @@ impl<S: Service> Replica<S> {
     pub(super) fn fill_chosen_batch(&mut self, env: wire::Envelope, out: &mut Outbox) {
         let Message::PrePrepare(p) = env.message else { return };
         let Some((entries, digest)) = self.batch_entries(&p) else { return self.metrics.drop(DropReason::Invalid) };
-        // The certified batch replaces a conflicting one.
-        if let Some((view, certified)) = self.certified_batch(p.seq) {
-            let slot = self.log.get_mut(&p.seq).expect("certified slots exist");
-            if certified == digest && slot.batch.as_ref().is_some_and(|b| b.digest != certified && !b.missing) {
-                slot.batch = Some(Batch::by_digest(view, digest));
-                slot.my_prepare = None;
-                slot.prepared = false;
-            }
-        }
         let Some(batch) = self.log.get_mut(&p.seq).and_then(|s| s.batch.as_mut()) else { return };
         if batch.digest != digest {
             return self.metrics.drop(DropReason::Invalid);

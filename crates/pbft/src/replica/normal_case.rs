@@ -179,30 +179,7 @@ impl<S: Service> Replica<S> {
     pub(super) fn check_progress(&mut self, seq: SeqNo, out: &mut Outbox) {
         let f = self.cfg.f;
         let is_primary = self.is_primary();
-        // A batch that 2f+1 replicas committed (2f+1 matching COMMITs: f+1
-        // correct replicas prepared it, so every later view keeps it) is
-        // committed here too. If this replica holds no batch or another one
-        // at that number (it missed the pre-prepare, was lied to, or restarted
-        // without its log: a restarted primary would not even accept its own
-        // pre-prepare relayed back), it takes the certified one by digest, its
-        // body to come through STATUS, and as primary it will not propose at
-        // that number again.
-        let certified = match self.log.get(&seq) {
-            Some(s) if s.commits.len() >= self.cfg.quorum() && !s.committed => self.certified_batch(seq),
-            _ => None,
-        };
-        if let Some((view, digest)) = certified {
-            let slot = self.log.get_mut(&seq).expect("checked above");
-            if slot.batch.as_ref().is_none_or(|b| b.digest != digest) {
-                slot.batch = Some(Batch::by_digest(view, digest));
-                slot.my_prepare = None;
-                slot.prepared = false;
-            }
-            slot.committed = true;
-            if self.next_seq <= seq {
-                self.next_seq = seq.next();
-            }
-        }
+        self.adopt_certified_batch(seq);
         let Some(slot) = self.log.get(&seq) else { return };
         let Some(batch) = &slot.batch else { return };
         let (view, digest) = (batch.view, batch.digest);
@@ -212,16 +189,10 @@ impl<S: Service> Replica<S> {
         // for, or that a NEW-VIEW chose.
         // Nothing advances outside the current, installed view (a batch that
         // already committed still executes). A replica changing view sends
-        // nothing for the old view but still learns what commits there: 2f+1
-        // matching COMMITs prove the batch prepared at f+1 correct replicas,
-        // so every later view keeps it, and executing it lets this replica
-        // answer clients (who need 2f+1 matching replies) while it waits for
-        // the others to change view too.
+        // nothing for the old view but still learns what commits there (see
+        // adopt_certified_batch), which lets it answer clients (who need 2f+1
+        // matching replies) while it waits for the others to change view too.
         if !self.view_active || view != self.view {
-            let commits = matching(&slot.commits, view, digest);
-            if !slot.committed && commits >= self.cfg.quorum() {
-                self.log.get_mut(&seq).expect("slot exists").committed = true;
-            }
             return self.try_execute(out);
         }
         if !is_primary && slot.my_prepare.is_none() && (batch.validated() || prepares > f || batch.reproposed) {
