@@ -187,6 +187,10 @@ impl PagedState {
     /// Overwrites page `index` wholesale (state transfer); marks it dirty like
     /// `write`.
     pub fn replace_page(&mut self, index: u64, content: &Page) -> Result<(), StateError> {
+        self.replace_shared(index, Arc::new(*content))
+    }
+
+    fn replace_shared(&mut self, index: u64, content: Arc<Page>) -> Result<(), StateError> {
         if let Some(undo) = self.undo.as_mut() {
             if index < self.pages.num_pages() {
                 undo.entry(index).or_insert_with(|| self.pages.version(index));
@@ -214,13 +218,7 @@ impl PagedState {
         }
         let mut known = BTreeMap::new();
         for (index, page, digest) in pages {
-            if let Some(undo) = self.undo.as_mut() {
-                if index < self.pages.num_pages() {
-                    undo.entry(index).or_insert_with(|| self.pages.version(index));
-                }
-            }
-            let saved = self.records.values_mut().next_back().map(|r| &mut r.saved_pages);
-            self.pages.replace_shared(index, page, saved)?;
+            self.replace_shared(index, page)?;
             known.insert(index, digest);
         }
         self.checkpoint_with(seq, &known)
@@ -338,28 +336,27 @@ impl PagedState {
 
     /// Content of page `index` as of the retained checkpoint `seq`.
     pub fn page_at(&self, seq: SeqNo, index: u64) -> Result<&Page, StateError> {
-        self.pages.check_index(index)?;
-        self.check_retained(seq)?;
-        for record in self.records.range(seq..).map(|(_, r)| r) {
-            if let Some(saved) = record.saved_pages.get(&index) {
-                return Ok(saved.as_deref().unwrap_or(&ZERO_PAGE));
-            }
-        }
-        self.pages.page(index)
+        Ok(self.version_at(seq, index)?.map_or(&ZERO_PAGE, |p| &**p))
     }
 
     /// As [`PagedState::page_at`], sharing the page instead of borrowing it
     /// (`None` is the zero page): a copy that costs nothing and stays valid
     /// while the state moves on, for a writer on another thread.
     pub fn shared_page_at(&self, seq: SeqNo, index: u64) -> Result<Option<Arc<Page>>, StateError> {
+        Ok(self.version_at(seq, index)?.cloned())
+    }
+
+    /// The version of page `index` as of the retained checkpoint `seq`
+    /// (`None` for the zero page).
+    fn version_at(&self, seq: SeqNo, index: u64) -> Result<Option<&Arc<Page>>, StateError> {
         self.pages.check_index(index)?;
         self.check_retained(seq)?;
         for record in self.records.range(seq..).map(|(_, r)| r) {
             if let Some(saved) = record.saved_pages.get(&index) {
-                return Ok(saved.clone());
+                return Ok(saved.as_ref());
             }
         }
-        Ok(self.pages.version(index))
+        Ok(self.pages.shared(index))
     }
 
     /// Digest of a partition-tree node (level 0 = root, level `depth` = pages)

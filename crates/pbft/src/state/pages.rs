@@ -126,19 +126,6 @@ impl PageStore {
     pub(super) fn replace(
         &mut self,
         index: u64,
-        content: &Page,
-        saved: Option<&mut SavedPages>,
-    ) -> Result<(), StateError> {
-        self.check_index(index)?;
-        self.mark_dirty(index, saved);
-        self.current.insert(index, Arc::new(*content));
-        Ok(())
-    }
-
-    /// As [`PageStore::replace`], taking a page already in shared storage.
-    pub(super) fn replace_shared(
-        &mut self,
-        index: u64,
         content: Arc<Page>,
         saved: Option<&mut SavedPages>,
     ) -> Result<(), StateError> {
@@ -151,7 +138,12 @@ impl PageStore {
     /// The current version of a page (`None` for the zero page), shared, so
     /// that a later write copies it instead of changing it.
     pub(super) fn version(&self, index: u64) -> Option<Arc<Page>> {
-        self.current.get(&index).cloned()
+        self.shared(index).cloned()
+    }
+
+    /// The current version of a page, borrowed (`None` for the zero page).
+    pub(super) fn shared(&self, index: u64) -> Option<&Arc<Page>> {
+        self.current.get(&index)
     }
 
     /// Marks a page dirty; on its first write since the last checkpoint, saves
