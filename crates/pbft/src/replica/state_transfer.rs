@@ -81,9 +81,11 @@ pub(super) struct Transfer {
     pages: BTreeMap<u64, Fetched>,
     /// Pages fetched for an earlier target of this transfer.
     carried: BTreeMap<u64, Fetched>,
-    /// The pages an earlier target still wanted, with their digests: answers
-    /// to its requests that arrive after the retarget are kept in `carried`.
-    previous: BTreeMap<u64, Digest>,
+    /// The pages an earlier target still wanted, with their digests and, for
+    /// those asked for, the tick they were asked at: answers that arrive
+    /// after the retarget are kept in `carried`, and a page the new target
+    /// wants with the same digest counts as already asked for.
+    previous: BTreeMap<u64, (Digest, Option<u64>)>,
     /// The children of every internal node learned from META-DATA, in this
     /// target or an earlier one: a node whose digest is unchanged after a
     /// retarget is expanded again without asking.
@@ -188,7 +190,6 @@ impl<S: Service> Replica<S> {
             known: BTreeMap::new(),
             pages_fetched: 0,
         };
-        let mut in_flight = BTreeMap::new();
         if self.transfer.is_none() {
             out.push(Effect::StateTransferStarted { seq });
         }
@@ -198,12 +199,16 @@ impl<S: Service> Replica<S> {
             t.known = old.known;
             t.carried = old.carried;
             t.carried.extend(old.pages);
-            t.previous = old.wanted.into_iter().filter(|((level, _), _)| *level == depth).map(|((_, i), d)| (i, d)).collect();
-            in_flight = old.requested.into_iter().filter(|((level, _), _)| *level == depth).map(|((_, i), at)| (i, at)).collect();
+            t.previous = old
+                .wanted
+                .into_iter()
+                .filter(|((level, _), _)| *level == depth)
+                .map(|(node, d)| (node.1, (d, old.requested.get(&node).copied())))
+                .collect();
         }
         self.transfer = Some(t);
         self.metrics.state_transfers += 1;
-        self.want(vec![((0, 0), digest)], &in_flight);
+        self.want(vec![((0, 0), digest)]);
         self.after_transfer_progress(out);
     }
 
@@ -212,7 +217,7 @@ impl<S: Service> Replica<S> {
     /// node whose children are known is expanded at once, anything else is
     /// queued to be fetched (or counted as in flight, if an earlier target
     /// asked for that very page).
-    fn want(&mut self, mut nodes: Vec<(Node, Digest)>, in_flight: &BTreeMap<u64, u64>) {
+    fn want(&mut self, mut nodes: Vec<(Node, Digest)>) {
         let depth = self.state.shape().depth;
         let fanout = self.state.shape().fanout as u64;
         let Some(t) = self.transfer.as_mut() else { return };
@@ -223,8 +228,8 @@ impl<S: Service> Replica<S> {
                     continue;
                 }
                 t.wanted.insert((level, index), d);
-                match in_flight.get(&index) {
-                    Some(at) if t.previous.get(&index) == Some(&d) => {
+                match t.previous.get(&index) {
+                    Some((pd, Some(at))) if *pd == d => {
                         t.requested.insert((level, index), *at);
                     }
                     _ => {
@@ -368,7 +373,7 @@ impl<S: Service> Replica<S> {
         t.requested.remove(&(m.level, m.index));
         t.queue.remove(&(m.level, m.index));
         t.known.insert((m.level, m.index), (expected, m.children));
-        self.want(vec![((m.level, m.index), expected)], &BTreeMap::new());
+        self.want(vec![((m.level, m.index), expected)]);
         self.after_transfer_progress(out);
     }
 
@@ -388,7 +393,7 @@ impl<S: Service> Replica<S> {
         for (k, chunk) in d.page.chunks_exact(PAGE_SIZE).enumerate() {
             let index = d.index.saturating_add(k as u64);
             let wanted = t.wanted.get(&(depth, index)).copied();
-            let previous = t.previous.get(&index).copied();
+            let previous = t.previous.get(&index).map(|(d, _)| *d);
             if wanted.is_none() && previous.is_none() {
                 continue;
             }
