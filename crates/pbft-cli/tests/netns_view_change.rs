@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{
-    build_network, enter, keygen_on, log_path, logs, metric, open_client, panic_text, poll_until, run_ops, set_link,
+    build_network, enter, keygen_on, log_text, logs, metric, open_client, panic_text, poll_until, run_ops, set_link,
     spawn_replica_in,
 };
 use pbft_kv::KvModel;
@@ -73,7 +73,7 @@ fn drive(tag: &str, dir: PathBuf, path: PathBuf, deadline: Instant) {
     let back = Instant::now();
     let mut i = 600;
     let installed = |v: f64| {
-        let log = std::fs::read_to_string(log_path(&dir, 0)).unwrap_or_default();
+        let log = log_text(&dir, 0);
         log.contains(&format!("view installed view={v}"))
     };
     let view_now = loop {

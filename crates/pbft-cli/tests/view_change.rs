@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::{
-    keygen, log_path, logs, metric, metrics_addr, open_client, panic_text, poll_until, run_ops, set_protocol,
+    keygen, log_text, logs, metric, metrics_addr, open_client, panic_text, poll_until, run_ops, set_protocol,
     spawn_replica, start_replicas,
 };
 use pbft_kv::KvModel;
@@ -115,7 +115,7 @@ fn killing_the_primary_under_load_changes_view() {
         v[0].is_some_and(|v0| v0 >= 1.0) && v.iter().all(|x| *x == v[0])
     });
     assert!(agreed, "views of replicas 1..3: {:?}\n{}", views(), logs(dir.path()));
-    let log1 = std::fs::read_to_string(log_path(dir.path(), 1)).unwrap_or_default();
+    let log1 = log_text(dir.path(), 1);
     assert!(log1.contains("view installed"), "replica 1 never logged a view installed\n{}", logs(dir.path()));
     assert!(Instant::now() < deadline, "took longer than {BUDGET:?}");
 }
@@ -165,7 +165,7 @@ fn a_wiped_replica_catches_up_and_serves() {
         logs(dir.path())
     );
     println!("replica 2 caught up {:?} after the last operation", restarted.elapsed());
-    let log2 = std::fs::read_to_string(log_path(dir.path(), 2)).unwrap_or_default();
+    let log2 = log_text(dir.path(), 2);
     assert!(log2.contains("state transferred"), "replica 2 never logged a state transfer\n{}", logs(dir.path()));
 
     // With f = 1 and replica 3 gone, no quorum forms without replica 2.
@@ -203,7 +203,7 @@ fn a_replica_restarted_from_disk_fetches_only_what_changed() {
         value(2, "pbft_state_transfers_total") >= 1.0 && value(2, "pbft_last_executed") >= value(0, "pbft_last_executed")
     });
     assert!(caught_up, "replica 2 did not catch up\n{}", logs(dir.path()));
-    let log2 = std::fs::read_to_string(log_path(dir.path(), 2)).unwrap_or_default();
+    let log2 = log_text(dir.path(), 2);
     assert!(log2.contains("restarted from the state on disk"), "replica 2 did not restart from disk\n{log2}");
     let fetched = value(2, "pbft_transfer_pages_total");
     println!("replica 2 restarted from disk: fetched {fetched} pages; it had saved {saved} before the kill");

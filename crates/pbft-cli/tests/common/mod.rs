@@ -59,9 +59,14 @@ pub fn log_path(dir: &Path, id: u16) -> PathBuf {
     dir.join(format!("replica-{id}.log"))
 }
 
+/// Everything replica `id` logged so far (empty if it logged nothing).
+pub fn log_text(dir: &Path, id: u16) -> String {
+    std::fs::read_to_string(log_path(dir, id)).unwrap_or_default()
+}
+
 /// The last `lines` lines of replica `id`'s log, for failure messages.
 pub fn log_tail(dir: &Path, id: u16, lines: usize) -> String {
-    let text = std::fs::read_to_string(log_path(dir, id)).unwrap_or_default();
+    let text = log_text(dir, id);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
