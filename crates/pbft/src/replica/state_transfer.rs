@@ -190,21 +190,21 @@ impl<S: Service> Replica<S> {
             known: BTreeMap::new(),
             pages_fetched: 0,
         };
-        if self.transfer.is_none() {
-            out.push(Effect::StateTransferStarted { seq });
-        }
-        if let Some(old) = self.transfer.take() {
-            t.ticks = old.ticks;
-            t.pages_fetched = old.pages_fetched;
-            t.known = old.known;
-            t.carried = old.carried;
-            t.carried.extend(old.pages);
-            t.previous = old
-                .wanted
-                .into_iter()
-                .filter(|((level, _), _)| *level == depth)
-                .map(|(node, d)| (node.1, (d, old.requested.get(&node).copied())))
-                .collect();
+        match self.transfer.take() {
+            None => out.push(Effect::StateTransferStarted { seq }),
+            Some(old) => {
+                t.ticks = old.ticks;
+                t.pages_fetched = old.pages_fetched;
+                t.known = old.known;
+                t.carried = old.carried;
+                t.carried.extend(old.pages);
+                t.previous = old
+                    .wanted
+                    .into_iter()
+                    .filter(|((level, _), _)| *level == depth)
+                    .map(|(node, d)| (node.1, (d, old.requested.get(&node).copied())))
+                    .collect();
+            }
         }
         self.transfer = Some(t);
         self.metrics.state_transfers += 1;
