@@ -257,8 +257,8 @@ fn fix_up(msg: &mut Message, pool: &Pool, cluster: &Cluster, now: Instant) {
             }
         }
         Message::Data(d) => {
-            if d.page.is_empty() {
-                d.page = Bytes::from(vec![0u8; PAGE_SIZE]);
+            if d.pages.is_empty() {
+                *d = wire::Data::new(d.seq, d.index, vec![std::sync::Arc::new([0u8; PAGE_SIZE])]);
             }
         }
         Message::ViewChange(v) => {

@@ -53,9 +53,10 @@ pub struct FaultBenchArgs {
     /// What to measure.
     #[arg(long, value_enum, default_value_t = Scenario::Normal)]
     pub scenario: Scenario,
-    /// view-change: runs, each on a fresh cluster.
+    /// view-change: runs, each on a fresh cluster; transfer: runs of the
+    /// 100% case, one after the other on the same filled cluster.
     #[arg(long, default_value_t = 5)]
-    repeats: u32,
+    pub(crate) repeats: u32,
     /// view-change and slow-primary: closed-loop clients.
     #[arg(long, default_value_t = 4)]
     fault_clients: u32,

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use pbft::adversary::{forge, Liar, Lie};
 use pbft::auth::{Audience, KeyTable};
 use pbft::wire::{self, Checkpoint, Commit, Data, Message, MetaData, NewView, Prepare, PrePrepare, Request, Status, VcEntry, ViewChange, ViewChangeAck};
+use pbft::state::PAGE_SIZE;
 use pbft::{ClientId, Config, Digest, NodeId, SeqNo, Timestamp, View};
 use pbft_kv::KvOp;
 
@@ -106,12 +107,12 @@ impl ByzReplica {
                 to_all(seal(&self.keys, Message::ViewChangeAck(ViewChangeAck { digest, ..a })))
             }
             (ByzMode::LyingTransfer, Message::Data(d)) => {
-                let mut page = d.page.to_vec();
-                let at = self.rng.below(page.len().max(1) as u64) as usize;
-                if let Some(b) = page.get_mut(at) {
-                    *b ^= 0x81;
+                let mut pages = d.pages;
+                let at = self.rng.below(pages.len() as u64 * PAGE_SIZE as u64) as usize;
+                if let Some(page) = pages.get_mut(at / PAGE_SIZE) {
+                    std::sync::Arc::make_mut(page)[at % PAGE_SIZE] ^= 0x81;
                 }
-                to_all(seal(&self.keys, Message::Data(Data::new(d.seq, d.index, Bytes::from(page)))))
+                to_all(seal(&self.keys, Message::Data(Data::new(d.seq, d.index, pages))))
             }
             (ByzMode::LyingTransfer, Message::MetaData(m)) => {
                 let mut m: MetaData = m;

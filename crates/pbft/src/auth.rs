@@ -364,7 +364,7 @@ mod tests {
     fn data_macs_cover_the_pages_through_their_digests() {
         let (r, _) = cluster(4, 0);
         let pages: Vec<u8> = (0..2 * crate::state::PAGE_SIZE).map(|i| (i % 251) as u8).collect();
-        let data = wire::Data::new(SeqNo(32), 7, Bytes::from(pages));
+        let data = wire::Data::from_bytes(SeqNo(32), 7, &pages).expect("whole pages");
         let bytes = r[1].seal(&Message::Data(data.clone()), Audience::Replicas);
         assert_eq!(r[2].open(bytes.clone(), 65_000).expect("verifies").message(), &Message::Data(data.clone()));
         // A bit flipped in the header, in either page or in the tag is caught.

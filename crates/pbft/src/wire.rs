@@ -18,7 +18,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::state::PAGE_SIZE;
+use std::sync::Arc;
+
+use crate::state::{Page, PAGE_SIZE};
 use crate::types::{ClientId, Digest, NodeId, ReplicaId, SeqNo, Timestamp, View};
 
 pub const MAGIC: [u8; 2] = *b"PB";
@@ -229,34 +231,47 @@ pub struct MetaData {
     pub children: Vec<Digest>,
 }
 
-/// `<DATA, n, x, pages>`: pages x, x+1, ... as of checkpoint n, concatenated
-/// (a whole number of pages, as many as the FETCH asked for and one datagram
-/// holds).
+/// `<DATA, n, x, pages>`: pages x, x+1, ... as of checkpoint n (as many as
+/// the FETCH asked for and one datagram holds), sent concatenated.
 ///
-/// `digests` are not sent: they are the digests of the pages (of each
-/// `PAGE_SIZE` piece of `page`, the last one possibly shorter), which the
-/// sender takes from its partition tree and `decode` computes. The MAC covers
-/// them in place of the page bytes, so each page is hashed once on each side:
-/// the receiver needs its digest anyway, to check it against the tree.
+/// The pages are shared (`Arc`): a source sends its checkpoint's own pages
+/// without copying them, and a receiver installs the pages decoded from the
+/// datagram as they are. `digests` are not sent: they are the digests of the
+/// pages, which the sender takes from its partition tree and `decode`
+/// computes. The MAC covers them in place of the page bytes, so each page is
+/// hashed once on each side: the receiver needs its digest anyway, to check
+/// it against the tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Data {
     pub seq: SeqNo,
     pub index: u64,
-    pub page: Bytes,
+    pub pages: Vec<Arc<Page>>,
     pub digests: Vec<Digest>,
 }
 
 impl Data {
     /// A DATA message with its pages' digests computed.
-    pub fn new(seq: SeqNo, index: u64, page: Bytes) -> Data {
-        let digests = page_digests(&page);
-        Data { seq, index, page, digests }
+    pub fn new(seq: SeqNo, index: u64, pages: Vec<Arc<Page>>) -> Data {
+        let digests = pages.iter().map(|p| Digest::of(&p[..])).collect();
+        Data { seq, index, pages, digests }
+    }
+
+    /// A DATA message of the pages in `bytes` (whole pages; `None` otherwise).
+    pub fn from_bytes(seq: SeqNo, index: u64, bytes: &[u8]) -> Option<Data> {
+        Some(Data::new(seq, index, pages_of(bytes)?))
+    }
+
+    /// Bytes of the pages, as sent.
+    pub fn page_bytes(&self) -> usize {
+        self.pages.len() * PAGE_SIZE
     }
 }
 
-/// The digest of each `PAGE_SIZE` piece of `page`.
-fn page_digests(page: &[u8]) -> Vec<Digest> {
-    page.chunks(PAGE_SIZE).map(Digest::of).collect()
+/// The whole pages of `bytes`, each copied into a page of its own; `None`
+/// if `bytes` is not a whole number of pages.
+fn pages_of(bytes: &[u8]) -> Option<Vec<Arc<Page>>> {
+    let (pages, rest) = bytes.as_chunks::<PAGE_SIZE>();
+    rest.is_empty().then(|| pages.iter().map(|p| Arc::new(*p)).collect())
 }
 
 /// The digest a message's MAC covers, given its authenticated bytes: their
@@ -265,7 +280,7 @@ fn page_digests(page: &[u8]) -> Vec<Digest> {
 pub fn auth_digest(message: &Message, authenticated: &[u8]) -> Digest {
     match message {
         Message::Data(d) => {
-            let prefix = &authenticated[..authenticated.len() - d.page.len()];
+            let prefix = &authenticated[..authenticated.len() - d.page_bytes()];
             let mut h = blake3::Hasher::new();
             h.update(prefix);
             for digest in &d.digests {
@@ -374,7 +389,7 @@ pub struct Envelope {
 /// authenticated part.
 pub fn encode_unauthenticated(sender: NodeId, message: &Message, tag_count: usize) -> (BytesMut, usize) {
     let extra = match message {
-        Message::Data(d) => d.page.len(),
+        Message::Data(d) => d.page_bytes(),
         _ => 0,
     };
     let mut out = BytesMut::with_capacity(HEADER_LEN + 64 + extra + 1 + tag_count * TAG_LEN);
@@ -491,7 +506,10 @@ fn encode_body(message: &Message, out: &mut BytesMut) {
         Message::Data(d) => {
             out.put_u64_le(d.seq.0);
             out.put_u64_le(d.index);
-            put_bytes(out, &d.page);
+            out.put_u32_le(d.page_bytes() as u32);
+            for page in &d.pages {
+                out.put_slice(&page[..]);
+            }
         }
         Message::ViewChange(v) => {
             out.put_u64_le(v.view.0);
@@ -719,7 +737,12 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>, whole: &Bytes, base: usize) -> Re
             }
             Message::MetaData(MetaData { seq, level, index, children })
         }
-        Kind::Data => Message::Data(Data::new(SeqNo(r.u64()?), r.u64()?, r.bytes(whole, base)?)),
+        Kind::Data => {
+            let (seq, index) = (SeqNo(r.u64()?), r.u64()?);
+            let len = r.u32()? as usize;
+            let pages = pages_of(r.take(len)?).ok_or(WireError::Invalid("DATA of a part of a page"))?;
+            Message::Data(Data::new(seq, index, pages))
+        }
         Kind::ViewChange => {
             let view = View(r.u64()?);
             let stable = SeqNo(r.u64()?);

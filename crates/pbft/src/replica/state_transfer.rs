@@ -33,7 +33,7 @@ use super::Replica;
 use crate::effects::{Dest, Effect, Outbox};
 use crate::metrics::DropReason;
 use crate::service::{ReadContext, Service, StateRegionRef};
-use crate::state::{PagedState, Page, PAGE_SIZE};
+use crate::state::{PagedState, Page, PAGE_SIZE, ZERO_PAGE};
 use crate::types::{Digest, Instant, ReplicaId, SeqNo};
 use crate::wire::{Checkpoint, Data, Fetch, Message, MetaData};
 
@@ -319,21 +319,22 @@ impl<S: Service> Replica<S> {
             };
             let count = usize::from(f.count).clamp(1, PAGES_PER_DATA) as u64;
             let last = f.index.saturating_add(count).min(self.state.num_pages());
-            let mut pages = Vec::with_capacity(count as usize * PAGE_SIZE);
+            let mut pages = Vec::with_capacity(count as usize);
             let mut digests = Vec::with_capacity(count as usize);
-            // The digests come from the tree (the MAC covers them), so the
-            // pages are not hashed here.
+            // The pages are shared, not copied; the digests come from the
+            // tree (the MAC covers them), so the pages are not hashed here.
+            let mut zero: Option<Arc<Page>> = None;
             for index in f.index..last.max(f.index.saturating_add(1)) {
-                match (self.state.page_at(seq, index), self.state.node_digest_at(seq, depth, index)) {
+                match (self.state.shared_page_at(seq, index), self.state.node_digest_at(seq, depth, index)) {
                     (Ok(page), Ok(digest)) => {
-                        pages.extend_from_slice(page);
+                        pages.push(page.unwrap_or_else(|| zero.get_or_insert_with(|| Arc::new(ZERO_PAGE)).clone()));
                         digests.push(digest);
                     }
                     _ => return self.metrics.drop(DropReason::Unexpected),
                 }
             }
             budget.answered += digests.len() as u32;
-            Message::Data(Data { seq, index: f.index, page: Bytes::from(pages), digests })
+            Message::Data(Data { seq, index: f.index, pages, digests })
         } else {
             budget.answered += 1;
             match self.state.children_at(f.seq, f.level, f.index) {
@@ -380,7 +381,7 @@ impl<S: Service> Replica<S> {
     pub(super) fn on_data(&mut self, from: ReplicaId, d: Data, out: &mut Outbox) {
         let depth = self.state.shape().depth;
         let Some(t) = self.transfer.as_mut() else { return self.metrics.drop(DropReason::Unexpected) };
-        if d.page.is_empty() || !d.page.len().is_multiple_of(PAGE_SIZE) || d.page.len() / PAGE_SIZE > PAGES_PER_DATA {
+        if d.pages.is_empty() || d.pages.len() > PAGES_PER_DATA || d.digests.len() != d.pages.len() {
             return self.reject_source(from, out);
         }
         // A page is taken by its digest, whatever checkpoint the DATA names:
@@ -390,21 +391,19 @@ impl<S: Service> Replica<S> {
         // current target asked for with the wrong digest rejects the source.
         let mut accepted = Vec::new();
         let mut kept = 0;
-        for (k, chunk) in d.page.chunks_exact(PAGE_SIZE).enumerate() {
+        for (k, (page, digest)) in d.pages.into_iter().zip(d.digests).enumerate() {
             let index = d.index.saturating_add(k as u64);
             let wanted = t.wanted.get(&(depth, index)).copied();
             let previous = t.previous.get(&index).map(|(d, _)| *d);
             if wanted.is_none() && previous.is_none() {
                 continue;
             }
-            let page = <&Page>::try_from(chunk).expect("chunks are page-sized");
-            // Computed when the DATA was decoded (the MAC covers it).
-            let Some(&digest) = d.digests.get(k) else { return self.reject_source(from, out) };
+            // The digest was computed when the DATA was decoded (the MAC covers it).
             if wanted == Some(digest) {
-                accepted.push((index, (digest, Arc::new(*page))));
+                accepted.push((index, (digest, page)));
             } else if previous == Some(digest) {
                 t.previous.remove(&index);
-                t.carried.insert(index, (digest, Arc::new(*page)));
+                t.carried.insert(index, (digest, page));
                 kept += 1;
             } else if d.seq == t.seq && wanted.is_some() {
                 return self.reject_source(from, out);

@@ -32,7 +32,8 @@ use std::sync::Arc;
 
 use crate::types::{Digest, SeqNo};
 
-use pages::{PageStore, SavedPages, ZERO_PAGE};
+use pages::{PageStore, SavedPages};
+pub use pages::ZERO_PAGE;
 use tree::{page_digest, NodeVersion, PartitionTree, SavedNodes};
 
 /// Size of a page of the service state, in bytes.

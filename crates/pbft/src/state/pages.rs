@@ -18,7 +18,7 @@ use super::{Page, StateError, PAGE_SIZE};
 pub(super) type SavedPages = BTreeMap<u64, Option<Arc<Page>>>;
 
 /// The zero page every unmaterialised page reads as.
-pub(super) static ZERO_PAGE: Page = [0u8; PAGE_SIZE];
+pub static ZERO_PAGE: Page = [0u8; PAGE_SIZE];
 
 /// The current pages of the state.
 #[derive(Debug)]

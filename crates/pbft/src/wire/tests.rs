@@ -65,7 +65,10 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(n, l, x, c)| Message::Fetch(Fetch { seq: SeqNo(n), level: l, index: x, count: c })),
         (any::<u64>(), any::<u32>(), any::<u64>(), proptest::collection::vec(digest(), 0..20))
             .prop_map(|(n, l, x, children)| Message::MetaData(MetaData { seq: SeqNo(n), level: l, index: x, children })),
-        (any::<u64>(), any::<u64>(), bytes(600)).prop_map(|(n, x, page)| Message::Data(Data::new(SeqNo(n), x, page))),
+        (any::<u64>(), any::<u64>(), proptest::collection::vec((any::<u8>(), any::<u8>()), 0..3)).prop_map(|(n, x, seeds)| {
+            let pages = seeds.into_iter().map(|(a, b)| Arc::new(std::array::from_fn(|i| a.wrapping_add(b.wrapping_mul(i as u8))))).collect();
+            Message::Data(Data::new(SeqNo(n), x, pages))
+        }),
         (
             any::<u64>(),
             any::<u64>(),
@@ -165,4 +168,22 @@ fn non_canonical_booleans_are_rejected() {
     // The read_only flag follows the header, the client (4) and the timestamp (8).
     v[HEADER_LEN + 12] = 2;
     assert_eq!(decode(Bytes::from(v), 1 << 20).unwrap_err(), WireError::Invalid("boolean"));
+}
+
+#[test]
+fn data_of_a_part_of_a_page_is_rejected() {
+    let data = Data::from_bytes(SeqNo(3), 5, &[7u8; 2 * PAGE_SIZE]).expect("two whole pages");
+    assert_eq!(data.pages.len(), 2);
+    assert_eq!(data.digests[0], Digest::of(&[7u8; PAGE_SIZE]));
+    assert!(Data::from_bytes(SeqNo(3), 5, &[7u8; PAGE_SIZE + 1]).is_none());
+    // One byte short of two pages: the length field and the body both say so.
+    let (buf, _) = encode_unauthenticated(NodeId::Replica(ReplicaId(0)), &Message::Data(data), 1);
+    let mut v = buf.to_vec();
+    v.remove(HEADER_LEN + 16 + 4);
+    let len_at = HEADER_LEN + 16;
+    let page_len = u32::from_le_bytes(v[len_at..len_at + 4].try_into().expect("4 bytes")) - 1;
+    v[len_at..len_at + 4].copy_from_slice(&page_len.to_le_bytes());
+    let body_len = u32::from_le_bytes(v[HEADER_LEN - 4..HEADER_LEN].try_into().expect("4 bytes")) - 1;
+    v[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&body_len.to_le_bytes());
+    assert_eq!(decode(Bytes::from(v), 1 << 20).unwrap_err(), WireError::Invalid("DATA of a part of a page"));
 }
