@@ -41,9 +41,13 @@ use crate::wire::{Checkpoint, Data, Fetch, Message, MetaData};
 /// (3 MiB of pages, within the 4 MiB socket buffer a node asks for; measured:
 /// 97 MiB/s with 256, 132 MiB/s with 768 for a 256 MiB state).
 const FETCH_WINDOW: usize = 768;
-/// Consecutive pages asked for in one FETCH and sent back in one DATA (60 KiB,
-/// within one datagram): a datagram per page made the transfer syscall-bound.
+/// Consecutive pages sent back in one DATA (60 KiB, within one datagram): a
+/// datagram per page made the transfer syscall-bound.
 pub const PAGES_PER_DATA: usize = 15;
+/// Consecutive pages asked for in one FETCH, answered with one DATA for
+/// every `PAGES_PER_DATA`: a FETCH per DATA cost the fetching replica a
+/// send (and each source a wake-up) for every 60 KiB it received.
+pub const PAGES_PER_FETCH: usize = 8 * PAGES_PER_DATA;
 /// Pages (or nodes) one replica gets per status interval in answer to FETCH:
 /// at the default 100 ms, up to 640 MiB/s from each source, above what one
 /// transfer takes from three sources (4096 capped a 256 MiB transfer near
@@ -265,17 +269,26 @@ impl<S: Service> Replica<S> {
         let depth = self.state.shape().depth;
         let mut fetches: Vec<(ReplicaId, Fetch)> = Vec::new();
         while t.requested.len() < FETCH_WINDOW {
-            let Some(key) = t.queue.pop_first() else { break };
-            t.requested.insert(key, t.ticks);
-            // Consecutive pages go in one FETCH, up to a datagram's worth.
+            let Some(&key) = t.queue.first() else { break };
+            // Consecutive pages go in one FETCH, up to PAGES_PER_FETCH.
             if let Some((_, last)) = fetches.last_mut() {
                 let follows = key.0 == depth && last.level == depth && last.index + u64::from(last.count) == key.1;
-                if follows && usize::from(last.count) < PAGES_PER_DATA {
+                if follows && usize::from(last.count) < PAGES_PER_FETCH {
                     last.count += 1;
+                    t.queue.pop_first();
+                    t.requested.insert(key, t.ticks);
                     continue;
                 }
             }
-            let to = t.sources[(key.1 as usize / PAGES_PER_DATA + t.source) % t.sources.len()];
+            // A new FETCH waits until a whole one fits in the window (or
+            // what is left does), so that FETCHes stay large.
+            let free = FETCH_WINDOW - t.requested.len();
+            if free < PAGES_PER_FETCH && t.queue.len() > free {
+                break;
+            }
+            t.queue.pop_first();
+            t.requested.insert(key, t.ticks);
+            let to = t.sources[(key.1 as usize / PAGES_PER_FETCH + t.source) % t.sources.len()];
             fetches.push((to, Fetch { seq: t.seq, level: key.0, index: key.1, count: 1 }));
         }
         for (to, f) in fetches {
@@ -309,22 +322,34 @@ impl<S: Service> Replica<S> {
             return self.metrics.drop(DropReason::RateLimited);
         }
         let depth = self.state.shape().depth;
-        let reply = if f.level == depth {
-            // Pages from the checkpoint asked for or, if we have already
-            // discarded it, from our oldest one after it: the receiver takes
-            // pages by digest, and most did not change in between, so a
-            // transfer that is retargeting loses none of its requests.
-            let Some(seq) = self.state.retained_from(f.seq) else {
-                return self.metrics.drop(DropReason::Unexpected);
+        if f.level != depth {
+            budget.answered += 1;
+            let reply = match self.state.children_at(f.seq, f.level, f.index) {
+                Ok(children) => Message::MetaData(MetaData { seq: f.seq, level: f.level, index: f.index, children }),
+                Err(_) => return self.metrics.drop(DropReason::Unexpected),
             };
-            let count = usize::from(f.count).clamp(1, PAGES_PER_DATA) as u64;
-            let last = f.index.saturating_add(count).min(self.state.num_pages());
-            let mut pages = Vec::with_capacity(count as usize);
-            let mut digests = Vec::with_capacity(count as usize);
+            let bytes = self.keys.seal(&reply, crate::auth::Audience::Replicas);
+            return out.send(Dest::Replica(from), bytes);
+        }
+        // Pages from the checkpoint asked for or, if we have already
+        // discarded it, from our oldest one after it: the receiver takes
+        // pages by digest, and most did not change in between, so a
+        // transfer that is retargeting loses none of its requests.
+        let Some(seq) = self.state.retained_from(f.seq) else {
+            return self.metrics.drop(DropReason::Unexpected);
+        };
+        let count = usize::from(f.count).clamp(1, PAGES_PER_FETCH) as u64;
+        let end = f.index.saturating_add(count).min(self.state.num_pages()).max(f.index.saturating_add(1));
+        let mut first = f.index;
+        let mut zero: Option<Arc<Page>> = None;
+        // One DATA for every PAGES_PER_DATA pages, while the budget lasts.
+        while first < end && budget.answered < FETCH_ANSWERS_PER_INTERVAL {
+            let last = end.min(first + PAGES_PER_DATA as u64);
+            let mut pages = Vec::with_capacity((last - first) as usize);
+            let mut digests = Vec::with_capacity(pages.capacity());
             // The pages are shared, not copied; the digests come from the
             // tree (the MAC covers them), so the pages are not hashed here.
-            let mut zero: Option<Arc<Page>> = None;
-            for index in f.index..last.max(f.index.saturating_add(1)) {
+            for index in first..last {
                 match (self.state.shared_page_at(seq, index), self.state.node_digest_at(seq, depth, index)) {
                     (Ok(page), Ok(digest)) => {
                         pages.push(page.unwrap_or_else(|| zero.get_or_insert_with(|| Arc::new(ZERO_PAGE)).clone()));
@@ -334,16 +359,13 @@ impl<S: Service> Replica<S> {
                 }
             }
             budget.answered += digests.len() as u32;
-            Message::Data(Data { seq, index: f.index, pages, digests })
-        } else {
-            budget.answered += 1;
-            match self.state.children_at(f.seq, f.level, f.index) {
-                Ok(children) => Message::MetaData(MetaData { seq: f.seq, level: f.level, index: f.index, children }),
-                Err(_) => return self.metrics.drop(DropReason::Unexpected),
-            }
-        };
-        let bytes = self.keys.seal(&reply, crate::auth::Audience::Replicas);
-        out.send(Dest::Replica(from), bytes);
+            let bytes = self.keys.seal(&Message::Data(Data { seq, index: first, pages, digests }), crate::auth::Audience::Replicas);
+            out.send(Dest::Replica(from), bytes);
+            first = last;
+        }
+        if first < end {
+            self.metrics.drop(DropReason::RateLimited);
+        }
     }
 
     /// Rejects a source that sent something that does not verify.
