@@ -217,10 +217,16 @@ impl PagedState {
         if self.last_taken.is_some_and(|last| seq <= last) {
             return Err(StateError::CheckpointOrder);
         }
-        let mut known = BTreeMap::new();
-        for (index, page, digest) in pages {
-            self.replace_shared(index, page)?;
-            known.insert(index, digest);
+        let mut pages: Vec<(u64, Arc<Page>, Digest)> = pages.into_iter().collect();
+        pages.sort_unstable_by_key(|(index, _, _)| *index);
+        let known: BTreeMap<u64, Digest> = pages.iter().map(|(index, _, digest)| (*index, *digest)).collect();
+        if self.undo.is_some() {
+            for (index, page, _) in pages {
+                self.replace_shared(index, page)?;
+            }
+        } else {
+            let saved = self.records.values_mut().next_back().map(|r| &mut r.saved_pages);
+            self.pages.replace_sorted(pages.into_iter().map(|(index, page, _)| (index, page)).collect(), saved)?;
         }
         self.checkpoint_with(seq, &known)
     }

@@ -72,7 +72,12 @@ fn installed_pages_give_the_same_checkpoint_as_written_ones() {
         st.write(3 * PAGE_SIZE as u64, &[7; 100]).unwrap();
         st.take_checkpoint(SeqNo(10)).unwrap();
     }
-    let pages: Vec<(u64, Page)> = vec![(0, filled(1)), (3, filled(0)), (4, filled(9)), (19, filled(2))];
+    // Page 4 is dirty already when the pages are installed (given out of
+    // order): its version as of checkpoint 10 must survive.
+    for st in [&mut written, &mut installed] {
+        st.write(4 * PAGE_SIZE as u64 + 9, &[5; 10]).unwrap();
+    }
+    let pages: Vec<(u64, Page)> = vec![(19, filled(2)), (0, filled(1)), (3, filled(0)), (4, filled(9))];
     for (i, p) in &pages {
         written.replace_page(*i, p).unwrap();
     }
@@ -86,8 +91,18 @@ fn installed_pages_give_the_same_checkpoint_as_written_ones() {
         for i in 0..20 {
             let shared = installed.shared_page_at(seq, i).unwrap();
             assert_eq!(shared.as_deref().unwrap_or(&[0u8; PAGE_SIZE]), installed.page_at(seq, i).unwrap());
+            assert_eq!(installed.page_at(seq, i).unwrap(), written.page_at(seq, i).unwrap(), "page {i} at {seq:?}");
+        }
+        for level in 0..=SMALL.depth {
+            for index in (0..20).filter(|x| installed.contains_node(level, *x)) {
+                assert_eq!(installed.node_digest_at(seq, level, index), written.node_digest_at(seq, level, index));
+                assert_eq!(installed.node_last_modified_at(seq, level, index), written.node_last_modified_at(seq, level, index));
+            }
         }
     }
+    // Installing a page beyond the state is refused.
+    let beyond = vec![(20, Arc::new(filled(1)), PagedState::page_digest(&filled(1)))];
+    assert_eq!(installed.install_pages(SeqNo(30), beyond), Err(StateError::OutOfRange));
     // The page made zero is not kept in memory.
     assert!(installed.shared_page_at(SeqNo(20), 3).unwrap().is_none());
     // Installing at or below the last checkpoint is refused and changes nothing.

@@ -114,13 +114,31 @@ impl PartitionTree {
     ) -> Digest {
         let depth = self.shape.depth;
         let fanout = u64::from(self.shape.fanout);
-        let mut changed: BTreeSet<u64> = BTreeSet::new();
+        // The leaves are set in bulk (there may be as many as pages): the
+        // changed ones are collected, then merged into the maps in one pass.
+        let mut fresh: Vec<(u64, NodeVersion)> = Vec::new();
+        let mut old: Vec<((u32, u64), NodeVersion)> = Vec::new();
         for (index, digest) in leaves {
             debug_assert!(self.contains(depth, index));
-            if self.set(depth, index, digest, seq, saved.as_deref_mut()) {
-                changed.insert(index / fanout);
+            let was = self.get(depth, index);
+            if was.digest != digest {
+                fresh.push((index, NodeVersion { digest, lm: seq }));
+                old.push(((depth, index), was));
             }
         }
+        let mut changed: Vec<u64> = fresh.iter().map(|(index, _)| index / fanout).collect();
+        changed.sort_unstable();
+        changed.dedup();
+        if let Some(saved) = saved.as_deref_mut() {
+            // As in `set`: a value saved earlier for this checkpoint stays.
+            let mut merged: SavedNodes = old.into_iter().collect();
+            merged.append(saved);
+            *saved = merged;
+        }
+        if let Some(map) = self.nodes.get_mut(depth as usize) {
+            map.append(&mut fresh.into_iter().collect());
+        }
+        let mut changed: BTreeSet<u64> = changed.into_iter().collect();
         for level in (0..depth).rev() {
             let mut parents = BTreeSet::new();
             for index in std::mem::take(&mut changed) {
