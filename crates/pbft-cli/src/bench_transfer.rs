@@ -327,6 +327,8 @@ pub(crate) fn transfer(a: &FaultBenchArgs) -> Result<()> {
         "transfer: {} MiB of key-value state ({pages} pages), checkpoint_interval {}, log_window {}",
         a.transfer_mib, spec.protocol.checkpoint_interval, spec.protocol.log_window
     );
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_else(|_| pbft_node::launcher::HUGE_PAGE_HEAP.into());
+    eprintln!("  replicas run with GLIBC_TUNABLES={tunables}; the local-file baseline reads in this process");
     let mut run = start_with(&spec, "info", |_, _| {})?;
     eprintln!("  cluster in {}", run.dir.path().display());
     let mut rows = Rows::new("transfer");

@@ -219,6 +219,7 @@ fn run_keygen(a: KeygenArgs) -> Result<ExitCode> {
 
 fn run_replica(a: ReplicaArgs) -> Result<ExitCode> {
     let cluster = Cluster::load(&a.config)?;
+
     let key = a.key.unwrap_or_else(|| cluster.default_replica_key_path(a.id));
     let keys = cluster.replica_keys(a.id, &key)?;
     let pages = cluster.file.service.kv_pages;
@@ -243,6 +244,14 @@ fn run_replica(a: ReplicaArgs) -> Result<ExitCode> {
     };
     options.faults.validate()?;
     let mut host = ReplicaHost::new(&cluster, a.id, keys, service, &options)?;
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    if !tunables.contains(pbft_node::launcher::HUGE_PAGE_HEAP) {
+        tracing::info!(
+            GLIBC_TUNABLES = %tunables,
+            "heap not on transparent huge pages: state transfers run slower (GLIBC_TUNABLES={} turns them on)",
+            pbft_node::launcher::HUGE_PAGE_HEAP
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let handler_stop = stop.clone();
     ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed)).context("installing the signal handler")?;

@@ -82,7 +82,9 @@ pub(super) struct Transfer {
     /// Status ticks since the transfer began (a retargeted transfer goes on
     /// counting).
     ticks: u64,
-    pages: BTreeMap<u64, Fetched>,
+    /// Pages fetched and checked for this target, in the order they came
+    /// (each at most once: a page leaves `wanted` when it is taken).
+    pages: Vec<(u64, Fetched)>,
     /// Pages fetched for an earlier target of this transfer.
     carried: BTreeMap<u64, Fetched>,
     /// The pages an earlier target still wanted, with their digests and, for
@@ -188,7 +190,7 @@ impl<S: Service> Replica<S> {
             queue: BTreeSet::new(),
             requested: BTreeMap::new(),
             ticks: 0,
-            pages: BTreeMap::new(),
+            pages: Vec::new(),
             carried: BTreeMap::new(),
             previous: BTreeMap::new(),
             known: BTreeMap::new(),
@@ -228,7 +230,7 @@ impl<S: Service> Replica<S> {
         while let Some(((level, index), d)) = nodes.pop() {
             if level == depth {
                 if let Some(page) = t.carried.remove(&index).filter(|(pd, _)| *pd == d) {
-                    t.pages.insert(index, page);
+                    t.pages.push((index, page));
                     continue;
                 }
                 t.wanted.insert((level, index), d);
@@ -437,10 +439,12 @@ impl<S: Service> Replica<S> {
         let accepted_count = accepted.len();
         for (index, page) in accepted {
             t.wanted.remove(&(depth, index));
-            t.requested.remove(&(depth, index));
-            t.queue.remove(&(depth, index));
+            // A wanted page is either queued or asked for, never both.
+            if t.requested.remove(&(depth, index)).is_none() {
+                t.queue.remove(&(depth, index));
+            }
             t.previous.remove(&index);
-            t.pages.insert(index, page);
+            t.pages.push((index, page));
         }
         let verified = (accepted_count + kept) as u64;
         t.pages_fetched += verified;

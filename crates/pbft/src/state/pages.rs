@@ -143,6 +143,16 @@ impl PageStore {
         if pages.iter().any(|(index, _)| *index >= self.num_pages) || !pages.windows(2).all(|w| w[0].0 < w[1].0) {
             return Err(StateError::OutOfRange);
         }
+        // Merging costs the size of the maps: for a few pages into a large
+        // state, one by one is cheaper.
+        if pages.len() * 16 < self.current.len() {
+            let mut saved = saved;
+            for (index, content) in pages {
+                self.mark_dirty(index, saved.as_deref_mut());
+                self.current.insert(index, content);
+            }
+            return Ok(());
+        }
         let newly_dirty: Vec<u64> = pages.iter().map(|(index, _)| *index).filter(|index| !self.dirty.contains(index)).collect();
         if let Some(saved) = saved {
             // Saved versions are exactly those of the dirty pages, so the
