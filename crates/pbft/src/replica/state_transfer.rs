@@ -346,7 +346,8 @@ impl<S: Service> Replica<S> {
         let mut zero: Option<Arc<Page>> = None;
         // One DATA for every PAGES_PER_DATA pages, while the budget lasts.
         while first < end && budget.answered < FETCH_ANSWERS_PER_INTERVAL {
-            let last = end.min(first + PAGES_PER_DATA as u64);
+            let left = u64::from(FETCH_ANSWERS_PER_INTERVAL - budget.answered);
+            let last = end.min(first + (PAGES_PER_DATA as u64).min(left));
             let mut pages = Vec::with_capacity((last - first) as usize);
             let mut digests = Vec::with_capacity(pages.capacity());
             // The pages are shared, not copied; the digests come from the
