@@ -91,7 +91,7 @@ impl Drop for Processes {
 /// (glibc 2.35 and later; others ignore it). A replica's state is its heap:
 /// a replica that fetches a 256 MiB state takes one page fault per 4 KiB of
 /// it otherwise, a quarter of the fetching replica's time in a profile, and
-/// the transfer ran about 1.5x faster with it (docs/decisions.md §12).
+/// the transfer ran about 1.3x faster with it (docs/decisions.md §12).
 pub const HUGE_PAGE_HEAP: &str = "glibc.malloc.hugetlb=1";
 
 /// The command that runs replica `id` of the cluster in `config` with the

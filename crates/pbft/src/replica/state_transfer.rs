@@ -21,8 +21,9 @@
 //! it learned: fetched pages and answers still in flight are kept by digest,
 //! and subtrees whose digests did not change are expanded again from the
 //! children already known, without asking. Requests go out in a window of
-//! FETCH_WINDOW, consecutive pages batched into one FETCH/DATA pair; one left
-//! unanswered for a whole status interval is asked of the next source.
+//! FETCH_WINDOW, up to PAGES_PER_FETCH consecutive pages in one FETCH,
+//! answered with one DATA per PAGES_PER_DATA; one left unanswered for a whole
+//! status interval is asked of the next source.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
