@@ -168,9 +168,9 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// CPU seconds used so far by each replica process, by id (0 for one not running).
-fn replicas_cpu(run: &Running, n: usize) -> Vec<f64> {
+fn replicas_cpu(run: &Running) -> Vec<f64> {
     let pids = run.procs.pids();
-    (0..n)
+    (0..run.metrics.len())
         .map(|id| pids.iter().find(|(name, _)| *name == format!("replica-{id}")).map_or(0.0, |(_, pid)| cpu_seconds(*pid)))
         .collect()
 }
@@ -187,7 +187,7 @@ fn restart_and_transfer(run: &mut Running) -> Result<Catchup> {
     let log = run.dir.path().join(format!("replica-{TARGET}.log"));
     let log_from = std::fs::metadata(&log).map_or(0, |m| m.len());
     let t0 = Instant::now();
-    let cpu_before = replicas_cpu(run, run.metrics.len());
+    let cpu_before = replicas_cpu(run);
     run.spawn_replica(TARGET, "info", |_, _| {})?;
     let addr = run.metrics[TARGET as usize];
     wait_until_up(&mut run.procs, &[addr], RESTART_LIMIT)?;
@@ -218,7 +218,7 @@ fn restart_and_transfer(run: &mut Running) -> Result<Catchup> {
             (c.pages, c.bytes, c.transfers) = (s.transfer_pages, s.transfer_bytes, s.transfers);
             if s.transfers >= 1 && !s.transferring {
                 c.done_s = Some(t0.elapsed().as_secs_f64());
-                let cpu = replicas_cpu(run, run.metrics.len());
+                let cpu = replicas_cpu(run);
                 c.target_cpu_s = cpu[TARGET as usize];
                 c.sources_cpu_s = (0..cpu.len()).filter(|i| *i != TARGET as usize).map(|i| cpu[i] - cpu_before[i]).sum();
                 break Ok(());
@@ -327,8 +327,10 @@ pub(crate) fn transfer(a: &FaultBenchArgs) -> Result<()> {
         "transfer: {} MiB of key-value state ({pages} pages), checkpoint_interval {}, log_window {}",
         a.transfer_mib, spec.protocol.checkpoint_interval, spec.protocol.log_window
     );
-    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_else(|_| pbft_node::launcher::HUGE_PAGE_HEAP.into());
-    eprintln!("  replicas run with GLIBC_TUNABLES={tunables}; the local-file baseline reads in this process");
+    eprintln!(
+        "  replicas run with GLIBC_TUNABLES={}; the local-file baseline reads in this process",
+        pbft_node::launcher::replica_tunables().to_string_lossy()
+    );
     let mut run = start_with(&spec, "info", |_, _| {})?;
     eprintln!("  cluster in {}", run.dir.path().display());
     let mut rows = Rows::new("transfer");

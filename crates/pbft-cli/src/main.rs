@@ -219,7 +219,6 @@ fn run_keygen(a: KeygenArgs) -> Result<ExitCode> {
 
 fn run_replica(a: ReplicaArgs) -> Result<ExitCode> {
     let cluster = Cluster::load(&a.config)?;
-
     let key = a.key.unwrap_or_else(|| cluster.default_replica_key_path(a.id));
     let keys = cluster.replica_keys(a.id, &key)?;
     let pages = cluster.file.service.kv_pages;

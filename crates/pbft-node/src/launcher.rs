@@ -94,6 +94,12 @@ impl Drop for Processes {
 /// the transfer ran about 1.3x faster with it (docs/decisions.md §12).
 pub const HUGE_PAGE_HEAP: &str = "glibc.malloc.hugetlb=1";
 
+/// The `GLIBC_TUNABLES` a launched replica runs with: this process's, if it
+/// has any, else [`HUGE_PAGE_HEAP`].
+pub fn replica_tunables() -> std::ffi::OsString {
+    std::env::var_os("GLIBC_TUNABLES").unwrap_or_else(|| HUGE_PAGE_HEAP.into())
+}
+
 /// The command that runs replica `id` of the cluster in `config` with the
 /// `pbft` binary at `bin`; its log goes to `log` (appended) if given. The
 /// replica's heap is on transparent huge pages ([`HUGE_PAGE_HEAP`]) unless
@@ -102,9 +108,7 @@ pub fn replica_command(bin: &Path, config: &Path, id: u16, log: Option<&Path>) -
     let mut cmd = Command::new(bin);
     cmd.arg("replica").arg("--config").arg(config).arg("--id").arg(id.to_string());
     cmd.stdin(Stdio::null()).stdout(Stdio::null());
-    if std::env::var_os("GLIBC_TUNABLES").is_none() {
-        cmd.env("GLIBC_TUNABLES", HUGE_PAGE_HEAP);
-    }
+    cmd.env("GLIBC_TUNABLES", replica_tunables());
     match log {
         Some(path) => {
             let f = std::fs::OpenOptions::new()

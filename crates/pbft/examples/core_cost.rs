@@ -6,11 +6,12 @@
 //! cargo run --release -p pbft --example core_cost -- [f] [clients] [ops]
 //! ```
 
+mod common;
+
 use std::collections::VecDeque;
 use std::time::Instant as WallClock;
 
 use bytes::Bytes;
-use pbft::auth::{public_key, KeyTable};
 use pbft::service::{ExecContext, ReadContext, Service};
 use pbft::{Client, ClientId, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId};
 
@@ -29,18 +30,6 @@ impl Service for Null {
     }
 }
 
-fn secret(node: NodeId) -> [u8; 32] {
-    let mut s = [0u8; 32];
-    match node {
-        NodeId::Replica(r) => s[..2].copy_from_slice(&r.0.to_le_bytes()),
-        NodeId::Client(c) => {
-            s[2] = 1;
-            s[3..7].copy_from_slice(&c.0.to_le_bytes());
-        }
-    }
-    s
-}
-
 fn main() {
     let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let f = *args.first().unwrap_or(&1) as usize;
@@ -49,19 +38,17 @@ fn main() {
     let mut cfg = Config::new(f);
     cfg.max_clients = clients as u32;
     let n = cfg.n();
-    let rp: Vec<_> = (0..n).map(|i| public_key(&secret(NodeId::Replica(ReplicaId(i as u16))))).collect();
-    let cp: Vec<_> = (0..clients).map(|c| public_key(&secret(NodeId::Client(ClientId(c as u32))))).collect();
     let mut replicas: Vec<Replica<Null>> = (0..n)
         .map(|i| {
             let me = NodeId::Replica(ReplicaId(i as u16));
-            Replica::new(cfg.clone(), ReplicaId(i as u16), KeyTable::from_static_dh(me, &secret(me), &rp, &cp), Null)
+            Replica::new(cfg.clone(), ReplicaId(i as u16), common::key_table(me, n, clients), Null)
                 .expect("valid configuration")
         })
         .collect();
     let mut cls: Vec<Client> = (0..clients)
         .map(|c| {
             let me = NodeId::Client(ClientId(c as u32));
-            Client::new(cfg.clone(), ClientId(c as u32), KeyTable::from_static_dh(me, &secret(me), &rp, &[]), 0)
+            Client::new(cfg.clone(), ClientId(c as u32), common::key_table(me, n, clients), 0)
         })
         .collect();
 

@@ -9,11 +9,12 @@
 //! cargo run --release -p pbft --example transfer_cost -- [MiB] [operations per 2,000 datagrams]
 //! ```
 
+mod common;
+
 use std::collections::VecDeque;
 use std::time::{Duration, Instant as WallClock};
 
 use bytes::Bytes;
-use pbft::auth::{public_key, KeyTable};
 use pbft::service::{ExecContext, ReadContext, Service};
 use pbft::state::PAGE_SIZE;
 use pbft::{Client, ClientId, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId, Timer};
@@ -45,18 +46,6 @@ impl Service for Pages {
     fn execute_read_only(&self, _op: &[u8], _ctx: &ReadContext<'_>) -> Option<Vec<u8>> {
         None
     }
-}
-
-fn secret(node: NodeId) -> [u8; 32] {
-    let mut s = [0u8; 32];
-    match node {
-        NodeId::Replica(r) => s[..2].copy_from_slice(&r.0.to_le_bytes()),
-        NodeId::Client(c) => {
-            s[2] = 1;
-            s[3..7].copy_from_slice(&c.0.to_le_bytes());
-        }
-    }
-    s
 }
 
 /// Replicas, clients, an in-memory network and the replicas' timers.
@@ -175,11 +164,9 @@ fn main() {
     cfg.checkpoint_interval = 16;
     cfg.log_window = 32;
     let n = cfg.n();
-    let rp: Vec<_> = (0..n).map(|i| public_key(&secret(NodeId::Replica(ReplicaId(i as u16))))).collect();
-    let cp: Vec<_> = (0..CLIENTS).map(|c| public_key(&secret(NodeId::Client(ClientId(c as u32))))).collect();
     let replica = |i: usize| {
         let me = NodeId::Replica(ReplicaId(i as u16));
-        Replica::new(cfg.clone(), ReplicaId(i as u16), KeyTable::from_static_dh(me, &secret(me), &rp, &cp), Pages(pages))
+        Replica::new(cfg.clone(), ReplicaId(i as u16), common::key_table(me, n, CLIENTS), Pages(pages))
             .expect("valid configuration")
     };
     let mut w = World {
@@ -188,7 +175,7 @@ fn main() {
         clients: (0..CLIENTS)
             .map(|c| {
                 let me = NodeId::Client(ClientId(c as u32));
-                Client::new(cfg.clone(), ClientId(c as u32), KeyTable::from_static_dh(me, &secret(me), &rp, &[]), 0)
+                Client::new(cfg.clone(), ClientId(c as u32), common::key_table(me, n, CLIENTS), 0)
             })
             .collect(),
         net: VecDeque::new(),

@@ -256,22 +256,17 @@ impl Data {
         Data { seq, index, pages, digests }
     }
 
-    /// A DATA message of the pages in `bytes` (whole pages; `None` otherwise).
+    /// A DATA message of the pages in `bytes`, each copied into a page of
+    /// its own; `None` if `bytes` is not a whole number of pages.
     pub fn from_bytes(seq: SeqNo, index: u64, bytes: &[u8]) -> Option<Data> {
-        Some(Data::new(seq, index, pages_of(bytes)?))
+        let (pages, rest) = bytes.as_chunks::<PAGE_SIZE>();
+        rest.is_empty().then(|| Data::new(seq, index, pages.iter().map(|p| Arc::new(*p)).collect()))
     }
 
     /// Bytes of the pages, as sent.
     pub fn page_bytes(&self) -> usize {
         self.pages.len() * PAGE_SIZE
     }
-}
-
-/// The whole pages of `bytes`, each copied into a page of its own; `None`
-/// if `bytes` is not a whole number of pages.
-fn pages_of(bytes: &[u8]) -> Option<Vec<Arc<Page>>> {
-    let (pages, rest) = bytes.as_chunks::<PAGE_SIZE>();
-    rest.is_empty().then(|| pages.iter().map(|p| Arc::new(*p)).collect())
 }
 
 /// The digest a message's MAC covers, given its authenticated bytes: their
@@ -740,8 +735,7 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>, whole: &Bytes, base: usize) -> Re
         Kind::Data => {
             let (seq, index) = (SeqNo(r.u64()?), r.u64()?);
             let len = r.u32()? as usize;
-            let pages = pages_of(r.take(len)?).ok_or(WireError::Invalid("DATA of a part of a page"))?;
-            Message::Data(Data::new(seq, index, pages))
+            Message::Data(Data::from_bytes(seq, index, r.take(len)?).ok_or(WireError::Invalid("DATA of a part of a page"))?)
         }
         Kind::ViewChange => {
             let view = View(r.u64()?);

@@ -36,6 +36,18 @@ use pages::{PageStore, SavedPages};
 pub use pages::ZERO_PAGE;
 use tree::{page_digest, NodeVersion, PartitionTree, SavedNodes};
 
+/// Adds `entries`, in ascending key order, to `map` (a new value replaces an
+/// old one). A merge costs the size of the map, an insertion a search: a
+/// state transfer adds as many entries as there are pages at once, a
+/// checkpoint a few to a map that may hold the whole state.
+fn add_sorted<K: Ord, V>(map: &mut BTreeMap<K, V>, entries: Vec<(K, V)>) {
+    if entries.len() * 16 < map.len() {
+        map.extend(entries);
+    } else {
+        map.append(&mut entries.into_iter().collect());
+    }
+}
+
 /// Size of a page of the service state, in bytes.
 pub const PAGE_SIZE: usize = 4096;
 
@@ -192,11 +204,7 @@ impl PagedState {
     }
 
     fn replace_shared(&mut self, index: u64, content: Arc<Page>) -> Result<(), StateError> {
-        if let Some(undo) = self.undo.as_mut() {
-            if index < self.pages.num_pages() {
-                undo.entry(index).or_insert_with(|| self.pages.version(index));
-            }
-        }
+        self.remember_for_undo(index);
         let saved = self
             .records
             .values_mut()
@@ -220,15 +228,22 @@ impl PagedState {
         let mut pages: Vec<(u64, Arc<Page>, Digest)> = pages.into_iter().collect();
         pages.sort_unstable_by_key(|(index, _, _)| *index);
         let known: BTreeMap<u64, Digest> = pages.iter().map(|(index, _, digest)| (*index, *digest)).collect();
-        if self.undo.is_some() {
-            for (index, page, _) in pages {
-                self.replace_shared(index, page)?;
-            }
-        } else {
-            let saved = self.records.values_mut().next_back().map(|r| &mut r.saved_pages);
-            self.pages.replace_sorted(pages.into_iter().map(|(index, page, _)| (index, page)).collect(), saved)?;
+        for (index, _, _) in &pages {
+            self.remember_for_undo(*index);
         }
+        let saved = self.records.values_mut().next_back().map(|r| &mut r.saved_pages);
+        self.pages.replace_sorted(pages.into_iter().map(|(index, page, _)| (index, page)).collect(), saved)?;
         self.checkpoint_with(seq, &known)
+    }
+
+    /// While an undo mark is set, keeps page `index` as it is now, unless it
+    /// was kept already since the mark (or is not a page of the state).
+    fn remember_for_undo(&mut self, index: u64) {
+        if let Some(undo) = self.undo.as_mut() {
+            if index < self.pages.num_pages() {
+                undo.entry(index).or_insert_with(|| self.pages.version(index));
+            }
+        }
     }
 
     /// Takes a checkpoint of the current state at `seq` (must be > the last

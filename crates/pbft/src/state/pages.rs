@@ -136,22 +136,14 @@ impl PageStore {
     }
 
     /// Overwrites whole pages, given in ascending order of index, saving
-    /// their old versions in `saved` as `replace` does, but in bulk: the maps
-    /// are merged in one pass instead of taking a search and an insertion
-    /// per page (a state transfer installs up to the whole state at once).
+    /// their old versions in `saved` as `replace` does, but in bulk (a state
+    /// transfer installs up to the whole state at once): the dirty set and
+    /// the saved versions, as small as the pages written since the last
+    /// checkpoint, take the new ones in one merge; the current pages as
+    /// [`super::add_sorted`] finds cheaper. Nothing changes on an error.
     pub(super) fn replace_sorted(&mut self, pages: Vec<(u64, Arc<Page>)>, saved: Option<&mut SavedPages>) -> Result<(), StateError> {
         if pages.iter().any(|(index, _)| *index >= self.num_pages) || !pages.windows(2).all(|w| w[0].0 < w[1].0) {
             return Err(StateError::OutOfRange);
-        }
-        // Merging costs the size of the maps: for a few pages into a large
-        // state, one by one is cheaper.
-        if pages.len() * 16 < self.current.len() {
-            let mut saved = saved;
-            for (index, content) in pages {
-                self.mark_dirty(index, saved.as_deref_mut());
-                self.current.insert(index, content);
-            }
-            return Ok(());
         }
         let newly_dirty: Vec<u64> = pages.iter().map(|(index, _)| *index).filter(|index| !self.dirty.contains(index)).collect();
         if let Some(saved) = saved {
@@ -161,7 +153,7 @@ impl PageStore {
             saved.append(&mut old);
         }
         self.dirty.append(&mut newly_dirty.into_iter().collect());
-        self.current.append(&mut pages.into_iter().collect());
+        super::add_sorted(&mut self.current, pages);
         Ok(())
     }
 

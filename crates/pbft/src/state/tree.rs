@@ -115,7 +115,7 @@ impl PartitionTree {
         let depth = self.shape.depth;
         let fanout = u64::from(self.shape.fanout);
         // The leaves are set in bulk (there may be as many as pages): the
-        // changed ones are collected, then merged into the maps in one pass.
+        // changed ones are collected, then added to the maps at once.
         let leaves = leaves.into_iter();
         let mut fresh: Vec<(u64, NodeVersion)> = Vec::with_capacity(leaves.size_hint().0);
         let mut old: Vec<((u32, u64), NodeVersion)> = Vec::with_capacity(leaves.size_hint().0);
@@ -130,22 +130,15 @@ impl PartitionTree {
         let mut changed: Vec<u64> = fresh.iter().map(|(index, _)| index / fanout).collect();
         changed.sort_unstable();
         changed.dedup();
-        let leaves_stored = self.nodes.get(depth as usize).map_or(0, |m| m.len());
-        if fresh.len() * 16 < leaves_stored {
-            // A few leaves of a large tree: merging would cost the whole map.
-            for (index, version) in fresh {
-                self.set(depth, index, version.digest, seq, saved.as_deref_mut());
-            }
-        } else {
-            if let Some(saved) = saved.as_deref_mut() {
-                // As in `set`: a value saved earlier for this checkpoint stays.
-                let mut merged: SavedNodes = old.into_iter().collect();
-                merged.append(saved);
-                *saved = merged;
-            }
-            if let Some(map) = self.nodes.get_mut(depth as usize) {
-                map.append(&mut fresh.into_iter().collect());
-            }
+        if let Some(saved) = saved.as_deref_mut() {
+            // As in `set`: a value saved earlier for this checkpoint stays.
+            // (The map is empty until this checkpoint's update.)
+            let mut merged: SavedNodes = old.into_iter().collect();
+            merged.append(saved);
+            *saved = merged;
+        }
+        if let Some(map) = self.nodes.get_mut(depth as usize) {
+            super::add_sorted(map, fresh);
         }
         let mut changed: BTreeSet<u64> = changed.into_iter().collect();
         for level in (0..depth).rev() {
