@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod replica;
 pub mod service;
 pub mod state;
+pub mod tally;
 pub mod types;
 pub mod view_change;
 pub mod wire;

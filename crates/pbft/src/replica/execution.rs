@@ -77,11 +77,11 @@ impl<S: Service> Replica<S> {
         loop {
             if let Some(t) = self.tentative {
                 if self.checkpoint_proves_commit(t) {
-                    if let Some(slot) = self.log.get_mut(&t) {
-                        slot.committed = true;
+                    if let Some(slot) = self.log.get_mut(t) {
+                        slot.mark_committed();
                     }
                 }
-                if !self.log.get(&t).is_some_and(|s| s.committed) {
+                if !self.log.get(t).is_some_and(|s| s.committed()) {
                     break;
                 }
                 self.tentative = None;
@@ -91,15 +91,15 @@ impl<S: Service> Replica<S> {
                 continue;
             }
             let n = self.last_executed.next();
-            let Some(slot) = self.log.get(&n) else { break };
-            let Some(batch) = &slot.batch else { break };
+            let Some(slot) = self.log.get(n) else { break };
+            let Some(batch) = slot.batch() else { break };
             if !batch.complete() {
                 break;
             }
-            if slot.committed {
+            if slot.committed() {
                 self.execute_batch(n, false, out);
                 self.after_commit(n, out);
-            } else if (slot.prepared || self.bug_execute_before_prepared())
+            } else if (slot.prepared() || self.bug_execute_before_prepared())
                 && self.cfg.tentative_execution
                 && self.view_active
             {
@@ -130,12 +130,11 @@ impl<S: Service> Replica<S> {
     }
 
     fn execute_batch(&mut self, n: SeqNo, tentative: bool, out: &mut Outbox) {
-        let slot = self.log.get(&n).expect("caller checked the slot");
-        let batch = slot.batch.as_ref().expect("caller checked the batch");
-        let nondet = batch.nondet_time_us;
-        let digest = batch.digest;
-        let requests: Vec<Request> = batch.entries.iter().filter_map(|e| e.body.as_ref().map(|b| b.0.clone())).collect();
-        let requests_empty = batch.entries.is_empty();
+        let batch = self.log.batch(n).expect("caller checked the batch");
+        let nondet = batch.nondet_time_us();
+        let digest = batch.digest();
+        let requests: Vec<Request> = batch.requests().iter().filter_map(|e| e.body.as_ref().map(|b| b.0.clone())).collect();
+        let requests_empty = batch.requests().is_empty();
         let mut executed = Vec::with_capacity(requests.len());
         for req in requests {
             // A read-only request has no place in a batch: all correct replicas skip it.

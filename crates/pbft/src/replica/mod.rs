@@ -20,7 +20,10 @@
 //! order; at most one batch is executed tentatively at a time.
 
 mod checkpoint;
+mod checkpoints;
 mod execution;
+mod invariants;
+mod log;
 mod new_view;
 mod normal_case;
 mod requests;
@@ -28,7 +31,7 @@ mod state_transfer;
 mod status;
 mod view_change;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -39,6 +42,9 @@ use crate::metrics::{DropReason, Metrics};
 use crate::service::Service;
 use crate::state::{PagedState, StateError, PAGE_SIZE};
 use crate::types::{ClientId, Digest, Instant, NodeId, ReplicaId, SeqNo, View};
+
+use checkpoints::Checkpoints;
+use log::Log;
 use crate::wire::{self, Envelope, Message, Request};
 
 pub use execution::REPLY_HEADER_LEN;
@@ -78,91 +84,6 @@ pub enum Restored {
     Damaged,
 }
 
-/// A vote (PREPARE or COMMIT) from one replica for one sequence number.
-#[derive(Clone, Debug)]
-struct Vote {
-    view: View,
-    digest: Digest,
-}
-
-/// One request of an accepted batch.
-#[derive(Clone, Debug)]
-struct Entry {
-    digest: Digest,
-    /// The request and its client envelope, once known.
-    body: Option<(Request, Bytes)>,
-    /// This replica checked the client's MAC on it.
-    authenticated: bool,
-}
-
-/// An accepted PRE-PREPARE.
-#[derive(Clone, Debug)]
-struct Batch {
-    view: View,
-    digest: Digest,
-    nondet_time_us: u64,
-    /// The pre-prepare datagram as received (or sent), for retransmission.
-    raw: Bytes,
-    entries: Vec<Entry>,
-    /// The non-deterministic value passed this replica's own check.
-    nondet_ok: bool,
-    /// Chosen by a NEW-VIEW: backups prepare it without validating it again
-    /// (a quorum did when it first prepared).
-    reproposed: bool,
-    /// Chosen by a NEW-VIEW by digest, body not yet fetched: `entries` is empty.
-    missing: bool,
-}
-
-impl Batch {
-    /// A batch known only by its digest (chosen by a NEW-VIEW, or certified
-    /// by 2f+1 COMMITs): its body comes later, except the null batch's, which
-    /// has none.
-    fn by_digest(view: View, digest: Digest) -> Batch {
-        Batch {
-            view,
-            digest,
-            nondet_time_us: 0,
-            raw: Bytes::new(),
-            entries: Vec::new(),
-            nondet_ok: true,
-            reproposed: true,
-            missing: digest != view_change::null_batch_digest(),
-        }
-    }
-
-    fn complete(&self) -> bool {
-        !self.missing && self.entries.iter().all(|e| e.body.is_some())
-    }
-    /// This replica could validate the whole batch itself.
-    fn validated(&self) -> bool {
-        self.nondet_ok && self.entries.iter().all(|e| e.body.is_some() && e.authenticated)
-    }
-}
-
-/// The log entry for one sequence number.
-#[derive(Clone, Debug, Default)]
-struct Slot {
-    batch: Option<Batch>,
-    prepares: BTreeMap<ReplicaId, Vote>,
-    commits: BTreeMap<ReplicaId, Vote>,
-    my_prepare: Option<Bytes>,
-    my_commit: Option<Bytes>,
-    prepared: bool,
-    committed: bool,
-    /// P: the batch that prepared here in the latest view, kept across views.
-    prepared_cert: Option<(Digest, View)>,
-    /// Q: the batches that pre-prepared here, each with the latest view it
-    /// did, kept across views (at most `view_change::MAX_Q_PER_SEQ`).
-    pre_prepared_in: Vec<(Digest, View)>,
-}
-
-/// A checkpoint: this replica's own digest and the votes of others.
-#[derive(Clone, Debug, Default)]
-struct CheckpointVotes {
-    mine: Option<(Digest, Bytes)>,
-    votes: BTreeMap<ReplicaId, (Digest, Bytes)>,
-}
-
 /// A PBFT replica hosting service `S`.
 pub struct Replica<S: Service> {
     cfg: Config,
@@ -178,8 +99,6 @@ pub struct Replica<S: Service> {
     view_active: bool,
     /// View-change messages, acks, the timer and the installed NEW-VIEW.
     vc: view_change::ViewChanges,
-    /// h: the last stable checkpoint.
-    low_water_mark: SeqNo,
     last_executed: SeqNo,
     /// The batch executed tentatively and not yet committed, if any.
     tentative: Option<SeqNo>,
@@ -192,8 +111,9 @@ pub struct Replica<S: Service> {
     /// `last_executed_nondet_us` before the tentative batch, restored if a view
     /// change undoes it.
     nondet_before_tentative: u64,
-    log: BTreeMap<SeqNo, Slot>,
-    checkpoints: BTreeMap<SeqNo, CheckpointVotes>,
+    /// The slots in (h, h + L], h the last stable checkpoint.
+    log: Log,
+    checkpoints: Checkpoints,
     /// The primary's requests waiting to be batched.
     request_queue: VecDeque<(Request, Bytes)>,
     /// The primary's highest timestamp queued or batched, per client.
@@ -203,9 +123,6 @@ pub struct Replica<S: Service> {
     /// retransmitted. At most one per client (`known_by_client`).
     known: HashMap<Digest, (Request, Bytes)>,
     known_by_client: HashMap<ClientId, Digest>,
-    /// Batch entries waiting for a body, or for one that passes our MAC check:
-    /// (request digest, sequence number).
-    awaiting: BTreeSet<(Digest, SeqNo)>,
     /// Read-only requests waiting for the tentative batch to commit.
     read_only_queue: VecDeque<Request>,
     /// Each peer's view and last executed batch, from its latest STATUS.
@@ -214,8 +131,6 @@ pub struct Replica<S: Service> {
     status_answered: HashMap<ReplicaId, Instant>,
     /// The time of the input being handled (an input like any other).
     now: Instant,
-    /// The latest checkpoint each replica announced (one entry per replica).
-    latest_checkpoint_votes: BTreeMap<ReplicaId, (SeqNo, Digest)>,
     /// `last_executed` at the previous status tick, to notice being stuck.
     executed_at_last_tick: SeqNo,
     transfer: Option<state_transfer::Transfer>,
@@ -224,6 +139,8 @@ pub struct Replica<S: Service> {
     needs_transfer: bool,
     fetch_budget: HashMap<ReplicaId, state_transfer::FetchBudget>,
     metrics: Metrics,
+    /// What the invariants compare from one input to the next.
+    witness: invariants::Witness,
 }
 
 impl<S: Service> Replica<S> {
@@ -250,30 +167,28 @@ impl<S: Service> Replica<S> {
             view: View(0),
             view_active: true,
             vc: view_change::ViewChanges::new(cfg.view_change_timeout_us),
-            low_water_mark: SeqNo(0),
             last_executed: SeqNo(0),
             tentative: None,
             next_seq: SeqNo(1),
             last_nondet_us: 0,
             last_executed_nondet_us: 0,
             nondet_before_tentative: 0,
-            log: BTreeMap::new(),
-            checkpoints: BTreeMap::new(),
+            log: Log::new(SeqNo(0), cfg.log_window),
+            checkpoints: Checkpoints::new(id),
             request_queue: VecDeque::new(),
             assigned: HashMap::new(),
             known: HashMap::new(),
             known_by_client: HashMap::new(),
-            awaiting: BTreeSet::new(),
             read_only_queue: VecDeque::new(),
             status_answered: HashMap::new(),
             peer_progress: BTreeMap::new(),
             now: Instant(0),
-            latest_checkpoint_votes: BTreeMap::new(),
             executed_at_last_tick: SeqNo(0),
             transfer: None,
             needs_transfer: false,
             fetch_budget: HashMap::new(),
             metrics: Metrics::default(),
+            witness: invariants::Witness::default(),
             cfg,
         })
     }
@@ -322,20 +237,25 @@ impl<S: Service> Replica<S> {
         }
         r.state.take_checkpoint(saved.seq)?;
         r.state.discard_checkpoints_before(saved.seq);
-        r.low_water_mark = saved.seq;
+        r.log = Log::new(saved.seq, r.cfg.log_window);
         r.last_executed = saved.seq;
         r.executed_at_last_tick = saved.seq;
         r.next_seq = saved.seq.next();
         // Our vote for the checkpoint, for peers that still need it.
         let msg = Message::Checkpoint(wire::Checkpoint { seq: saved.seq, state_digest: digest });
         let raw = r.keys.seal(&msg, Audience::Replicas);
-        r.checkpoints.entry(saved.seq).or_default().mine = Some((digest, raw));
+        r.checkpoints.record_mine(saved.seq, digest, raw);
         Ok((r, Restored::Intact { seq: saved.seq }))
     }
 
     /// Arms the replica's timers. Call before anything else, and again when
     /// the host restarts a replica that was stopped (its timers were lost).
     pub fn start(&mut self, now: Instant, out: &mut Outbox) {
+        self.handle_start(now, out);
+        self.after_input("start");
+    }
+
+    fn handle_start(&mut self, now: Instant, out: &mut Outbox) {
         self.now = now;
         // A STATUS at once: a replica that restarts behind hears of the
         // checkpoints it missed (and starts a transfer) without waiting a tick.
@@ -346,6 +266,11 @@ impl<S: Service> Replica<S> {
 
     /// Handles one datagram. Bad input is dropped and counted, never a panic.
     pub fn on_datagram(&mut self, now: Instant, bytes: Bytes, out: &mut Outbox) {
+        self.handle_datagram(now, bytes, out);
+        self.after_input("datagram");
+    }
+
+    fn handle_datagram(&mut self, now: Instant, bytes: Bytes, out: &mut Outbox) {
         self.now = now;
         let env = match wire::decode(bytes, self.cfg.max_message_bytes) {
             Ok(env) => env,
@@ -383,7 +308,7 @@ impl<S: Service> Replica<S> {
             (Message::PrePrepare(p), NodeId::Replica(from)) => self.on_pre_prepare(now, from, p, raw, out),
             (Message::Prepare(p), NodeId::Replica(from)) => self.on_prepare(from, p, out),
             (Message::Commit(c), NodeId::Replica(from)) => self.on_commit(from, c, out),
-            (Message::Checkpoint(c), NodeId::Replica(from)) => self.on_checkpoint(from, c, raw, out),
+            (Message::Checkpoint(c), NodeId::Replica(from)) => self.on_checkpoint(from, c, out),
             (Message::Status(s), NodeId::Replica(from)) => self.on_status(now, from, s, out),
             (Message::Fetch(f), NodeId::Replica(from)) => self.on_fetch(now, from, f, out),
             (Message::MetaData(m), NodeId::Replica(from)) => self.on_meta_data(from, m, out),
@@ -397,6 +322,11 @@ impl<S: Service> Replica<S> {
 
     /// Handles a timer the host set on this replica's behalf.
     pub fn on_timer(&mut self, now: Instant, timer: Timer, out: &mut Outbox) {
+        self.handle_timer(now, timer, out);
+        self.after_input("timer");
+    }
+
+    fn handle_timer(&mut self, now: Instant, timer: Timer, out: &mut Outbox) {
         self.now = now;
         match timer {
             Timer::Status => {
@@ -435,11 +365,11 @@ impl<S: Service> Replica<S> {
 
     /// The high water mark H = h + L.
     fn high_water_mark(&self) -> SeqNo {
-        SeqNo(self.low_water_mark.0 + self.cfg.log_window)
+        self.log.high_water_mark()
     }
 
     fn in_window(&self, seq: SeqNo) -> bool {
-        seq > self.low_water_mark && seq <= self.high_water_mark()
+        self.log.in_window(seq)
     }
 
     // ----- queries for hosts, metrics and the simulator's checkers -----
@@ -461,7 +391,7 @@ impl<S: Service> Replica<S> {
         self.view_active
     }
     pub fn low_water_mark(&self) -> SeqNo {
-        self.low_water_mark
+        self.log.low_water_mark()
     }
     pub fn last_executed(&self) -> SeqNo {
         self.last_executed
@@ -480,7 +410,7 @@ impl<S: Service> Replica<S> {
         self.log.len()
     }
     pub fn log_bounds(&self) -> Option<(SeqNo, SeqNo)> {
-        Some((*self.log.keys().next()?, *self.log.keys().next_back()?))
+        self.log.bounds()
     }
     pub fn request_queue_len(&self) -> usize {
         self.request_queue.len()
@@ -490,7 +420,7 @@ impl<S: Service> Replica<S> {
     }
     /// Batch entries waiting for a request body.
     pub fn awaiting_bodies_len(&self) -> usize {
-        self.awaiting.len()
+        self.log.bodies_awaited()
     }
     pub fn read_only_queue_len(&self) -> usize {
         self.read_only_queue.len()
@@ -504,7 +434,7 @@ impl<S: Service> Replica<S> {
     }
     /// Whether this replica holds a prepared certificate for `digest` at `seq`.
     pub fn is_prepared(&self, seq: SeqNo, digest: &Digest) -> bool {
-        self.log.get(&seq).is_some_and(|s| s.prepared && s.batch.as_ref().is_some_and(|b| b.digest == *digest))
+        self.log.get(seq).is_some_and(|s| s.prepared() && s.batch().is_some_and(|b| b.digest() == *digest))
     }
 }
 
@@ -513,40 +443,39 @@ impl<S: Service> Replica<S> {
     /// entries, for failure reports.
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "{} view={}{} h={} last_executed={} next_seq={} tentative={:?} queue={} known={} ro_queue={} checkpoints={:?} transferring={} votes={:?}",
+            "{} view={}{} h={} last_executed={} next_seq={} tentative={:?} queue={} known={} ro_queue={} transferring={} {}",
             self.id,
             self.view.0,
             if self.view_active { "" } else { "(changing)" },
-            self.low_water_mark.0,
+            self.log.low_water_mark().0,
             self.last_executed.0,
             self.next_seq.0,
             self.tentative.map(|t| t.0),
             self.request_queue.len(),
             self.known.len(),
             self.read_only_queue.len(),
-            self.checkpoints.keys().map(|k| k.0).collect::<Vec<_>>(),
             self.transfer.is_some(),
-            self.latest_checkpoint_votes.iter().map(|(r, (s, d))| (r.0, s.0, *d)).collect::<Vec<_>>()
+            self.checkpoints.describe()
         );
-        for (seq, slot) in self.log.range(self.tentative.unwrap_or(self.last_executed.next())..).take(3) {
-            let batch = slot.batch.as_ref().map(|b| {
+        for (seq, slot) in self.log.range(self.tentative.unwrap_or(self.last_executed.next())).take(3) {
+            let batch = slot.batch().map(|b| {
                 format!(
                     "batch(v{} {:?} complete={} validated={} nondet_ok={})",
-                    b.view.0,
-                    b.digest,
+                    b.view().0,
+                    b.digest(),
                     b.complete(),
                     b.validated(),
-                    b.nondet_ok
+                    b.nondet_ok()
                 )
             });
             s.push_str(&format!(
-                "\n      seq {}: {} prepares={:?} commits={:?} prepared={} committed={}",
+                "\n      seq {}: {} prepares={} commits={} prepared={} committed={}",
                 seq.0,
                 batch.unwrap_or_else(|| "no batch".into()),
-                slot.prepares.iter().map(|(r, v)| (r.0, v.digest)).collect::<Vec<_>>(),
-                slot.commits.iter().map(|(r, v)| (r.0, v.digest)).collect::<Vec<_>>(),
-                slot.prepared,
-                slot.committed
+                slot.matching_prepares(),
+                slot.matching_commits(),
+                slot.prepared(),
+                slot.committed()
             ));
         }
         s

@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
-use super::view_change::{null_batch_digest, Installed, MAX_Q_PER_SEQ};
-use super::{Batch, Replica};
+use super::view_change::{null_batch_digest, Installed};
+use super::Replica;
 use crate::effects::{Effect, Outbox, Timer};
 use crate::metrics::DropReason;
 use crate::service::{ReadContext, Service, StateRegionRef};
@@ -66,7 +66,7 @@ impl<S: Service> Replica<S> {
         // A tentative execution the new view does not keep is undone. At or
         // below the chosen checkpoint it committed somewhere: it stays.
         if let Some(t) = self.tentative {
-            let executed = self.log.get(&t).and_then(|s| s.batch.as_ref()).map(|b| b.digest);
+            let executed = self.log.batch(t).map(|b| b.digest());
             if t > h_new && choices.get(&t) != executed.as_ref() {
                 self.undo_tentative(t, out);
             }
@@ -77,10 +77,8 @@ impl<S: Service> Replica<S> {
 
         // The log: the chosen batches, re-proposed in this view, and nothing
         // above them that has not executed.
-        let executed = self.last_executed;
-        self.log.retain(|n, _| *n <= last_chosen || *n <= executed);
-        self.awaiting.retain(|(_, n)| *n <= last_chosen || *n <= executed);
-        let floor = self.low_water_mark.max(h_new);
+        self.log.discard_above(last_chosen.max(self.last_executed));
+        let floor = self.log.low_water_mark().max(h_new);
         self.vc.choices = choices.into_iter().filter(|(n, _)| *n > floor).collect();
         let adopt: Vec<SeqNo> = self.vc.choices.keys().copied().filter(|n| self.in_window(*n)).collect();
         for n in &adopt {
@@ -92,7 +90,7 @@ impl<S: Service> Replica<S> {
         }
         out.push(Effect::ViewInstalled { view: v });
         for n in adopt {
-            self.check_progress(n, out);
+            self.advance_slot(n, out);
         }
         if self.waiting_for_execution() {
             self.start_view_change_timer(out);
@@ -105,27 +103,8 @@ impl<S: Service> Replica<S> {
     /// body this replica holds when its digest matches, else waits for it.
     pub(super) fn adopt_choice(&mut self, n: SeqNo) {
         let Some(d) = self.vc.choices.get(&n).copied() else { return };
-        let v = self.view;
         let executed = n <= self.last_executed;
-        let slot = self.log.entry(n).or_default();
-        let batch = match slot.batch.take().filter(|b| b.digest == d && !b.missing) {
-            Some(mut b) => {
-                b.view = v;
-                b.reproposed = true;
-                b
-            }
-            None => Batch::by_digest(v, d),
-        };
-        debug_assert!(!executed || !slot.committed || batch.digest == d);
-        slot.committed = slot.committed && executed;
-        slot.batch = Some(batch);
-        slot.prepares.clear();
-        slot.commits.clear();
-        slot.my_prepare = None;
-        slot.my_commit = None;
-        slot.prepared = false;
-        let prepared = slot.prepared_cert.map(|(d, _)| d);
-        note_pre_prepared(&mut slot.pre_prepared_in, d, v, prepared);
+        self.log.slot(n).repropose(self.view, d, executed);
     }
 
     /// The new primary continues after the last chosen batch, with a
@@ -135,10 +114,10 @@ impl<S: Service> Replica<S> {
         self.next_seq = last_chosen.max(self.last_executed).next();
         let mut floor = self.last_nondet_us.max(self.last_executed_nondet_us);
         let mut proposed = BTreeSet::new();
-        for slot in self.log.values() {
-            if let Some(b) = &slot.batch {
-                floor = floor.max(b.nondet_time_us);
-                for e in &b.entries {
+        for (_, slot) in self.log.slots() {
+            if let Some(b) = slot.batch() {
+                floor = floor.max(b.nondet_time_us());
+                for e in b.requests() {
                     proposed.insert(e.digest);
                     if let Some((r, _)) = &e.body {
                         let t = self.assigned.entry(r.client).or_insert(r.timestamp);
@@ -175,12 +154,8 @@ impl<S: Service> Replica<S> {
         self.last_executed = SeqNo(t.0 - 1);
         self.last_executed_nondet_us = self.nondet_before_tentative;
         self.tentative = None;
-        let bodies: Vec<(crate::wire::Request, Bytes)> = self
-            .log
-            .get(&t)
-            .and_then(|s| s.batch.as_ref())
-            .map(|b| b.entries.iter().filter_map(|e| e.body.clone()).collect())
-            .unwrap_or_default();
+        let bodies: Vec<(crate::wire::Request, Bytes)> =
+            self.log.batch(t).map(|b| b.requests().iter().filter_map(|e| e.body.clone()).collect()).unwrap_or_default();
         for (req, raw) in bodies {
             self.remember_request(&req, &raw);
         }
@@ -198,7 +173,7 @@ impl<S: Service> Replica<S> {
     /// Whether slot `seq` waits for the body of a batch known by digest only:
     /// one a NEW-VIEW chose, or one 2f+1 COMMITs certify.
     pub(super) fn wants_batch(&self, seq: SeqNo) -> bool {
-        self.log.get(&seq).and_then(|s| s.batch.as_ref()).is_some_and(|b| b.missing)
+        self.log.batch(seq).is_some_and(|b| b.body_pending())
     }
 
     /// A batch that 2f+1 replicas committed (2f+1 matching COMMITs: f+1
@@ -211,18 +186,13 @@ impl<S: Service> Replica<S> {
     /// body to come through STATUS, and as primary it will not propose at that
     /// number again.
     pub(super) fn adopt_certified_batch(&mut self, seq: SeqNo) {
-        let certified = match self.log.get(&seq) {
-            Some(s) if s.commits.len() >= self.cfg.quorum() && !s.committed => self.certified_batch(seq),
+        let certified = match self.log.get(seq) {
+            Some(s) if s.commit_voters() >= self.cfg.quorum() && !s.committed() => self.certified_batch(seq),
             _ => None,
         };
         let Some((view, digest)) = certified else { return };
-        let slot = self.log.get_mut(&seq).expect("checked above");
-        if slot.batch.as_ref().is_none_or(|b| b.digest != digest) {
-            slot.batch = Some(Batch::by_digest(view, digest));
-            slot.my_prepare = None;
-            slot.prepared = false;
-        }
-        slot.committed = true;
+        let Some(slot) = self.log.get_mut(seq) else { return };
+        slot.adopt_certified(view, digest);
         if self.next_seq <= seq {
             self.next_seq = seq.next();
         }
@@ -231,12 +201,7 @@ impl<S: Service> Replica<S> {
     /// The batch 2f+1 replicas committed at `seq` in one view (2f+1 matching
     /// COMMITs), if any.
     pub(super) fn certified_batch(&self, seq: SeqNo) -> Option<(View, Digest)> {
-        let slot = self.log.get(&seq)?;
-        let mut tally: BTreeMap<(View, Digest), usize> = BTreeMap::new();
-        for v in slot.commits.values() {
-            *tally.entry((v.view, v.digest)).or_default() += 1;
-        }
-        tally.into_iter().find(|(_, n)| *n >= self.cfg.quorum()).map(|(k, _)| k)
+        self.log.get(seq)?.certified_batch(self.cfg.f)
     }
 
     /// Accepts a pre-prepare (of any view, from anyone) as the body of the
@@ -244,32 +209,17 @@ impl<S: Service> Replica<S> {
     pub(super) fn fill_chosen_batch(&mut self, env: wire::Envelope, out: &mut Outbox) {
         let Message::PrePrepare(p) = env.message else { return };
         let Some((entries, digest)) = self.batch_entries(&p) else { return self.metrics.drop(DropReason::Invalid) };
-        let Some(batch) = self.log.get_mut(&p.seq).and_then(|s| s.batch.as_mut()) else { return };
-        if batch.digest != digest {
+        let Some(batch) = self.log.batch(p.seq) else { return };
+        if batch.digest() != digest {
             return self.metrics.drop(DropReason::Invalid);
         }
-        for e in entries.iter().filter(|e| !e.authenticated) {
-            self.awaiting.insert((e.digest, p.seq));
+        let unauthenticated: Vec<Digest> = entries.iter().filter(|e| !e.authenticated).map(|e| e.digest).collect();
+        if let Some(slot) = self.log.get_mut(p.seq) {
+            slot.fill_batch(entries, p.nondet_time_us, env.raw);
         }
-        let batch = self.log.get_mut(&p.seq).and_then(|s| s.batch.as_mut()).expect("checked above");
-        batch.entries = entries;
-        batch.nondet_time_us = p.nondet_time_us;
-        batch.raw = env.raw;
-        batch.missing = false;
-        self.check_progress(p.seq, out);
-    }
-}
-
-/// Records that batch `d` pre-prepared in view `v`, keeping the latest view
-/// per batch and at most [`MAX_Q_PER_SEQ`] batches: the oldest views go, but
-/// never `prepared`, the batch this replica holds a prepared certificate for.
-pub(super) fn note_pre_prepared(q: &mut Vec<(Digest, View)>, d: Digest, v: View, prepared: Option<Digest>) {
-    match q.iter_mut().find(|(e, _)| *e == d) {
-        Some(entry) => entry.1 = entry.1.max(v),
-        None => q.push((d, v)),
-    }
-    if q.len() > MAX_Q_PER_SEQ {
-        q.sort_by_key(|e| std::cmp::Reverse((Some(e.0) == prepared, e.1)));
-        q.truncate(MAX_Q_PER_SEQ);
+        for d in unauthenticated {
+            self.log.await_body(d, p.seq);
+        }
+        self.advance_slot(p.seq, out);
     }
 }

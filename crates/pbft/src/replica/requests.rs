@@ -9,11 +9,12 @@
 
 use bytes::Bytes;
 
-use super::{Entry, Replica};
+use super::log::BatchRequest;
+use super::Replica;
 use crate::effects::Outbox;
 use crate::metrics::DropReason;
 use crate::service::Service;
-use crate::types::{Digest, Instant, SeqNo};
+use crate::types::{Digest, Instant};
 use crate::wire::{BatchEntry, Request};
 
 impl<S: Service> Replica<S> {
@@ -88,28 +89,19 @@ impl<S: Service> Replica<S> {
     /// `normal_case.rs`).
     pub(super) fn fill_missing_body(&mut self, req: &Request, raw: &Bytes, authenticated: bool, out: &mut Outbox) {
         let digest = req.digest();
-        let waiting: Vec<SeqNo> =
-            self.awaiting.range((digest, SeqNo(0))..=(digest, SeqNo(u64::MAX))).map(|(_, seq)| *seq).collect();
-        let mut filled = Vec::new();
-        for seq in waiting {
-            let Some(batch) = self.log.get_mut(&seq).and_then(|s| s.batch.as_mut()) else {
-                self.awaiting.remove(&(digest, seq));
-                continue;
-            };
+        let waiting = self.log.awaiting_body(digest);
+        for seq in waiting.iter().copied() {
             // Fill what is missing, and replace a body that failed our MAC check
             // (a forged copy may arrive first) with one that passes.
-            let wanted = |e: &Entry| e.digest == digest && (e.body.is_none() || (authenticated && !e.authenticated));
-            for e in batch.entries.iter_mut().filter(|e| wanted(e)) {
-                e.body = Some((req.clone(), raw.clone()));
-                e.authenticated = authenticated;
+            if let Some(slot) = self.log.get_mut(seq) {
+                slot.fill_request(digest, req, raw, authenticated);
             }
             if authenticated {
-                self.awaiting.remove(&(digest, seq));
+                self.log.body_arrived(digest, seq);
             }
-            filled.push(seq);
         }
-        for seq in filled {
-            self.check_progress(seq, out);
+        for seq in waiting {
+            self.advance_slot(seq, out);
         }
     }
 
@@ -134,7 +126,7 @@ impl<S: Service> Replica<S> {
         self.request_queue.push_back((req, raw));
     }
 
-    fn bug_unbounded_queue(&self) -> bool {
+    pub(super) fn bug_unbounded_queue(&self) -> bool {
         #[cfg(feature = "deliberate-bugs")]
         if self.cfg.bugs.unbounded_request_queue {
             return true;
@@ -171,7 +163,7 @@ impl<S: Service> Replica<S> {
                 bytes += size;
                 let digest = req.digest();
                 inline.push(if large { BatchEntry::ByDigest(digest) } else { BatchEntry::Inline(raw.clone()) });
-                entries.push(Entry { digest, body: Some((req, raw)), authenticated: true });
+                entries.push(BatchRequest { digest, body: Some((req, raw)), authenticated: true });
             }
             if entries.is_empty() {
                 continue;

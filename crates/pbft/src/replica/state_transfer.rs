@@ -28,8 +28,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use super::Replica;
 use crate::effects::{Dest, Effect, Outbox};
 use crate::metrics::DropReason;
@@ -135,7 +133,7 @@ impl<S: Service> Replica<S> {
         if self.transfer.is_some() {
             return;
         }
-        let horizon = SeqNo(self.low_water_mark.0 + self.cfg.log_window);
+        let horizon = self.high_water_mark();
         if let Some((seq, digest, sources)) = self.transfer_target().filter(|(seq, _, _)| *seq > horizon) {
             self.start_transfer(seq, digest, sources, out);
         }
@@ -144,24 +142,7 @@ impl<S: Service> Replica<S> {
     /// The highest checkpoint above our last executed batch that f+1 other
     /// replicas agree on, with those replicas.
     fn transfer_target(&self) -> Option<(SeqNo, Digest, Vec<ReplicaId>)> {
-        // Votes come from the checkpoint records inside the window and from each
-        // replica's latest announcement (which may lie beyond it).
-        let mut tally: BTreeMap<(SeqNo, Digest), BTreeSet<ReplicaId>> = BTreeMap::new();
-        for (seq, votes) in self.checkpoints.range(self.last_executed.next()..) {
-            for (r, (d, _)) in &votes.votes {
-                tally.entry((*seq, *d)).or_default().insert(*r);
-            }
-        }
-        for (r, (seq, d)) in &self.latest_checkpoint_votes {
-            if *seq > self.last_executed {
-                tally.entry((*seq, *d)).or_default().insert(*r);
-            }
-        }
-        tally
-            .into_iter()
-            .rev()
-            .find(|(_, voters)| voters.len() > self.cfg.f)
-            .map(|((seq, digest), voters)| (seq, digest, voters.into_iter().collect()))
+        self.checkpoints.transfer_target(self.last_executed, self.cfg.f)
     }
 
     pub(super) fn start_transfer(&mut self, seq: SeqNo, digest: Digest, sources: Vec<ReplicaId>, out: &mut Outbox) {
@@ -478,20 +459,11 @@ impl<S: Service> Replica<S> {
         self.last_executed_nondet_us = 0;
         self.tentative = None;
         self.read_only_queue.clear();
-        self.log = self.log.split_off(&t.seq.next());
-        self.awaiting.retain(|(_, seq)| *seq > t.seq);
-        let low = self.low_water_mark;
-        self.checkpoints.retain(|seq, _| *seq == low || *seq > t.seq);
+        self.log.discard_through(t.seq);
         // Our own CHECKPOINT for the installed state, and the votes we already have for it.
         let msg = Message::Checkpoint(Checkpoint { seq: t.seq, state_digest: t.digest });
         let raw = self.multicast(&msg, out);
-        let votes: Vec<(ReplicaId, Digest)> =
-            self.latest_checkpoint_votes.iter().filter(|(_, (s, _))| *s == t.seq).map(|(r, (_, d))| (*r, *d)).collect();
-        let record = self.checkpoints.entry(t.seq).or_default();
-        record.mine = Some((t.digest, raw));
-        for (r, d) in votes {
-            record.votes.entry(r).or_insert((d, Bytes::new()));
-        }
+        self.checkpoints.installed(self.log.low_water_mark(), t.seq, t.digest, raw);
         out.push(Effect::StateTransferred { seq: t.seq, digest: t.digest, pages: t.pages_fetched });
         if self.next_seq <= t.seq {
             self.next_seq = t.seq.next();

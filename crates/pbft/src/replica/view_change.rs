@@ -37,6 +37,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
+use super::log::MAX_Q_PER_SEQ;
 use super::Replica;
 use crate::auth::Audience;
 use crate::effects::{Dest, Effect, Outbox, Timer};
@@ -48,8 +49,6 @@ use crate::wire::{self, Message, NewView, VcEntry, ViewChange, ViewChangeAck, MA
 
 /// Views ahead of the current one for which messages are kept.
 const MAX_VIEWS_AHEAD: u64 = 16;
-/// Distinct batches remembered per sequence number for Q.
-pub(super) const MAX_Q_PER_SEQ: usize = 4;
 /// The view-change timeout stops doubling at this many times the configured one.
 const MAX_TIMEOUT_FACTOR: u64 = 64;
 /// Timeouts a lagging backup lets pass before it blames the primary anyway.
@@ -292,7 +291,7 @@ impl<S: Service> Replica<S> {
 
     /// VIEW-CHANGE(v, h, C, P, Q) from this replica's log.
     fn build_view_change(&self, v: View) -> ViewChange {
-        let h = self.low_water_mark;
+        let h = self.log.low_water_mark();
         // Checkpoints of states this replica reached by executing (a damaged
         // state restored from disk is none), within its window.
         let checkpoints: Vec<(SeqNo, Digest)> = if self.needs_transfer {
@@ -307,12 +306,12 @@ impl<S: Service> Replica<S> {
         };
         let mut prepared = Vec::new();
         let mut pre_prepared = Vec::new();
-        for (n, slot) in self.log.range(h.next()..) {
-            if let Some((digest, view)) = slot.prepared_cert {
-                prepared.push(VcEntry { seq: *n, digest, view });
+        for (n, slot) in self.log.range(h.next()) {
+            if let Some((digest, view)) = slot.prepared_cert() {
+                prepared.push(VcEntry { seq: n, digest, view });
             }
-            for (digest, view) in &slot.pre_prepared_in {
-                pre_prepared.push(VcEntry { seq: *n, digest: *digest, view: *view });
+            for (digest, view) in slot.pre_prepared_in() {
+                pre_prepared.push(VcEntry { seq: n, digest: *digest, view: *view });
             }
         }
         ViewChange { view: v, stable: h, checkpoints, prepared, pre_prepared }
