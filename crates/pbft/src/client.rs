@@ -17,7 +17,9 @@
 //! 2f+1 replicas answering a later read include a correct one that executed the
 //! write. When `read_only_optimization` is off, f+1 committed replies suffice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::tally::Tally;
 
 use bytes::Bytes;
 
@@ -37,7 +39,7 @@ pub enum ClientError {
     TooLarge(usize, usize),
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct ReplyVote {
     view: View,
     digest: Digest,
@@ -52,8 +54,8 @@ struct Pending {
     read_only: bool,
     /// Was submitted as read-only (reported in the completion).
     submitted_read_only: bool,
-    replies: BTreeMap<ReplicaId, ReplyVote>,
-    results: HashMap<Digest, Bytes>,
+    replies: Tally<ReplyVote>,
+    results: BTreeMap<Digest, Bytes>,
     /// Retransmissions so far (the timeout doubles, up to a cap).
     retries: u32,
     /// Every replica was asked for the full result (the designated replier
@@ -111,8 +113,8 @@ impl Client {
             op,
             read_only,
             submitted_read_only: read_only,
-            replies: BTreeMap::new(),
-            results: HashMap::new(),
+            replies: Tally::new(),
+            results: BTreeMap::new(),
             retries: 0,
             asked_all: false,
         });
@@ -218,16 +220,13 @@ impl Client {
     fn check_certificate(&mut self, now: Instant, out: &mut Outbox) {
         let (any_quorum, committed_quorum) = (self.quorum_for_any(), self.quorum_for_committed());
         let Some(p) = self.pending.as_ref() else { return };
-        let mut counts: BTreeMap<Digest, (usize, usize)> = BTreeMap::new();
-        for v in p.replies.values() {
-            let c = counts.entry(v.digest).or_default();
-            c.0 += 1;
-            if !v.tentative && !p.read_only {
-                c.1 += 1;
-            }
-        }
-        let certified = counts.iter().find(|(_, (all, committed))| *all >= any_quorum || *committed >= committed_quorum);
-        if let Some((digest, _)) = certified {
+        // Per result: replies that match it, and those of them from a
+        // committed (not tentative) execution of a read-write request.
+        let results: BTreeSet<Digest> = p.replies.iter().map(|(_, v)| v.digest).collect();
+        let matching = |d: &Digest| p.replies.count_where(|_, v| v.digest == *d);
+        let committed = |d: &Digest| p.replies.count_where(|_, v| v.digest == *d && !v.tentative && !p.read_only);
+        let certified = results.iter().find(|d| matching(d) >= any_quorum || committed(d) >= committed_quorum);
+        if let Some(digest) = certified {
             let Some(result) = p.results.get(digest).cloned() else {
                 // Certified, but the designated replier's full result is
                 // missing (it may be down): ask everyone for it now rather
@@ -248,7 +247,7 @@ impl Client {
         // A read-only request that can no longer gather 2f+1 matching replies is
         // retried as read-write at once.
         if p.read_only {
-            let best = counts.values().map(|c| c.0).max().unwrap_or(0);
+            let best = results.iter().map(matching).max().unwrap_or(0);
             let silent = self.cfg.n() - p.replies.len();
             if best + silent < any_quorum {
                 self.fall_back_to_read_write(now, out);
@@ -260,11 +259,10 @@ impl Client {
     /// the next request goes to the right primary.
     fn learn_view(&mut self) {
         let Some(p) = &self.pending else { return };
-        let mut views: Vec<View> = p.replies.values().map(|v| v.view).collect();
-        views.sort_unstable_by(|a, b| b.cmp(a));
-        if let Some(v) = views.get(self.cfg.f) {
-            if *v > self.view {
-                self.view = *v;
+        let views: Tally<View> = p.replies.iter().map(|(r, v)| (r, v.view)).collect();
+        if let Some(v) = views.highest_reached_by(self.cfg.f + 1) {
+            if v > self.view {
+                self.view = v;
             }
         }
     }

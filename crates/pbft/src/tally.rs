@@ -80,6 +80,16 @@ impl<V> Tally<V> {
         self.votes.iter().filter(|(r, v)| pred(**r, v)).count()
     }
 
+    /// f+1 voters' votes satisfy `pred`: at least one correct replica's does.
+    pub fn weak_where(&self, f: usize, pred: impl FnMut(ReplicaId, &V) -> bool) -> bool {
+        self.count_where(pred) > f
+    }
+
+    /// 2f+1 voters' votes satisfy `pred`: a quorum's.
+    pub fn quorum_where(&self, f: usize, pred: impl FnMut(ReplicaId, &V) -> bool) -> bool {
+        self.count_where(pred) > 2 * f
+    }
+
     /// Forgets every vote.
     pub fn clear(&mut self) {
         self.votes.clear();

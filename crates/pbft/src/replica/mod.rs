@@ -31,7 +31,7 @@ mod state_transfer;
 mod status;
 mod view_change;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -117,18 +117,18 @@ pub struct Replica<S: Service> {
     /// The primary's requests waiting to be batched.
     request_queue: VecDeque<(Request, Bytes)>,
     /// The primary's highest timestamp queued or batched, per client.
-    assigned: HashMap<ClientId, crate::types::Timestamp>,
+    assigned: BTreeMap<ClientId, crate::types::Timestamp>,
     /// Request bodies received from clients (or forwarded) whose MAC checked,
     /// keyed by digest: large requests named by digest, and requests a client
     /// retransmitted. At most one per client (`known_by_client`).
-    known: HashMap<Digest, (Request, Bytes)>,
-    known_by_client: HashMap<ClientId, Digest>,
+    known: BTreeMap<Digest, (Request, Bytes)>,
+    known_by_client: BTreeMap<ClientId, Digest>,
     /// Read-only requests waiting for the tentative batch to commit.
     read_only_queue: VecDeque<Request>,
     /// Each peer's view and last executed batch, from its latest STATUS.
-    peer_progress: BTreeMap<ReplicaId, (View, SeqNo)>,
+    peer_progress: crate::tally::Tally<(View, SeqNo)>,
     /// When this replica last answered each peer's STATUS.
-    status_answered: HashMap<ReplicaId, Instant>,
+    status_answered: BTreeMap<ReplicaId, Instant>,
     /// The time of the input being handled (an input like any other).
     now: Instant,
     /// `last_executed` at the previous status tick, to notice being stuck.
@@ -137,7 +137,7 @@ pub struct Replica<S: Service> {
     /// The state may not be one this replica ever certified (it was restored
     /// damaged from disk): nothing executes until a state transfer replaces it.
     needs_transfer: bool,
-    fetch_budget: HashMap<ReplicaId, state_transfer::FetchBudget>,
+    fetch_budget: BTreeMap<ReplicaId, state_transfer::FetchBudget>,
     metrics: Metrics,
     /// What the invariants compare from one input to the next.
     witness: invariants::Witness,
@@ -176,17 +176,17 @@ impl<S: Service> Replica<S> {
             log: Log::new(SeqNo(0), cfg.log_window),
             checkpoints: Checkpoints::new(id),
             request_queue: VecDeque::new(),
-            assigned: HashMap::new(),
-            known: HashMap::new(),
-            known_by_client: HashMap::new(),
+            assigned: BTreeMap::new(),
+            known: BTreeMap::new(),
+            known_by_client: BTreeMap::new(),
             read_only_queue: VecDeque::new(),
-            status_answered: HashMap::new(),
-            peer_progress: BTreeMap::new(),
+            status_answered: BTreeMap::new(),
+            peer_progress: crate::tally::Tally::new(),
             now: Instant(0),
             executed_at_last_tick: SeqNo(0),
             transfer: None,
             needs_transfer: false,
-            fetch_budget: HashMap::new(),
+            fetch_budget: BTreeMap::new(),
             metrics: Metrics::default(),
             witness: invariants::Witness::default(),
             cfg,

@@ -43,6 +43,7 @@ use crate::auth::Audience;
 use crate::effects::{Dest, Effect, Outbox, Timer};
 use crate::metrics::DropReason;
 use crate::service::Service;
+use crate::tally::{Inserted, Tally};
 use crate::types::{ClientId, Digest, NodeId, ReplicaId, SeqNo, View};
 use crate::view_change::{decide, NewViewDecision, Undecided, ViewChangeInfo};
 use crate::wire::{self, Message, NewView, VcEntry, ViewChange, ViewChangeAck, MAX_VC_CHECKPOINTS};
@@ -79,8 +80,8 @@ pub(super) struct ViewChanges {
     /// VIEW-CHANGE messages a pending NEW-VIEW names, received relayed or
     /// with a MAC that did not check for us: trusted once f+1 acks vouch.
     pub(super) relayed: BTreeMap<(View, ReplicaId), StoredVc>,
-    /// acks[(view, sender of the VIEW-CHANGE)][acker] = its digest.
-    pub(super) acks: BTreeMap<(View, ReplicaId), BTreeMap<ReplicaId, Digest>>,
+    /// acks[(view, sender of the VIEW-CHANGE)]: each acker's digest.
+    pub(super) acks: BTreeMap<(View, ReplicaId), Tally<Digest>>,
     /// A NEW-VIEW waiting for the VIEW-CHANGE messages it names.
     pub(super) pending: Option<(NewView, Bytes)>,
     pub(super) installed: Option<Installed>,
@@ -216,12 +217,9 @@ impl<S: Service> Replica<S> {
     /// report in STATUS that they executed further in this view (one of them
     /// is correct).
     fn lagging(&self) -> bool {
-        let ahead = self
-            .peer_progress
-            .values()
-            .filter(|(v, executed)| *v == self.view && *executed > self.last_executed)
-            .count();
-        ahead > self.cfg.f || self.certified_batch(self.last_executed.next()).is_some_and(|(v, _)| v == self.view)
+        let ahead =
+            self.peer_progress.weak_where(self.cfg.f, |_, (v, executed)| *v == self.view && *executed > self.last_executed);
+        ahead || self.certified_batch(self.last_executed.next()).is_some_and(|(v, _)| v == self.view)
     }
 
     /// Whether this backup waits for the primary: a request it holds has not
@@ -401,12 +399,10 @@ impl<S: Service> Replica<S> {
         if ack.replica == from || !self.cfg.is_replica(ack.replica) {
             return self.metrics.drop(DropReason::Invalid);
         }
-        let acks = self.vc.acks.entry((ack.view, ack.replica)).or_default();
-        if acks.get(&from) == Some(&ack.digest) {
+        // One ack per acker: a later one (after a relay) replaces the first.
+        if self.vc.acks.entry((ack.view, ack.replica)).or_default().insert(from, ack.digest) == Inserted::Same {
             return self.metrics.drop(DropReason::Duplicate);
         }
-        // One ack per acker: a later one (after a relay) replaces the first.
-        acks.insert(from, ack.digest);
         self.try_new_view(out);
         self.try_pending_new_view(out);
     }
@@ -414,24 +410,16 @@ impl<S: Service> Replica<S> {
     /// Acks for `subject`'s VIEW-CHANGE for `v` with `digest`, from replicas
     /// other than the subject and `also_not`.
     fn acks_for(&self, v: View, subject: ReplicaId, digest: Digest, also_not: ReplicaId) -> usize {
-        self.vc.acks.get(&(v, subject)).map_or(0, |a| {
-            a.iter().filter(|(r, d)| **r != subject && **r != also_not && **d == digest).count()
-        })
+        self.vc.acks.get(&(v, subject)).map_or(0, |a| a.count_excluding(&digest, &[subject, also_not]))
     }
 
     /// Joins a view change once f+1 other replicas ask for views above ours:
     /// the highest view that f+1 of them ask for at least.
     fn maybe_join(&mut self, out: &mut Outbox) {
-        let mut highest: BTreeMap<ReplicaId, View> = BTreeMap::new();
-        for (v, r) in self.vc.msgs.keys() {
-            if *r != self.id && *v > self.view {
-                let e = highest.entry(*r).or_insert(*v);
-                *e = (*e).max(*v);
-            }
-        }
-        let mut views: Vec<View> = highest.into_values().collect();
-        views.sort_unstable_by(|a, b| b.cmp(a));
-        if let Some(v) = views.get(self.cfg.f).copied() {
+        // Keys ascend by view, so each replica's last entry is its highest.
+        let asking: Tally<View> =
+            self.vc.msgs.keys().filter(|(v, r)| *r != self.id && *v > self.view).map(|(v, r)| (*r, *v)).collect();
+        if let Some(v) = asking.highest_reached_by(self.cfg.f + 1) {
             self.start_view_change(v, out);
         }
     }
