@@ -19,7 +19,7 @@ use pbft::{Client, ClientId, Config, Dest, Effect, Instant, Outbox};
 use crate::cluster::{read_secret, Cluster};
 use crate::error::NodeError;
 use crate::faults::FaultConfig;
-use crate::time::{unix_micros, Clock, Timers};
+use crate::time::{unix_micros, Clock};
 use crate::transport::Transport;
 
 /// How a client is run besides what the cluster file says.
@@ -44,7 +44,6 @@ pub struct ClusterClient {
     keys: KeyTable,
     transport: Transport,
     replicas: Vec<SocketAddr>,
-    timers: Timers,
     clock: Clock,
     out: Outbox,
     timeout: Duration,
@@ -99,7 +98,6 @@ impl ClusterClient {
             keys,
             transport,
             replicas,
-            timers: Timers::default(),
             clock: Clock::new(),
             out: Outbox::new(),
             timeout: options.timeout,
@@ -139,14 +137,14 @@ impl ClusterClient {
                 self.abandon();
                 return Err(NodeError::Timeout(self.timeout));
             }
-            while let Some(timer) = self.timers.pop_due(now) {
-                self.client.on_timer(now, timer, &mut self.out);
+            if self.client.poll_timeout().is_some_and(|at| at <= now) {
+                self.client.handle_timeout(now, &mut self.out);
                 if let Some(result) = self.carry_out(now) {
                     return Ok(result);
                 }
             }
             self.transport.release_due(now);
-            let wake = [self.timers.next(), self.transport.next_release(), Some(deadline)].into_iter().flatten().min();
+            let wake = [self.client.poll_timeout(), self.transport.next_release(), Some(deadline)].into_iter().flatten().min();
             let wait = self.clock.until(wake.unwrap_or(deadline));
             if let Some((bytes, _from)) = self.transport.recv(wait)? {
                 // The core authenticates; where the datagram came from proves nothing.
@@ -165,7 +163,6 @@ impl ClusterClient {
         let base = unix_micros().max(self.last_timestamp + 16);
         self.last_timestamp = base;
         self.client = Client::new(self.cfg.clone(), self.client.id(), self.keys.clone(), base);
-        self.timers = Timers::default();
         self.out = Outbox::new();
     }
 
@@ -196,8 +193,6 @@ impl ClusterClient {
                         self.transport.send(now, *addr, bytes.clone());
                     }
                 }
-                Effect::SetTimer { timer, at } => self.timers.set(timer, at),
-                Effect::CancelTimer { timer } => self.timers.cancel(timer),
                 Effect::Completed { result, .. } => {
                     self.introduced = true;
                     completed = Some(result);

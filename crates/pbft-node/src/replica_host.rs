@@ -28,7 +28,7 @@ use crate::error::NodeError;
 use crate::faults::FaultConfig;
 use crate::metrics::{ReplicaSnapshot, SharedSnapshot};
 use crate::store::{Store, Writer};
-use crate::time::{Clock, Timers};
+use crate::time::Clock;
 use crate::transport::{Transport, MAX_DATAGRAM};
 
 /// How often the loop wakes up with nothing to do (to notice a stop request)
@@ -96,7 +96,6 @@ pub struct ReplicaHost<S: Service> {
     /// Each client's newest request seen here and when it arrived, for the
     /// latency histogram.
     arrivals: Vec<Option<(Timestamp, Instant)>>,
-    timers: Timers,
     clock: Clock,
     out: Outbox,
     faulty: Option<FaultyMode>,
@@ -150,7 +149,6 @@ impl<S: Service> ReplicaHost<S> {
             others: cluster.replicas.iter().filter(|r| r.id != ReplicaId(id)).map(|r| r.addr).collect(),
             clients: vec![None; max_clients],
             arrivals: vec![None; max_clients],
-            timers: Timers::default(),
             clock: Clock::new(),
             out: Outbox::new(),
             faulty: options.faulty,
@@ -191,8 +189,8 @@ impl<S: Service> ReplicaHost<S> {
         let mut next_publish = now;
         while !stop.load(Ordering::Relaxed) {
             let now = self.clock.now();
-            while let Some(timer) = self.timers.pop_due(now) {
-                self.replica.on_timer(now, timer, &mut self.out);
+            if self.replica.poll_timeout().is_some_and(|at| at <= now) {
+                self.replica.handle_timeout(now, &mut self.out);
                 self.carry_out(now);
             }
             self.transport.release_due(now);
@@ -205,7 +203,7 @@ impl<S: Service> ReplicaHost<S> {
                 next_publish = now.plus_us(HOUSEKEEPING_US);
             }
             let held = self.held.front().map(|(at, _, _)| *at);
-            let wake = [self.timers.next(), self.transport.next_release(), held, Some(next_publish)]
+            let wake = [self.replica.poll_timeout(), self.transport.next_release(), held, Some(next_publish)]
                 .into_iter()
                 .flatten()
                 .min();
@@ -291,8 +289,6 @@ impl<S: Service> ReplicaHost<S> {
                     self.held.push_back((now.plus_us(delay), to, bytes));
                 }
                 Effect::Send { to, bytes } => self.send(now, to, bytes),
-                Effect::SetTimer { timer, at } => self.timers.set(timer, at),
-                Effect::CancelTimer { timer } => self.timers.cancel(timer),
                 Effect::Executed(e) => {
                     self.local.batch_size.observe(e.requests.len() as f64);
                     for (client, timestamp) in e.requests {

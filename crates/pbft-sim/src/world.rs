@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 
 use bytes::Bytes;
 use pbft::auth::{public_key, KeyTable};
-use pbft::{Client, ClientId, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId, SeqNo, Timer};
+use pbft::{Client, ClientId, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId, SeqNo};
 use pbft_kv::{KvConfig, KvResult, KvService};
 
 use crate::byzantine::{ByzReplica, FaultyClient};
@@ -25,7 +25,8 @@ pub enum Addr {
 #[derive(Debug)]
 enum EventKind {
     Deliver { to: Addr, from: Addr, bytes: Bytes },
-    Timer { node: Addr, timer: Timer, generation: u64 },
+    /// A node asked to be woken now (its earliest timer is due).
+    Wake(Addr),
     ClientNext(usize),
     Crash(usize),
     Restart(usize),
@@ -106,7 +107,9 @@ pub struct World {
     pub(crate) replicas: Vec<ReplicaNode>,
     clients: Vec<ClientNode>,
     pub(crate) faulty_clients: Vec<FaultyClient>,
-    timer_generation: BTreeMap<(Addr, Timer), u64>,
+    /// The earliest wake-up scheduled for each node, in virtual time: the
+    /// nodes keep their own timers; the world only wakes them.
+    wake_at: BTreeMap<Addr, u64>,
     pub(crate) checkers: Checkers,
     /// Recent client requests seen on the network, for replaying faulty clients.
     pub(crate) recent_requests: Vec<Bytes>,
@@ -204,7 +207,7 @@ impl World {
             replicas,
             clients,
             faulty_clients,
-            timer_generation: BTreeMap::new(),
+            wake_at: BTreeMap::new(),
             checkers,
             recent_requests: Vec::new(),
             stats: RunStats::default(),
@@ -331,9 +334,9 @@ impl World {
     fn handle(&mut self, kind: EventKind) {
         match kind {
             EventKind::Deliver { to, from, bytes } => self.deliver(to, from, bytes),
-            EventKind::Timer { node, timer, generation } => {
-                if self.timer_generation.get(&(node, timer)) != Some(&generation) {
-                    return;
+            EventKind::Wake(node) => {
+                if self.wake_at.get(&node) == Some(&self.now) {
+                    self.wake_at.remove(&node);
                 }
                 let mut out = Outbox::new();
                 match node {
@@ -342,9 +345,9 @@ impl World {
                             return;
                         }
                         let now = self.local_time(i);
-                        self.replicas[i].replica.on_timer(now, timer, &mut out);
+                        self.replicas[i].replica.handle_timeout(now, &mut out);
                     }
-                    Addr::Client(c) => self.clients[c].client.on_timer(Instant(self.now), timer, &mut out),
+                    Addr::Client(c) => self.clients[c].client.handle_timeout(Instant(self.now), &mut out),
                 }
                 self.apply(node, out);
             }
@@ -450,25 +453,30 @@ impl World {
         self.apply(to, out);
     }
 
+    /// Schedules a wake-up for `node` at its earliest timer, unless an
+    /// earlier one is pending (it will look again when it fires). A wake-up
+    /// that finds nothing due costs the node nothing.
+    fn schedule_wake(&mut self, node: Addr) {
+        // Replica deadlines are in local time; convert back to virtual time.
+        let at = match node {
+            Addr::Replica(i) => {
+                self.replicas[i].replica.poll_timeout().map(|t| t.as_us().saturating_add_signed(-self.scenario.clock_skew_us[i]))
+            }
+            Addr::Client(c) => self.clients.get(c).and_then(|n| n.client.poll_timeout()).map(|t| t.as_us()),
+        };
+        let Some(at) = at.map(|t| t.max(self.now)) else { return };
+        if self.wake_at.get(&node).is_none_or(|pending| at < *pending) {
+            self.wake_at.insert(node, at);
+            self.schedule(at, EventKind::Wake(node));
+        }
+    }
+
     /// Carries out the effects a node produced.
     fn apply(&mut self, node: Addr, mut out: Outbox) {
+        self.schedule_wake(node);
         for effect in out.drain() {
             match effect {
                 Effect::Send { to, bytes } => self.send_from(node, to, bytes),
-                Effect::SetTimer { timer, at } => {
-                    let g = self.timer_generation.entry((node, timer)).or_insert(0);
-                    *g += 1;
-                    let generation = *g;
-                    // Replica deadlines are in local time; convert back to virtual time.
-                    let at = match node {
-                        Addr::Replica(i) => at.as_us().saturating_add_signed(-self.scenario.clock_skew_us[i]),
-                        Addr::Client(_) => at.as_us(),
-                    };
-                    self.schedule(at.max(self.now), EventKind::Timer { node, timer, generation });
-                }
-                Effect::CancelTimer { timer } => {
-                    *self.timer_generation.entry((node, timer)).or_insert(0) += 1;
-                }
                 Effect::Executed(e) => {
                     if let Addr::Replica(i) = node {
                         if self.replicas[i].byz.is_none() {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant as WallClock};
 use bytes::Bytes;
 use pbft::service::{ExecContext, ReadContext, Service};
 use pbft::state::PAGE_SIZE;
-use pbft::{Client, ClientId, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId, Timer};
+use pbft::{Client, ClientId, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId};
 
 /// Pages written by one operation.
 const PAGES_PER_OP: u64 = 16;
@@ -48,14 +48,13 @@ impl Service for Pages {
     }
 }
 
-/// Replicas, clients, an in-memory network and the replicas' timers.
+/// Replicas, clients and an in-memory network (the replicas keep their own timers).
 struct World {
     n: usize,
     replicas: Vec<Replica<Pages>>,
     clients: Vec<Client>,
     /// (destination, datagram); destinations >= n are clients.
     net: VecDeque<(usize, Bytes)>,
-    timers: Vec<Vec<(Timer, u64)>>,
     now: u64,
     idle: Vec<usize>,
     /// Time spent in each replica's calls, and in its longest call.
@@ -75,17 +74,6 @@ impl World {
                     }
                 }
                 Effect::Send { to: Dest::Client(c), bytes } => self.net.push_back((self.n + c.0 as usize, bytes)),
-                Effect::SetTimer { timer, at } => {
-                    if let Some(r) = from {
-                        self.timers[r].retain(|(t, _)| *t != timer);
-                        self.timers[r].push((timer, at.as_us()));
-                    }
-                }
-                Effect::CancelTimer { timer } => {
-                    if let Some(r) = from {
-                        self.timers[r].retain(|(t, _)| *t != timer);
-                    }
-                }
                 Effect::Completed { .. } => self.idle.extend(client),
                 Effect::StateTransferred { pages, .. } => self.transferred = Some(pages),
                 _ => {}
@@ -111,19 +99,18 @@ impl World {
                 self.route(None, &mut out, Some(to - self.n));
             }
             None => {
-                let Some((r, timer, at)) = self
-                    .timers
+                let Some((r, at)) = self
+                    .replicas
                     .iter()
                     .enumerate()
-                    .flat_map(|(r, ts)| ts.iter().map(move |(t, at)| (r, *t, *at)))
-                    .min_by_key(|(_, _, at)| *at)
+                    .filter_map(|(r, replica)| replica.poll_timeout().map(|at| (r, at.as_us())))
+                    .min_by_key(|(_, at)| *at)
                 else {
                     return;
                 };
-                self.timers[r].retain(|(t, _)| *t != timer);
                 self.now = self.now.max(at);
                 let t = WallClock::now();
-                self.replicas[r].on_timer(Instant(self.now), timer, &mut out);
+                self.replicas[r].handle_timeout(Instant(self.now), &mut out);
                 self.busy[r] += t.elapsed();
                 self.longest[r] = self.longest[r].max(t.elapsed());
                 self.route(Some(r), &mut out, None);
@@ -179,7 +166,6 @@ fn main() {
             })
             .collect(),
         net: VecDeque::new(),
-        timers: vec![Vec::new(); n],
         now: 1,
         idle: (0..CLIENTS).collect(),
         busy: vec![Duration::ZERO; n],
@@ -204,7 +190,6 @@ fn main() {
     // The last replica loses everything and restarts.
     let last = n - 1;
     w.replicas[last] = replica(last);
-    w.timers[last].clear();
     w.net.retain(|(to, _)| *to != last);
     w.busy = vec![Duration::ZERO; n];
     w.longest = vec![Duration::ZERO; n];

@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::tally::Tally;
+use crate::timers::Timers;
 
 use bytes::Bytes;
 
@@ -72,6 +73,8 @@ pub struct Client {
     next_timestamp: u64,
     pending: Option<Pending>,
     metrics: Metrics,
+    /// Its retransmission timer: the host asks when to wake it ([`Client::poll_timeout`]).
+    timers: Timers,
 }
 
 impl Client {
@@ -80,7 +83,7 @@ impl Client {
     /// runtime uses its clock in microseconds), or replicas drop its requests as
     /// stale.
     pub fn new(cfg: Config, id: ClientId, keys: KeyTable, timestamp_base: u64) -> Client {
-        Client { cfg, id, keys, view: View(0), next_timestamp: timestamp_base + 1, pending: None, metrics: Metrics::default() }
+        Client { cfg, id, keys, view: View(0), next_timestamp: timestamp_base + 1, pending: None, metrics: Metrics::default(), timers: Timers::default() }
     }
 
     pub fn id(&self) -> ClientId {
@@ -138,13 +141,24 @@ impl Client {
             out.send(Dest::Replica(self.view.primary(n)), bytes);
         }
         let backoff = 1u64 << p.retries.min(4);
-        out.push(Effect::SetTimer { timer: Timer::ClientRetransmit, at: now.plus_us(self.cfg.client_retransmit_us * backoff) });
+        self.timers.set(Timer::ClientRetransmit, now.plus_us(self.cfg.client_retransmit_us * backoff));
     }
 
-    pub fn on_timer(&mut self, now: Instant, timer: Timer, out: &mut Outbox) {
-        if timer != Timer::ClientRetransmit {
-            return;
+    /// When the host should next call [`Client::handle_timeout`], if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Fires the retransmission timer if it is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            if timer == Timer::ClientRetransmit {
+                self.retransmit(now, out);
+            }
         }
+    }
+
+    fn retransmit(&mut self, now: Instant, out: &mut Outbox) {
         let Some(p) = self.pending.as_mut() else { return };
         p.retries += 1;
         self.metrics.retransmitted += 1;
@@ -240,7 +254,7 @@ impl Client {
             };
             self.learn_view();
             let p = self.pending.take().expect("pending checked above");
-            out.push(Effect::CancelTimer { timer: Timer::ClientRetransmit });
+            self.timers.cancel(Timer::ClientRetransmit);
             out.push(Effect::Completed { timestamp: p.timestamp, result, read_only: p.read_only && p.submitted_read_only });
             return;
         }

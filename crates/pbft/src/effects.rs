@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use crate::types::{ClientId, Digest, Instant, ReplicaId, SeqNo, Timestamp};
+use crate::types::{ClientId, Digest, ReplicaId, SeqNo, Timestamp};
 
 /// Where a datagram goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -15,8 +15,8 @@ pub enum Dest {
     Client(ClientId),
 }
 
-/// The timers a node can set. Setting a timer replaces the previous deadline of
-/// the same kind.
+/// The timers a node keeps (see [`crate::timers`]). Setting a timer replaces
+/// the previous deadline of the same kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Timer {
     /// A replica's periodic STATUS, which drives retransmission.
@@ -44,8 +44,6 @@ pub struct Execution {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
     Send { to: Dest, bytes: Bytes },
-    SetTimer { timer: Timer, at: Instant },
-    CancelTimer { timer: Timer },
     /// A replica executed a batch.
     Executed(Execution),
     /// A replica committed a batch it had executed tentatively.

@@ -27,6 +27,7 @@ pub mod replica;
 pub mod service;
 pub mod state;
 pub mod tally;
+pub mod timers;
 pub mod types;
 pub mod view_change;
 pub mod wire;

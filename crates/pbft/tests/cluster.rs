@@ -65,6 +65,13 @@ impl Cluster {
             let keys = KeyTable::from_static_dh(me, &secret(me), &rp, &[]);
             c.clients.push(Client::new(cfg.clone(), ClientId(id as u32), keys, 0));
         }
+        // Arm the replicas' own timers (and their first STATUS).
+        for i in 0..n {
+            let mut out = Outbox::new();
+            c.replicas[i].start(Instant(c.now), &mut out);
+            c.route(Some(i), &mut out);
+        }
+        c.run();
         c
     }
 
@@ -107,6 +114,7 @@ impl Cluster {
         }
     }
 
+    /// Lets time pass to each replica's next STATUS (its own timer) and delivers what follows.
     fn fire_status(&mut self) {
         for i in 0..self.replicas.len() {
             if self.down.contains(&i) {
@@ -114,7 +122,8 @@ impl Cluster {
             }
             let mut out = Outbox::new();
             self.now += 200_000;
-            self.replicas[i].on_timer(Instant(self.now), pbft::Timer::Status, &mut out);
+            assert!(self.replicas[i].poll_timeout().is_some_and(|at| at.as_us() <= self.now), "the status timer is due");
+            self.replicas[i].handle_timeout(Instant(self.now), &mut out);
             self.route(Some(i), &mut out);
         }
         self.run();

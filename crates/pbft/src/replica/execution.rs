@@ -113,7 +113,7 @@ impl<S: Service> Replica<S> {
             }
         }
         if self.metrics.requests_executed != executed_before {
-            self.view_change_timer_after_progress(out);
+            self.view_change_timer_after_progress();
         }
         self.try_send_batches_after_execution(out);
     }

@@ -37,7 +37,7 @@ use bytes::Bytes;
 
 use crate::auth::{Audience, AuthError, KeyTable, Verified};
 use crate::config::{Config, ConfigError};
-use crate::effects::{Dest, Effect, Outbox, Timer};
+use crate::effects::{Dest, Outbox, Timer};
 use crate::metrics::{DropReason, Metrics};
 use crate::service::Service;
 use crate::state::{PagedState, StateError, PAGE_SIZE};
@@ -139,6 +139,8 @@ pub struct Replica<S: Service> {
     needs_transfer: bool,
     fetch_budget: BTreeMap<ReplicaId, state_transfer::FetchBudget>,
     metrics: Metrics,
+    /// Its timers: the host asks when to wake it ([`Replica::poll_timeout`]).
+    timers: crate::timers::Timers,
     /// What the invariants compare from one input to the next.
     witness: invariants::Witness,
 }
@@ -188,6 +190,7 @@ impl<S: Service> Replica<S> {
             needs_transfer: false,
             fetch_budget: BTreeMap::new(),
             metrics: Metrics::default(),
+            timers: crate::timers::Timers::default(),
             witness: invariants::Witness::default(),
             cfg,
         })
@@ -248,8 +251,9 @@ impl<S: Service> Replica<S> {
         Ok((r, Restored::Intact { seq: saved.seq }))
     }
 
-    /// Arms the replica's timers. Call before anything else, and again when
-    /// the host restarts a replica that was stopped (its timers were lost).
+    /// Arms the replica's timers and announces its progress. Call before
+    /// anything else, and again when the host resumes a replica it had
+    /// stopped.
     pub fn start(&mut self, now: Instant, out: &mut Outbox) {
         self.handle_start(now, out);
         self.after_input("start");
@@ -260,8 +264,8 @@ impl<S: Service> Replica<S> {
         // A STATUS at once: a replica that restarts behind hears of the
         // checkpoints it missed (and starts a transfer) without waiting a tick.
         self.send_status(out);
-        out.push(Effect::SetTimer { timer: Timer::Status, at: now.plus_us(self.cfg.status_interval_us) });
-        self.restart_view_change_timer(out);
+        self.timers.set(Timer::Status, now.plus_us(self.cfg.status_interval_us));
+        self.restart_view_change_timer();
     }
 
     /// Handles one datagram. Bad input is dropped and counted, never a panic.
@@ -320,10 +324,21 @@ impl<S: Service> Replica<S> {
         }
     }
 
-    /// Handles a timer the host set on this replica's behalf.
-    pub fn on_timer(&mut self, now: Instant, timer: Timer, out: &mut Outbox) {
-        self.handle_timer(now, timer, out);
-        self.after_input("timer");
+    /// When the host should next call [`Replica::handle_timeout`], if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Fires every timer due at `now` (none, if the host woke early).
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            self.handle_timer(now, timer, out);
+            self.after_input(match timer {
+                Timer::Status => "status timer",
+                Timer::ViewChange => "view-change timer",
+                Timer::ClientRetransmit => "client timer",
+            });
+        }
     }
 
     fn handle_timer(&mut self, now: Instant, timer: Timer, out: &mut Outbox) {
@@ -333,7 +348,7 @@ impl<S: Service> Replica<S> {
                 self.send_status(out);
                 self.retransmit_view_change(out);
                 self.maybe_start_transfer(out);
-                out.push(Effect::SetTimer { timer: Timer::Status, at: now.plus_us(self.cfg.status_interval_us) });
+                self.timers.set(Timer::Status, now.plus_us(self.cfg.status_interval_us));
             }
             Timer::ViewChange => self.on_view_change_timer(out),
             Timer::ClientRetransmit => self.metrics.drop(DropReason::Unexpected),

@@ -48,10 +48,7 @@ impl<S: Service> Replica<S> {
         self.vc.forget_below(View(v.0 + 1));
         self.vc.installed = Some(Installed { new_view: nv, raw, view_changes });
         self.vc.pending = None;
-        if self.vc.timer_running {
-            self.vc.timer_running = false;
-            out.push(Effect::CancelTimer { timer: Timer::ViewChange });
-        }
+        self.timers.cancel(Timer::ViewChange);
         self.metrics.views_installed += 1;
 
         let (h_new, d_new) = decision.checkpoint;
@@ -93,7 +90,7 @@ impl<S: Service> Replica<S> {
             self.advance_slot(n, out);
         }
         if self.waiting_for_execution() {
-            self.start_view_change_timer(out);
+            self.start_view_change_timer();
         }
         self.try_send_batches(self.now, out);
         self.try_execute(out);

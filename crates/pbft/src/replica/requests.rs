@@ -50,7 +50,7 @@ impl<S: Service> Replica<S> {
             if new && req.op.len() <= self.cfg.large_request_threshold {
                 out.send(crate::effects::Dest::Replica(self.primary()), raw);
             }
-            self.start_view_change_timer(out);
+            self.start_view_change_timer();
         }
     }
 

@@ -40,7 +40,7 @@ use bytes::Bytes;
 use super::log::MAX_Q_PER_SEQ;
 use super::Replica;
 use crate::auth::Audience;
-use crate::effects::{Dest, Effect, Outbox, Timer};
+use crate::effects::{Dest, Outbox, Timer};
 use crate::metrics::DropReason;
 use crate::service::Service;
 use crate::tally::{Inserted, Tally};
@@ -90,7 +90,6 @@ pub(super) struct ViewChanges {
     pub(super) choices: BTreeMap<SeqNo, Digest>,
     /// The current timeout (doubled by each view that fails to install).
     pub(super) timeout_us: u64,
-    pub(super) timer_running: bool,
     /// Timeouts let pass since the last execution because this replica lagged.
     pub(super) deferrals: u32,
 }
@@ -105,7 +104,6 @@ impl ViewChanges {
             installed: None,
             choices: BTreeMap::new(),
             timeout_us,
-            timer_running: false,
             deferrals: 0,
         }
     }
@@ -145,49 +143,44 @@ impl<S: Service> Replica<S> {
 
     /// A backup that holds a request not yet executed starts the timer, unless
     /// it is running.
-    pub(super) fn start_view_change_timer(&mut self, out: &mut Outbox) {
-        if self.vc.timer_running || !self.view_active || self.is_primary() {
+    pub(super) fn start_view_change_timer(&mut self) {
+        if self.timers.is_set(Timer::ViewChange) || !self.view_active || self.is_primary() {
             return;
         }
-        self.vc.timer_running = true;
-        out.push(Effect::SetTimer { timer: Timer::ViewChange, at: self.now.plus_us(self.vc.timeout_us) });
+        self.timers.set(Timer::ViewChange, self.now.plus_us(self.vc.timeout_us));
     }
 
     /// Re-arms the view-change timer after a restart: for the view change
     /// under way, or for the requests waiting.
-    pub(super) fn restart_view_change_timer(&mut self, out: &mut Outbox) {
-        self.vc.timer_running = false;
+    pub(super) fn restart_view_change_timer(&mut self) {
+        self.timers.cancel(Timer::ViewChange);
         if self.view_active {
             if self.waiting_for_execution() {
-                self.start_view_change_timer(out);
+                self.start_view_change_timer();
             }
         } else {
-            self.arm_timer_for_quorum(out);
+            self.arm_timer_for_quorum();
         }
     }
 
     /// After a request executed in an installed view: the view works, so the
     /// timeout goes back to its configured value and the timer restarts for
     /// the requests still waiting, or stops.
-    pub(super) fn view_change_timer_after_progress(&mut self, out: &mut Outbox) {
+    pub(super) fn view_change_timer_after_progress(&mut self) {
         if !self.view_active {
             return;
         }
         self.vc.timeout_us = self.cfg.view_change_timeout_us;
         self.vc.deferrals = 0;
         if !self.waiting_for_execution() {
-            if self.vc.timer_running {
-                self.vc.timer_running = false;
-                out.push(Effect::CancelTimer { timer: Timer::ViewChange });
-            }
+            self.timers.cancel(Timer::ViewChange);
         } else {
-            self.vc.timer_running = true;
-            out.push(Effect::SetTimer { timer: Timer::ViewChange, at: self.now.plus_us(self.vc.timeout_us) });
+            self.timers.set(Timer::ViewChange, self.now.plus_us(self.vc.timeout_us));
         }
     }
 
     pub(super) fn on_view_change_timer(&mut self, out: &mut Outbox) {
-        self.vc.timer_running = false;
+        self.timers.cancel(Timer::ViewChange);
         if self.view_active {
             self.forget_executed_requests();
             if !self.waiting_for_execution() {
@@ -200,7 +193,7 @@ impl<S: Service> Replica<S> {
             // need 2f+1 correct replicas to answer.
             if self.transfer.is_some() || (self.lagging() && self.vc.deferrals < MAX_DEFERRALS) {
                 self.vc.deferrals += 1;
-                return self.start_view_change_timer(out);
+                return self.start_view_change_timer();
             }
         } else {
             // The view we moved to did not install in time: try the next one,
@@ -264,26 +257,22 @@ impl<S: Service> Replica<S> {
         self.vc.forget_below(v);
         self.vc.msgs.insert((v, self.id), StoredVc { msg, digest, raw });
         self.metrics.view_changes += 1;
-        if self.vc.timer_running {
-            self.vc.timer_running = false;
-            out.push(Effect::CancelTimer { timer: Timer::ViewChange });
-        }
-        self.arm_timer_for_quorum(out);
+        self.timers.cancel(Timer::ViewChange);
+        self.arm_timer_for_quorum();
         self.try_new_view(out);
         self.try_pending_new_view(out);
     }
 
     /// While changing view: once 2f+1 replicas (this one included) ask for
     /// the view, the timer runs for it to install.
-    fn arm_timer_for_quorum(&mut self, out: &mut Outbox) {
-        if self.view_active || self.vc.timer_running {
+    fn arm_timer_for_quorum(&mut self) {
+        if self.view_active || self.timers.is_set(Timer::ViewChange) {
             return;
         }
         let v = self.view;
         let asking = self.vc.msgs.range((v, ReplicaId(0))..=(v, ReplicaId(u16::MAX))).count();
         if asking >= self.cfg.quorum() {
-            self.vc.timer_running = true;
-            out.push(Effect::SetTimer { timer: Timer::ViewChange, at: self.now.plus_us(self.vc.timeout_us) });
+            self.timers.set(Timer::ViewChange, self.now.plus_us(self.vc.timeout_us));
         }
     }
 
@@ -360,7 +349,7 @@ impl<S: Service> Replica<S> {
         self.vc.msgs.insert(key, StoredVc { msg: vc.clone(), digest, raw });
         self.send_ack(vc.view, from, digest, out);
         self.maybe_join(out);
-        self.arm_timer_for_quorum(out);
+        self.arm_timer_for_quorum();
         self.try_new_view(out);
         self.try_pending_new_view(out);
     }
