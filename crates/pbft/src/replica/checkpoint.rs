@@ -46,7 +46,7 @@ impl<S: Service> Replica<S> {
         if self.cfg.bugs.low_water_mark_moves_back && c.seq == self.log.low_water_mark() {
             self.log.bug_move_back(self.cfg.checkpoint_interval);
         }
-        let skipped = c.seq < self.last_executed && !ours;
+        let skipped = c.seq < self.executed.last() && !ours;
         if c.seq <= self.log.low_water_mark() || skipped || (!self.in_window(c.seq) && !ours) {
             return self.metrics.drop(DropReason::OutOfWindow);
         }
@@ -62,7 +62,7 @@ impl<S: Service> Replica<S> {
     /// sequence number prove that a correct replica executed it committed, and
     /// prepared certificates are unique per sequence number, so it committed.
     fn commit_by_checkpoint(&mut self, n: SeqNo, out: &mut Outbox) {
-        if self.tentative == Some(n) && self.checkpoint_proves_commit(n) {
+        if self.executed.tentative() == Some(n) && self.checkpoint_proves_commit(n) {
             self.try_execute(out);
         }
     }
@@ -82,7 +82,7 @@ impl<S: Service> Replica<S> {
     }
 
     fn make_stable(&mut self, n: SeqNo, digest: Digest, out: &mut Outbox) {
-        assert!(n <= self.last_executed, "a stable checkpoint is one this replica took");
+        assert!(n <= self.executed.last(), "a stable checkpoint is one this replica took");
         self.log.advance_to(n);
         self.checkpoints.discard_below(n);
         self.state.discard_checkpoints_before(n);

@@ -75,7 +75,7 @@ impl<S: Service> Replica<S> {
         }
         let executed_before = self.metrics.requests_executed;
         loop {
-            if let Some(t) = self.tentative {
+            if let Some(t) = self.executed.tentative() {
                 if self.checkpoint_proves_commit(t) {
                     if let Some(slot) = self.log.get_mut(t) {
                         slot.mark_committed();
@@ -84,13 +84,13 @@ impl<S: Service> Replica<S> {
                 if !self.log.get(t).is_some_and(|s| s.committed()) {
                     break;
                 }
-                self.tentative = None;
+                self.executed.commit_tentative();
                 self.state.clear_undo_mark();
                 out.push(Effect::CommittedTentative { seq: t });
                 self.after_commit(t, out);
                 continue;
             }
-            let n = self.last_executed.next();
+            let n = self.executed.next();
             let Some(slot) = self.log.get(n) else { break };
             let Some(batch) = slot.batch() else { break };
             if !batch.complete() {
@@ -105,9 +105,7 @@ impl<S: Service> Replica<S> {
             {
                 // A view change may undo this batch: keep what it overwrites.
                 self.state.set_undo_mark();
-                self.nondet_before_tentative = self.last_executed_nondet_us;
                 self.execute_batch(n, true, out);
-                self.tentative = Some(n);
             } else {
                 break;
             }
@@ -124,7 +122,7 @@ impl<S: Service> Replica<S> {
         if n.0.is_multiple_of(self.cfg.checkpoint_interval) {
             self.take_checkpoint(n, out);
         }
-        while let Some(req) = self.read_only_queue.pop_front() {
+        for req in self.requests.take_read_only() {
             self.execute_read_only(&req, out);
         }
     }
@@ -156,18 +154,15 @@ impl<S: Service> Replica<S> {
                 result.clear();
             }
             self.store_reply(req.client, req.timestamp, &result);
-            self.forget_request(&req, &req.digest());
+            self.requests.forget(&req, &req.digest());
             self.send_reply(&req, Bytes::from(result), tentative, out);
             executed.push((req.client, req.timestamp));
         }
         self.metrics.requests_executed += executed.len() as u64;
         self.metrics.batches_executed += 1;
         self.metrics.batch_requests_total += executed.len() as u64;
-        self.last_executed = n;
         // A null batch (chosen by a view change) carries no value of its own.
-        if !requests_empty {
-            self.last_executed_nondet_us = nondet;
-        }
+        self.executed.executed(n, (!requests_empty).then_some(nondet), tentative);
         out.push(Effect::Executed(Execution { seq: n, batch: digest, tentative, requests: executed }));
     }
 
@@ -201,7 +196,7 @@ impl<S: Service> Replica<S> {
     pub(super) fn resend_reply(&mut self, req: &Request, out: &mut Outbox) {
         let Some(result) = self.cached_result(req.client) else { return };
         // Still tentative if the batch that executed it has not committed.
-        let tentative = self.tentative.is_some();
+        let tentative = self.executed.tentative().is_some();
         self.metrics.replies_resent += 1;
         self.send_reply(req, result, tentative, out);
     }
@@ -209,11 +204,10 @@ impl<S: Service> Replica<S> {
     /// Executes a read-only request now, or queues it until the tentatively
     /// executed batch commits (a read must not see uncommitted state).
     pub(super) fn on_read_only(&mut self, req: Request, out: &mut Outbox) {
-        if self.tentative.is_some() || self.transfer.is_some() {
-            if self.read_only_queue.len() >= self.cfg.max_read_only_queue {
-                return self.metrics.drop(DropReason::QueueFull);
+        if self.executed.tentative().is_some() || self.transfer.is_some() {
+            if let Err(reason) = self.requests.defer_read_only(req) {
+                self.metrics.drop(reason);
             }
-            self.read_only_queue.push_back(req);
             return;
         }
         self.execute_read_only(&req, out);

@@ -70,57 +70,29 @@ impl<S: Service> Replica<S> {
                 return Err(format!("the stable checkpoint {}'s digest is not the state's", h.0));
             }
         }
-        self.check_execution()?;
-        self.check_requests()
+        self.requests.check_invariants().map_err(|e| format!("request pool: {e}"))?;
+        self.check_execution()
     }
 
     /// Execution: at most one batch is tentative, and it is the last executed
     /// (with an undo mark to undo it); nothing executed lies below h; the
     /// primary never proposes at a number it executed.
     fn check_execution(&self) -> Result<(), String> {
-        if let Some(t) = self.tentative {
-            if t != self.last_executed {
-                return Err(format!("the tentative batch {} is not the last executed {}", t.0, self.last_executed.0));
-            }
+        self.executed.check_invariants().map_err(|e| format!("execution: {e}"))?;
+        if let Some(t) = self.executed.tentative() {
             if !self.state.has_undo_mark() {
                 return Err(format!("the tentative batch {} cannot be undone: no undo mark", t.0));
             }
         }
-        if self.last_executed < self.log.low_water_mark() {
+        if self.executed.last() < self.log.low_water_mark() {
             return Err(format!(
                 "last executed {} is below the stable checkpoint {}",
-                self.last_executed.0,
+                self.executed.last().0,
                 self.log.low_water_mark().0
             ));
         }
-        if self.is_primary() && self.view_active && self.next_seq <= self.last_executed {
-            return Err(format!("next sequence number {} is not above last executed {}", self.next_seq.0, self.last_executed.0));
-        }
-        Ok(())
-    }
-
-    /// The request pool: within its bounds, one queued request and one
-    /// known body per client.
-    fn check_requests(&self) -> Result<(), String> {
-        if !self.bug_unbounded_queue() {
-            if self.request_queue.len() > self.cfg.max_request_queue {
-                return Err(format!("{} queued requests, above the bound {}", self.request_queue.len(), self.cfg.max_request_queue));
-            }
-            let mut clients = std::collections::BTreeSet::new();
-            if let Some((r, _)) = self.request_queue.iter().find(|(r, _)| !clients.insert(r.client)) {
-                return Err(format!("client {} has two queued requests", r.client.0));
-            }
-        }
-        if self.known.len() > self.cfg.max_known_requests {
-            return Err(format!("{} known request bodies, above the bound {}", self.known.len(), self.cfg.max_known_requests));
-        }
-        for (client, digest) in &self.known_by_client {
-            if self.known.get(digest).is_none_or(|(r, _)| r.client != *client) {
-                return Err(format!("client {}'s known body {digest:?} is missing or another client's", client.0));
-            }
-        }
-        if self.read_only_queue.len() > self.cfg.max_read_only_queue {
-            return Err(format!("{} queued read-only requests, above the bound", self.read_only_queue.len()));
+        if self.is_primary() && self.view_active && self.next_seq <= self.executed.last() {
+            return Err(format!("next sequence number {} is not above last executed {}", self.next_seq.0, self.executed.last().0));
         }
         Ok(())
     }

@@ -21,17 +21,19 @@
 
 mod checkpoint;
 mod checkpoints;
+mod executed;
 mod execution;
 mod invariants;
 mod log;
 mod new_view;
 mod normal_case;
+mod request_pool;
 mod requests;
 mod state_transfer;
 mod status;
 mod view_change;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
@@ -44,8 +46,10 @@ use crate::state::{PagedState, StateError, PAGE_SIZE};
 use crate::types::{ClientId, Digest, Instant, NodeId, ReplicaId, SeqNo, View};
 
 use checkpoints::Checkpoints;
+use executed::Executed;
 use log::Log;
-use crate::wire::{self, Envelope, Message, Request};
+use request_pool::{PoolBounds, RequestPool};
+use crate::wire::{self, Envelope, Message};
 
 pub use execution::REPLY_HEADER_LEN;
 
@@ -99,32 +103,17 @@ pub struct Replica<S: Service> {
     view_active: bool,
     /// View-change messages, acks, the timer and the installed NEW-VIEW.
     vc: view_change::ViewChanges,
-    last_executed: SeqNo,
-    /// The batch executed tentatively and not yet committed, if any.
-    tentative: Option<SeqNo>,
+    /// The last batch executed, the tentative one, their non-deterministic value.
+    executed: Executed,
     /// The primary's next sequence number to assign.
     next_seq: SeqNo,
     /// The primary's last proposed non-deterministic value (kept monotonic).
     last_nondet_us: u64,
-    /// The non-deterministic value of the last executed batch.
-    last_executed_nondet_us: u64,
-    /// `last_executed_nondet_us` before the tentative batch, restored if a view
-    /// change undoes it.
-    nondet_before_tentative: u64,
     /// The slots in (h, h + L], h the last stable checkpoint.
     log: Log,
     checkpoints: Checkpoints,
-    /// The primary's requests waiting to be batched.
-    request_queue: VecDeque<(Request, Bytes)>,
-    /// The primary's highest timestamp queued or batched, per client.
-    assigned: BTreeMap<ClientId, crate::types::Timestamp>,
-    /// Request bodies received from clients (or forwarded) whose MAC checked,
-    /// keyed by digest: large requests named by digest, and requests a client
-    /// retransmitted. At most one per client (`known_by_client`).
-    known: BTreeMap<Digest, (Request, Bytes)>,
-    known_by_client: BTreeMap<ClientId, Digest>,
-    /// Read-only requests waiting for the tentative batch to commit.
-    read_only_queue: VecDeque<Request>,
+    /// Requests outside the log: the primary's queue, checked bodies, read-only requests waiting.
+    requests: RequestPool,
     /// Each peer's view and last executed batch, from its latest STATUS.
     peer_progress: crate::tally::Tally<(View, SeqNo)>,
     /// When this replica last answered each peer's STATUS.
@@ -169,19 +158,20 @@ impl<S: Service> Replica<S> {
             view: View(0),
             view_active: true,
             vc: view_change::ViewChanges::new(cfg.view_change_timeout_us),
-            last_executed: SeqNo(0),
-            tentative: None,
+            executed: Executed::default(),
             next_seq: SeqNo(1),
             last_nondet_us: 0,
-            last_executed_nondet_us: 0,
-            nondet_before_tentative: 0,
             log: Log::new(SeqNo(0), cfg.log_window),
             checkpoints: Checkpoints::new(id),
-            request_queue: VecDeque::new(),
-            assigned: BTreeMap::new(),
-            known: BTreeMap::new(),
-            known_by_client: BTreeMap::new(),
-            read_only_queue: VecDeque::new(),
+            requests: RequestPool::new(PoolBounds {
+                queue: cfg.max_request_queue,
+                bodies: cfg.max_known_requests,
+                read_only: cfg.max_read_only_queue,
+                #[cfg(feature = "deliberate-bugs")]
+                unbounded_queue: cfg.bugs.unbounded_request_queue,
+                #[cfg(not(feature = "deliberate-bugs"))]
+                unbounded_queue: false,
+            }),
             status_answered: BTreeMap::new(),
             peer_progress: crate::tally::Tally::new(),
             now: Instant(0),
@@ -241,7 +231,7 @@ impl<S: Service> Replica<S> {
         r.state.take_checkpoint(saved.seq)?;
         r.state.discard_checkpoints_before(saved.seq);
         r.log = Log::new(saved.seq, r.cfg.log_window);
-        r.last_executed = saved.seq;
+        r.executed.jump_to(saved.seq);
         r.executed_at_last_tick = saved.seq;
         r.next_seq = saved.seq.next();
         // Our vote for the checkpoint, for peers that still need it.
@@ -409,7 +399,7 @@ impl<S: Service> Replica<S> {
         self.log.low_water_mark()
     }
     pub fn last_executed(&self) -> SeqNo {
-        self.last_executed
+        self.executed.last()
     }
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -428,17 +418,17 @@ impl<S: Service> Replica<S> {
         self.log.bounds()
     }
     pub fn request_queue_len(&self) -> usize {
-        self.request_queue.len()
+        self.requests.queue_len()
     }
     pub fn known_requests_len(&self) -> usize {
-        self.known.len()
+        self.requests.bodies_len()
     }
     /// Batch entries waiting for a request body.
     pub fn awaiting_bodies_len(&self) -> usize {
         self.log.bodies_awaited()
     }
     pub fn read_only_queue_len(&self) -> usize {
-        self.read_only_queue.len()
+        self.requests.read_only_len()
     }
     pub fn checkpoint_records(&self) -> usize {
         self.checkpoints.len()
@@ -463,16 +453,16 @@ impl<S: Service> Replica<S> {
             self.view.0,
             if self.view_active { "" } else { "(changing)" },
             self.log.low_water_mark().0,
-            self.last_executed.0,
+            self.executed.last().0,
             self.next_seq.0,
-            self.tentative.map(|t| t.0),
-            self.request_queue.len(),
-            self.known.len(),
-            self.read_only_queue.len(),
+            self.executed.tentative().map(|t| t.0),
+            self.requests.queue_len(),
+            self.requests.bodies_len(),
+            self.requests.read_only_len(),
             self.transfer.is_some(),
             self.checkpoints.describe()
         );
-        for (seq, slot) in self.log.range(self.tentative.unwrap_or(self.last_executed.next())).take(3) {
+        for (seq, slot) in self.log.range(self.executed.tentative().unwrap_or(self.executed.next())).take(3) {
             let batch = slot.batch().map(|b| {
                 format!(
                     "batch(v{} {:?} complete={} validated={} nondet_ok={})",

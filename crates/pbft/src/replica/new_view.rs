@@ -62,19 +62,19 @@ impl<S: Service> Replica<S> {
 
         // A tentative execution the new view does not keep is undone. At or
         // below the chosen checkpoint it committed somewhere: it stays.
-        if let Some(t) = self.tentative {
+        if let Some(t) = self.executed.tentative() {
             let executed = self.log.batch(t).map(|b| b.digest());
             if t > h_new && choices.get(&t) != executed.as_ref() {
                 self.undo_tentative(t, out);
             }
         }
-        if h_new > self.last_executed && !sources.is_empty() {
+        if h_new > self.executed.last() && !sources.is_empty() {
             self.start_transfer(h_new, d_new, sources, out);
         }
 
         // The log: the chosen batches, re-proposed in this view, and nothing
         // above them that has not executed.
-        self.log.discard_above(last_chosen.max(self.last_executed));
+        self.log.discard_above(last_chosen.max(self.executed.last()));
         let floor = self.log.low_water_mark().max(h_new);
         self.vc.choices = choices.into_iter().filter(|(n, _)| *n > floor).collect();
         let adopt: Vec<SeqNo> = self.vc.choices.keys().copied().filter(|n| self.in_window(*n)).collect();
@@ -100,7 +100,7 @@ impl<S: Service> Replica<S> {
     /// body this replica holds when its digest matches, else waits for it.
     pub(super) fn adopt_choice(&mut self, n: SeqNo) {
         let Some(d) = self.vc.choices.get(&n).copied() else { return };
-        let executed = n <= self.last_executed;
+        let executed = n <= self.executed.last();
         self.log.slot(n).repropose(self.view, d, executed);
     }
 
@@ -108,8 +108,8 @@ impl<S: Service> Replica<S> {
     /// non-deterministic value no lower than any it may follow, and proposes
     /// the requests that waited for a working primary.
     fn become_primary(&mut self, last_chosen: SeqNo) {
-        self.next_seq = last_chosen.max(self.last_executed).next();
-        let mut floor = self.last_nondet_us.max(self.last_executed_nondet_us);
+        self.next_seq = last_chosen.max(self.executed.last()).next();
+        let mut floor = self.last_nondet_us.max(self.executed.nondet_us());
         let mut proposed = BTreeSet::new();
         for (_, slot) in self.log.slots() {
             if let Some(b) = slot.batch() {
@@ -117,16 +117,15 @@ impl<S: Service> Replica<S> {
                 for e in b.requests() {
                     proposed.insert(e.digest);
                     if let Some((r, _)) = &e.body {
-                        let t = self.assigned.entry(r.client).or_insert(r.timestamp);
-                        *t = (*t).max(r.timestamp);
+                        self.requests.note_ordered(r.client, r.timestamp);
                     }
                 }
             }
         }
         self.last_nondet_us = floor;
         let mut waiting: Vec<(crate::wire::Request, Bytes)> = self
-            .known
-            .iter()
+            .requests
+            .bodies()
             .filter(|(d, (r, _))| !proposed.contains(*d) && r.timestamp > self.last_timestamp(r.client))
             .map(|(_, body)| body.clone())
             .collect();
@@ -148,9 +147,7 @@ impl<S: Service> Replica<S> {
                 .expect("service region is inside the state");
             self.service.state_replaced(&ReadContext { client: ClientId(0), state: region });
         }
-        self.last_executed = SeqNo(t.0 - 1);
-        self.last_executed_nondet_us = self.nondet_before_tentative;
-        self.tentative = None;
+        self.executed.undo_tentative();
         let bodies: Vec<(crate::wire::Request, Bytes)> =
             self.log.batch(t).map(|b| b.requests().iter().filter_map(|e| e.body.clone()).collect()).unwrap_or_default();
         for (req, raw) in bodies {

@@ -84,8 +84,8 @@ impl<S: Service> Replica<S> {
     /// retransmission, could never pass that check, so it is left out: the
     /// value is still bounded by the batches around it.
     fn check_nondet(&self, now: Instant, seq: SeqNo, nondet_time_us: u64) -> bool {
-        let previous = if seq == self.last_executed.next() {
-            Some(self.last_executed_nondet_us)
+        let previous = if seq == self.executed.next() {
+            Some(self.executed.nondet_us())
         } else {
             self.log.batch(SeqNo(seq.0 - 1)).map(|b| b.nondet_time_us())
         };
@@ -120,7 +120,7 @@ impl<S: Service> Replica<S> {
                 Some(BatchRequest { digest: req.digest(), body: Some((req, bytes.clone())), authenticated })
             }
             BatchEntry::ByDigest(d) => {
-                let known = self.known.get(d);
+                let known = self.requests.body(d);
                 Some(BatchRequest { digest: *d, authenticated: known.is_some(), body: known.cloned() })
             }
         }

@@ -109,8 +109,8 @@ impl<S: Service> Replica<S> {
     /// Checks, at each status tick, whether this replica is stuck behind a
     /// checkpoint that f+1 others vouch for; if so it starts a transfer.
     pub(super) fn maybe_start_transfer(&mut self, out: &mut Outbox) {
-        let stuck = self.last_executed == self.executed_at_last_tick;
-        self.executed_at_last_tick = self.last_executed;
+        let stuck = self.executed.last() == self.executed_at_last_tick;
+        self.executed_at_last_tick = self.executed.last();
         if !stuck && self.transfer.is_none() {
             return;
         }
@@ -142,7 +142,7 @@ impl<S: Service> Replica<S> {
     /// The highest checkpoint above our last executed batch that f+1 other
     /// replicas agree on, with those replicas.
     fn transfer_target(&self) -> Option<(SeqNo, Digest, Vec<ReplicaId>)> {
-        self.checkpoints.transfer_target(self.last_executed, self.cfg.f)
+        self.checkpoints.transfer_target(self.executed.last(), self.cfg.f)
     }
 
     pub(super) fn start_transfer(&mut self, seq: SeqNo, digest: Digest, sources: Vec<ReplicaId>, out: &mut Outbox) {
@@ -151,7 +151,7 @@ impl<S: Service> Replica<S> {
         if self.state.rollback_to_last_checkpoint().is_err() {
             return self.metrics.drop(DropReason::Invalid);
         }
-        self.tentative = None;
+        self.executed.forget_tentative();
         let Some((base, _)) = self.state.last_checkpoint() else { return };
         let depth = self.state.shape().depth;
         let rotate = (self.id.index() + seq.0 as usize) % sources.len();
@@ -453,12 +453,13 @@ impl<S: Service> Replica<S> {
             let region = StateRegionRef::new(&self.state, self.service_first_page(), self.service_pages()).expect("service region is inside the state");
             self.service.state_replaced(&ReadContext { client: crate::types::ClientId(0), state: region });
         }
-        self.last_executed = t.seq;
+        // The last value is unknown after a transfer: the next batch's is
+        // checked only against the clock.
+        self.executed.jump_to(t.seq);
         self.executed_at_last_tick = t.seq;
-        // Unknown after a transfer; the next batch's value is checked only against the clock.
-        self.last_executed_nondet_us = 0;
-        self.tentative = None;
-        self.read_only_queue.clear();
+        // Read-only requests that waited for the old state go unanswered:
+        // their clients retry.
+        self.requests.take_read_only();
         self.log.discard_through(t.seq);
         // Our own CHECKPOINT for the installed state, and the votes we already have for it.
         let msg = Message::Checkpoint(Checkpoint { seq: t.seq, state_digest: t.digest });

@@ -27,7 +27,7 @@ impl<S: Service> Replica<S> {
         if self.cfg.bugs.no_status {
             return;
         }
-        let first_open = self.tentative.unwrap_or(self.last_executed.next());
+        let first_open = self.executed.tentative().unwrap_or(self.executed.next());
         let last = self.high_water_mark().0.min(first_open.0 + MAX_STATUS_SLOTS - 1);
         let mut slots = Vec::new();
         let mut missing = Vec::new();
@@ -60,7 +60,7 @@ impl<S: Service> Replica<S> {
             view_active: self.view_active,
             stable: self.log.low_water_mark(),
             first_open,
-            last_executed: self.last_executed,
+            last_executed: self.executed.last(),
             slots,
             missing_requests: missing,
         });
@@ -142,7 +142,7 @@ impl<S: Service> Replica<S> {
     }
 
     fn find_request_raw(&self, d: &Digest) -> Option<bytes::Bytes> {
-        if let Some((_, raw)) = self.known.get(d) {
+        if let Some((_, raw)) = self.requests.body(d) {
             return Some(raw.clone());
         }
         self.log.slots().filter_map(|(_, s)| s.batch()).flat_map(|b| b.requests().iter()).find_map(|e| {

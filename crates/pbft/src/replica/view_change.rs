@@ -44,9 +44,9 @@ use crate::effects::{Dest, Outbox, Timer};
 use crate::metrics::DropReason;
 use crate::service::Service;
 use crate::tally::{Inserted, Tally};
-use crate::types::{ClientId, Digest, NodeId, ReplicaId, SeqNo, View};
+use crate::types::{Digest, NodeId, ReplicaId, SeqNo, View};
 use crate::view_change::{decide, NewViewDecision, Undecided, ViewChangeInfo};
-use crate::wire::{self, Message, NewView, VcEntry, ViewChange, ViewChangeAck, MAX_VC_CHECKPOINTS};
+use crate::wire::{self, Message, NewView, Request, VcEntry, ViewChange, ViewChangeAck, MAX_VC_CHECKPOINTS};
 
 /// Views ahead of the current one for which messages are kept.
 const MAX_VIEWS_AHEAD: u64 = 16;
@@ -211,30 +211,27 @@ impl<S: Service> Replica<S> {
     /// is correct).
     fn lagging(&self) -> bool {
         let ahead =
-            self.peer_progress.weak_where(self.cfg.f, |_, (v, executed)| *v == self.view && *executed > self.last_executed);
-        ahead || self.certified_batch(self.last_executed.next()).is_some_and(|(v, _)| v == self.view)
+            self.peer_progress.weak_where(self.cfg.f, |_, (v, executed)| *v == self.view && *executed > self.executed.last());
+        ahead || self.certified_batch(self.executed.next()).is_some_and(|(v, _)| v == self.view)
     }
 
     /// Whether this backup waits for the primary: a request it holds has not
     /// executed, or its tentative execution has not committed.
     pub(super) fn waiting_for_execution(&self) -> bool {
-        !self.is_primary() && (!self.known.is_empty() || self.tentative.is_some())
+        !self.is_primary() && (self.requests.has_bodies() || self.executed.tentative().is_some())
     }
 
     /// Drops request bodies whose requests have executed (by another path, a
     /// state transfer for example), so that they do not keep the timer going.
     fn forget_executed_requests(&mut self) {
-        let stale: Vec<(ClientId, Digest)> = self
-            .known
-            .iter()
+        let stale: Vec<(Request, Digest)> = self
+            .requests
+            .bodies()
             .filter(|(_, (r, _))| r.timestamp <= self.last_timestamp(r.client))
-            .map(|(d, (r, _))| (r.client, *d))
+            .map(|(d, (r, _))| (r.clone(), *d))
             .collect();
-        for (client, d) in stale {
-            self.known.remove(&d);
-            if self.known_by_client.get(&client) == Some(&d) {
-                self.known_by_client.remove(&client);
-            }
+        for (req, d) in stale {
+            self.requests.forget(&req, &d);
         }
     }
 
@@ -247,10 +244,9 @@ impl<S: Service> Replica<S> {
         self.view = v;
         self.view_active = false;
         // The old primary's queued requests stay known, for whoever proposes them.
-        for (req, raw) in std::mem::take(&mut self.request_queue) {
+        for (req, raw) in self.requests.leave_view() {
             self.remember_request(&req, &raw);
         }
-        self.assigned.clear();
         let msg = self.build_view_change(v);
         let raw = self.multicast(&Message::ViewChange(msg.clone()), out);
         let digest = view_change_digest(self.id, &msg);
