@@ -18,10 +18,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use pbft::adversary::{Liar, Lie};
 use pbft::auth::KeyTable;
-use pbft::metrics::{DropReason, Metrics};
 use pbft::service::Service;
-use pbft::wire::Message;
-use pbft::{ClientId, Dest, Effect, Instant, Outbox, Replica, ReplicaId, Restored, Timestamp};
+use pbft::{Dest, Effect, Instant, NodeId, Outbox, Received, Replica, ReplicaId, Restored, Timestamp};
 
 use crate::cluster::Cluster;
 use crate::error::NodeError;
@@ -29,7 +27,7 @@ use crate::faults::FaultConfig;
 use crate::metrics::{ReplicaSnapshot, SharedSnapshot};
 use crate::store::{Store, Writer};
 use crate::time::Clock;
-use crate::transport::{Transport, MAX_DATAGRAM};
+use crate::transport::Transport;
 
 /// How often the loop wakes up with nothing to do (to notice a stop request)
 /// and publishes its metrics.
@@ -222,14 +220,11 @@ impl<S: Service> ReplicaHost<S> {
             return;
         }
         let now = self.clock.now();
-        let request = client_request(&bytes);
-        let auth_drops = authentication_drops(self.replica.metrics());
-        self.replica.on_datagram(now, bytes, &mut self.out);
-        if let Some((client, timestamp)) = request {
-            let authenticated = authentication_drops(self.replica.metrics()) == auth_drops;
+        let received = self.replica.on_datagram(now, bytes, &mut self.out);
+        if let Received::Authenticated { from: NodeId::Client(client), timestamp: Some(timestamp) } = received {
             // A request a backup forwarded comes from that backup's address.
             let forwarded = self.peers.contains(&from);
-            if let (true, false, Some(slot)) = (authenticated, forwarded, self.clients.get_mut(client.0 as usize)) {
+            if let (false, Some(slot)) = (forwarded, self.clients.get_mut(client.0 as usize)) {
                 if *slot != Some(from) {
                     tracing::debug!(client = client.0, %from, "client address learned");
                 }
@@ -350,26 +345,4 @@ impl<S: Service> ReplicaHost<S> {
 /// Whether a datagram is a PRE-PREPARE (byte 3 of the envelope is the kind).
 fn is_pre_prepare(bytes: &Bytes) -> bool {
     bytes.get(3) == Some(&(pbft::wire::Kind::PrePrepare as u8))
-}
-
-/// Drops the core counts when a datagram fails to decode or authenticate.
-fn authentication_drops(m: &Metrics) -> u64 {
-    [DropReason::Malformed, DropReason::UnknownSender, DropReason::BadMac, DropReason::WrongSenderKind]
-        .into_iter()
-        .map(|r| m.dropped(r))
-        .sum()
-}
-
-/// The client and timestamp of a datagram that claims to be a client request
-/// (unauthenticated: the caller trusts it only once the core accepted it).
-fn client_request(bytes: &Bytes) -> Option<(ClientId, Timestamp)> {
-    // Byte 4 of the envelope header is the sender tag, 1 for a client (see
-    // `pbft::wire`): replicas' messages skip the second decode.
-    if bytes.get(4) != Some(&1) {
-        return None;
-    }
-    match pbft::wire::decode(bytes.clone(), MAX_DATAGRAM).ok()?.message {
-        Message::Request(r) => Some((r.client, r.timestamp)),
-        _ => None,
-    }
 }

@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 
-use crate::types::{ClientId, Digest, ReplicaId, SeqNo, Timestamp};
+use crate::metrics::DropReason;
+use crate::types::{ClientId, Digest, NodeId, ReplicaId, SeqNo, Timestamp};
 
 /// Where a datagram goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -38,6 +39,22 @@ pub struct Execution {
     pub tentative: bool,
     /// The requests the service actually executed (duplicates are skipped).
     pub requests: Vec<(ClientId, Timestamp)>,
+}
+
+/// What a replica made of one datagram ([`crate::Replica::on_datagram`]),
+/// so that its host never decodes it again or compares drop counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// Its MAC for this replica verified: it came from `from` (a client's
+    /// request carries its `timestamp`). The protocol may still have set it
+    /// aside (a stale view, a duplicate): the metrics count why.
+    Authenticated { from: NodeId, timestamp: Option<Timestamp> },
+    /// It had no valid MAC for this replica, but a digest the replica trusts
+    /// names its content (see [`crate::auth::Vouched`]), so it was used.
+    Vouched,
+    /// Dropped before it could be used: undecodable, from an unknown sender,
+    /// a bad MAC, a kind its sender may not send, or unasked for.
+    Dropped(DropReason),
 }
 
 /// One thing for the host to do.

@@ -37,9 +37,9 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use crate::auth::{Audience, AuthError, KeyTable, Verified};
+use crate::auth::{Audience, AuthError, KeyTable, Verified, Vouched};
 use crate::config::{Config, ConfigError};
-use crate::effects::{Dest, Outbox, Timer};
+use crate::effects::{Dest, Outbox, Received, Timer};
 use crate::metrics::{DropReason, Metrics};
 use crate::service::Service;
 use crate::state::{PagedState, StateError, PAGE_SIZE};
@@ -258,20 +258,26 @@ impl<S: Service> Replica<S> {
         self.restart_view_change_timer();
     }
 
-    /// Handles one datagram. Bad input is dropped and counted, never a panic.
-    pub fn on_datagram(&mut self, now: Instant, bytes: Bytes, out: &mut Outbox) {
-        self.handle_datagram(now, bytes, out);
+    /// Handles one datagram and says what became of it. Bad input is
+    /// dropped and counted, never a panic.
+    pub fn on_datagram(&mut self, now: Instant, bytes: Bytes, out: &mut Outbox) -> Received {
+        let received = self.handle_datagram(now, bytes, out);
+        if let Received::Dropped(reason) = received {
+            self.metrics.drop(reason);
+        }
         self.after_input("datagram");
+        received
     }
 
-    fn handle_datagram(&mut self, now: Instant, bytes: Bytes, out: &mut Outbox) {
+    fn handle_datagram(&mut self, now: Instant, bytes: Bytes, out: &mut Outbox) -> Received {
         self.now = now;
         let env = match wire::decode(bytes, self.cfg.max_message_bytes) {
             Ok(env) => env,
-            Err(_) => return self.metrics.drop(DropReason::Malformed),
+            Err(_) => return Received::Dropped(DropReason::Malformed),
         };
-        // A batch a NEW-VIEW chose by digest is accepted from anyone, in any
-        // view's pre-prepare, MAC or not: the digest vouches for its content.
+        // A batch a NEW-VIEW (or 2f+1 COMMITs) chose by digest is accepted
+        // from anyone, in any view's pre-prepare, MAC or not: the digest
+        // vouches for its content.
         if let Message::PrePrepare(p) = &env.message {
             if self.wants_batch(p.seq) {
                 return self.fill_chosen_batch(env, out);
@@ -280,23 +286,34 @@ impl<S: Service> Replica<S> {
         let verified = match self.verify(env) {
             Ok(v) => v,
             Err((e, env)) => {
-                self.metrics.drop(DropReason::from(&e));
                 // A request body whose MAC for us is bad may still be one that a
-                // batch names by digest: the digest vouches for its content.
-                if let (AuthError::BadMac, Message::Request(r)) = (&e, &env.message) {
-                    if self.cfg.is_client(r.client) && NodeId::Client(r.client) == env.sender {
-                        self.fill_missing_body(r, &env.raw, false, out);
+                // batch names by digest; likewise a VIEW-CHANGE that a pending
+                // NEW-VIEW names.
+                let vouched = match (&e, env.message) {
+                    (AuthError::BadMac, Message::Request(r))
+                        if self.cfg.is_client(r.client) && NodeId::Client(r.client) == env.sender =>
+                    {
+                        let digest = r.digest();
+                        Vouched::by_digest(r, env.raw, digest, |d| !self.log.awaiting_body(*d).is_empty())
+                            .map(|v| self.fill_vouched_body(v, out))
+                            .is_some()
                     }
-                }
-                // Likewise a VIEW-CHANGE that a pending NEW-VIEW names by digest.
-                if let (AuthError::BadMac, Message::ViewChange(_)) = (&e, &env.message) {
-                    self.on_relayed_view_change(*env, out);
-                }
-                return;
+                    (AuthError::BadMac, Message::ViewChange(vc)) => match env.sender {
+                        NodeId::Replica(from) => self.on_relayed_view_change(from, vc, env.raw, env.auth_digest, out),
+                        NodeId::Client(_) => false,
+                    },
+                    _ => false,
+                };
+                return if vouched { Received::Vouched } else { Received::Dropped(DropReason::from(&e)) };
             }
         };
         let sender = verified.sender();
         let raw = verified.raw().clone();
+        let timestamp = match verified.message() {
+            Message::Request(r) => Some(r.timestamp),
+            _ => None,
+        };
+        let received = Received::Authenticated { from: sender, timestamp };
         match (verified.into_message(), sender) {
             (Message::Request(r), NodeId::Client(_)) => self.on_request(now, r, raw, out),
             (Message::PrePrepare(p), NodeId::Replica(from)) => self.on_pre_prepare(now, from, p, raw, out),
@@ -310,8 +327,9 @@ impl<S: Service> Replica<S> {
             (Message::ViewChange(v), NodeId::Replica(from)) => self.on_view_change(from, v, raw, out),
             (Message::ViewChangeAck(a), NodeId::Replica(from)) => self.on_view_change_ack(from, a, out),
             (Message::NewView(nv), NodeId::Replica(from)) => self.on_new_view(from, nv, raw, out),
-            _ => self.metrics.drop(DropReason::WrongSenderKind),
+            _ => return Received::Dropped(DropReason::WrongSenderKind),
         }
+        received
     }
 
     /// When the host should next call [`Replica::handle_timeout`], if ever.

@@ -19,7 +19,8 @@ use bytes::Bytes;
 
 use super::view_change::{null_batch_digest, Installed};
 use super::Replica;
-use crate::effects::{Effect, Outbox, Timer};
+use crate::auth::Vouched;
+use crate::effects::{Effect, Outbox, Received, Timer};
 use crate::metrics::DropReason;
 use crate::service::{ReadContext, Service, StateRegionRef};
 use crate::types::{ClientId, Digest, ReplicaId, SeqNo, View};
@@ -200,20 +201,22 @@ impl<S: Service> Replica<S> {
 
     /// Accepts a pre-prepare (of any view, from anyone) as the body of the
     /// batch chosen at its sequence number if its digest matches.
-    pub(super) fn fill_chosen_batch(&mut self, env: wire::Envelope, out: &mut Outbox) {
-        let Message::PrePrepare(p) = env.message else { return };
-        let Some((entries, digest)) = self.batch_entries(&p) else { return self.metrics.drop(DropReason::Invalid) };
-        let Some(batch) = self.log.batch(p.seq) else { return };
-        if batch.digest() != digest {
-            return self.metrics.drop(DropReason::Invalid);
-        }
+    pub(super) fn fill_chosen_batch(&mut self, env: wire::Envelope, out: &mut Outbox) -> Received {
+        let Message::PrePrepare(p) = env.message else { return Received::Dropped(DropReason::Invalid) };
+        let Some((entries, digest)) = self.batch_entries(&p) else { return Received::Dropped(DropReason::Invalid) };
+        let chosen = self.log.batch(p.seq).map(|b| b.digest());
+        let Some(vouched) = Vouched::by_digest(p, env.raw, digest, |d| chosen == Some(*d)) else {
+            return Received::Dropped(DropReason::Invalid);
+        };
+        let (p, raw, _) = vouched.into_parts();
         let unauthenticated: Vec<Digest> = entries.iter().filter(|e| !e.authenticated).map(|e| e.digest).collect();
         if let Some(slot) = self.log.get_mut(p.seq) {
-            slot.fill_batch(entries, p.nondet_time_us, env.raw);
+            slot.fill_batch(entries, p.nondet_time_us, raw);
         }
         for d in unauthenticated {
             self.log.await_body(d, p.seq);
         }
         self.advance_slot(p.seq, out);
+        Received::Vouched
     }
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use super::log::BatchRequest;
 use super::Replica;
+use crate::auth::Vouched;
 use crate::effects::Outbox;
 use crate::metrics::DropReason;
 use crate::service::Service;
@@ -65,7 +66,7 @@ impl<S: Service> Replica<S> {
     /// whether this replica checked the client's MAC on it; a batch with an
     /// unauthenticated body proceeds only once f+1 replicas vouch for it (see
     /// `normal_case.rs`).
-    pub(super) fn fill_missing_body(&mut self, req: &Request, raw: &Bytes, authenticated: bool, out: &mut Outbox) {
+    fn fill_missing_body(&mut self, req: &Request, raw: &Bytes, authenticated: bool, out: &mut Outbox) {
         let digest = req.digest();
         let waiting = self.log.awaiting_body(digest);
         for seq in waiting.iter().copied() {
@@ -81,6 +82,14 @@ impl<S: Service> Replica<S> {
         for seq in waiting {
             self.advance_slot(seq, out);
         }
+    }
+
+    /// A request body this replica could not authenticate, which a batch
+    /// names by digest: it fills the batch, which then proceeds only once
+    /// f+1 replicas vouch for it.
+    pub(super) fn fill_vouched_body(&mut self, body: Vouched<Request>, out: &mut Outbox) {
+        let (req, raw, _) = body.into_parts();
+        self.fill_missing_body(&req, &raw, false, out);
     }
 
     pub(super) fn enqueue(&mut self, req: Request, raw: Bytes) {

@@ -39,7 +39,7 @@ use bytes::Bytes;
 
 use super::log::MAX_Q_PER_SEQ;
 use super::Replica;
-use crate::auth::Audience;
+use crate::auth::{Audience, Vouched};
 use crate::effects::{Dest, Outbox, Timer};
 use crate::metrics::DropReason;
 use crate::service::Service;
@@ -340,7 +340,8 @@ impl<S: Service> Replica<S> {
             }
             // The sender equivocates. Keep the first, unless a NEW-VIEW names this one.
             self.metrics.drop(DropReason::Conflicting);
-            return self.keep_if_named(StoredVc { msg: vc, digest, raw }, from, out);
+            self.keep_if_named(from, vc, raw, digest, out);
+            return;
         }
         self.vc.msgs.insert(key, StoredVc { msg: vc.clone(), digest, raw });
         self.send_ack(vc.view, from, digest, out);
@@ -350,24 +351,34 @@ impl<S: Service> Replica<S> {
         self.try_pending_new_view(out);
     }
 
-    /// A VIEW-CHANGE whose MAC did not check for us (relayed, or from a sender
-    /// that broke our MAC): of use only if a pending NEW-VIEW names it.
-    pub(super) fn on_relayed_view_change(&mut self, env: wire::Envelope, out: &mut Outbox) {
-        let (NodeId::Replica(from), Message::ViewChange(vc)) = (env.sender, env.message) else { return };
+    /// A VIEW-CHANGE from `from` whose MAC did not check for us (relayed, or
+    /// from a sender that broke our MAC): of use only if a pending NEW-VIEW
+    /// names it by digest. Returns whether one did.
+    pub(super) fn on_relayed_view_change(
+        &mut self,
+        from: ReplicaId,
+        vc: ViewChange,
+        raw: Bytes,
+        digest: Digest,
+        out: &mut Outbox,
+    ) -> bool {
         if !self.cfg.is_replica(from) || !self.view_change_well_formed(&vc) {
-            return;
+            return false;
         }
-        self.keep_if_named(StoredVc { msg: vc, digest: env.auth_digest, raw: env.raw }, from, out);
+        self.keep_if_named(from, vc, raw, digest, out)
     }
 
-    fn keep_if_named(&mut self, stored: StoredVc, from: ReplicaId, out: &mut Outbox) {
-        let named = self.vc.pending.as_ref().is_some_and(|(nv, _)| {
-            nv.view == stored.msg.view && nv.view_changes.contains(&(from, stored.digest))
-        });
-        if named {
-            self.vc.relayed.insert((stored.msg.view, from), stored);
-            self.try_pending_new_view(out);
-        }
+    /// Keeps `from`'s VIEW-CHANGE if the pending NEW-VIEW names it by digest.
+    fn keep_if_named(&mut self, from: ReplicaId, vc: ViewChange, raw: Bytes, digest: Digest, out: &mut Outbox) -> bool {
+        let view = vc.view;
+        let named = |d: &Digest| {
+            self.vc.pending.as_ref().is_some_and(|(nv, _)| nv.view == view && nv.view_changes.contains(&(from, *d)))
+        };
+        let Some(vouched) = Vouched::by_digest(vc, raw, digest, named) else { return false };
+        let (msg, raw, digest) = vouched.into_parts();
+        self.vc.relayed.insert((view, from), StoredVc { msg, digest, raw });
+        self.try_pending_new_view(out);
+        true
     }
 
     fn send_ack(&mut self, v: View, subject: ReplicaId, digest: Digest, out: &mut Outbox) {
