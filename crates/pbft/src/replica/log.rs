@@ -22,8 +22,7 @@ use crate::tally::{Inserted, Tally};
 use crate::types::{Digest, ReplicaId, SeqNo, View};
 use crate::wire::Request;
 
-/// Distinct batches remembered per sequence number for Q.
-pub(super) const MAX_Q_PER_SEQ: usize = 4;
+pub(super) use crate::wire::MAX_Q_PER_SEQ;
 
 /// One request of a batch.
 #[derive(Clone, Debug)]

@@ -40,9 +40,7 @@ use crate::wire::{Checkpoint, Data, Fetch, Message, MetaData};
 /// (3 MiB of pages, within the 4 MiB socket buffer a node asks for; measured:
 /// 97 MiB/s with 256, 132 MiB/s with 768 for a 256 MiB state).
 const FETCH_WINDOW: usize = 768;
-/// Consecutive pages sent back in one DATA (60 KiB, within one datagram): a
-/// datagram per page made the transfer syscall-bound.
-pub const PAGES_PER_DATA: usize = 15;
+pub use crate::wire::PAGES_PER_DATA;
 /// Consecutive pages asked for in one FETCH, answered with one DATA for
 /// every `PAGES_PER_DATA`: a FETCH per DATA cost the fetching replica a
 /// send (and each source a wake-up) for every 60 KiB it received.
