@@ -20,6 +20,11 @@ pub(super) struct Executed {
     nondet_us: u64,
     /// `nondet_us` before the tentative batch, restored if a view change undoes it.
     nondet_before_tentative: u64,
+    /// `last` at the previous status tick, to notice being stuck.
+    last_at_tick: SeqNo,
+    /// The state may not be one this replica ever certified (it was restored
+    /// damaged from disk): nothing executes until a state transfer replaces it.
+    awaits_trusted_state: bool,
 }
 
 impl Executed {
@@ -77,8 +82,26 @@ impl Executed {
     /// disk): execution continues after it, the last value unknown.
     pub(super) fn jump_to(&mut self, seq: SeqNo) {
         self.last = seq;
+        self.last_at_tick = seq;
         self.tentative = None;
         self.nondet_us = 0;
+        self.awaits_trusted_state = false;
+    }
+
+    /// The state was restored from disk but does not match its checkpoint:
+    /// nothing executes until a transfer replaces it ([`Executed::jump_to`]).
+    pub(super) fn distrust_state(&mut self) {
+        self.awaits_trusted_state = true;
+    }
+    pub(super) fn awaits_trusted_state(&self) -> bool {
+        self.awaits_trusted_state
+    }
+
+    /// At a status tick: whether anything executed since the previous one.
+    pub(super) fn progressed_since_last_tick(&mut self) -> bool {
+        let progressed = self.last != self.last_at_tick;
+        self.last_at_tick = self.last;
+        progressed
     }
 
     /// Checks the module's invariants.

@@ -70,7 +70,7 @@ impl<S: Service> Replica<S> {
     /// committed, or prepared while nothing executed is still tentative.
     pub(super) fn try_execute(&mut self, out: &mut Outbox) {
         // Nothing executes while the state is being replaced.
-        if self.transfer.is_some() || self.needs_transfer {
+        if self.transfer.is_some() || self.executed.awaits_trusted_state() {
             return;
         }
         let executed_before = self.metrics.requests_executed;
@@ -101,7 +101,7 @@ impl<S: Service> Replica<S> {
                 self.after_commit(n, out);
             } else if (slot.prepared() || self.bug_execute_before_prepared())
                 && self.cfg.tentative_execution
-                && self.view_active
+                && self.view_active()
             {
                 // A view change may undo this batch: keep what it overwrites.
                 self.state.set_undo_mark();
@@ -187,7 +187,7 @@ impl<S: Service> Replica<S> {
     fn send_reply(&self, req: &Request, result: Bytes, tentative: bool, out: &mut Outbox) {
         let full = req.replier.is_none_or(|r| r == self.id);
         let body = if full { ReplyBody::Full(result) } else { ReplyBody::Digest(Digest::of(&result)) };
-        let msg = Message::Reply(Reply { view: self.view, timestamp: req.timestamp, client: req.client, tentative, body });
+        let msg = Message::Reply(Reply { view: self.view(), timestamp: req.timestamp, client: req.client, tentative, body });
         let bytes = self.keys.seal(&msg, Audience::One(NodeId::Client(req.client)));
         out.send(Dest::Client(req.client), bytes);
     }

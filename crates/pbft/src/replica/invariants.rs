@@ -91,8 +91,9 @@ impl<S: Service> Replica<S> {
                 self.log.low_water_mark().0
             ));
         }
-        if self.is_primary() && self.view_active && self.next_seq <= self.executed.last() {
-            return Err(format!("next sequence number {} is not above last executed {}", self.next_seq.0, self.executed.last().0));
+        let next = self.proposer.next_seq();
+        if self.is_primary() && self.view_active() && next <= self.executed.last() {
+            return Err(format!("next sequence number {} is not above last executed {}", next.0, self.executed.last().0));
         }
         Ok(())
     }

@@ -27,13 +27,14 @@ mod invariants;
 mod log;
 mod new_view;
 mod normal_case;
+mod peers;
+mod proposer;
 mod request_pool;
 mod requests;
 mod state_transfer;
 mod status;
 mod view_change;
 
-use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
@@ -48,6 +49,8 @@ use crate::types::{ClientId, Digest, Instant, NodeId, ReplicaId, SeqNo, View};
 use checkpoints::Checkpoints;
 use executed::Executed;
 use log::Log;
+use peers::Peers;
+use proposer::Proposer;
 use request_pool::{PoolBounds, RequestPool};
 use crate::wire::{self, Envelope, Message};
 
@@ -97,36 +100,23 @@ pub struct Replica<S: Service> {
     state: PagedState,
     /// Pages per client slot of the reply table, which precedes the service's pages.
     reply_slot_pages: u64,
-    view: View,
-    /// False from sending a VIEW-CHANGE for `view` until its NEW-VIEW installs:
-    /// meanwhile no normal-case message is sent or accepted.
-    view_active: bool,
-    /// View-change messages, acks, the timer and the installed NEW-VIEW.
-    vc: view_change::ViewChanges,
+    /// The view, whether it is installed, and what was gathered to change views.
+    view_changes: view_change::ViewChanges,
     /// The last batch executed, the tentative one, their non-deterministic value.
     executed: Executed,
-    /// The primary's next sequence number to assign.
-    next_seq: SeqNo,
-    /// The primary's last proposed non-deterministic value (kept monotonic).
-    last_nondet_us: u64,
+    /// The next sequence number and non-deterministic value it would propose as primary.
+    proposer: Proposer,
     /// The slots in (h, h + L], h the last stable checkpoint.
     log: Log,
     checkpoints: Checkpoints,
     /// Requests outside the log: the primary's queue, checked bodies, read-only requests waiting.
     requests: RequestPool,
-    /// Each peer's view and last executed batch, from its latest STATUS.
-    peer_progress: crate::tally::Tally<(View, SeqNo)>,
-    /// When this replica last answered each peer's STATUS.
-    status_answered: BTreeMap<ReplicaId, Instant>,
+    /// Each peer's reported progress, and the budgets for answering it.
+    peers: Peers,
     /// The time of the input being handled (an input like any other).
     now: Instant,
-    /// `last_executed` at the previous status tick, to notice being stuck.
-    executed_at_last_tick: SeqNo,
+    /// The state transfer under way, if any.
     transfer: Option<state_transfer::Transfer>,
-    /// The state may not be one this replica ever certified (it was restored
-    /// damaged from disk): nothing executes until a state transfer replaces it.
-    needs_transfer: bool,
-    fetch_budget: BTreeMap<ReplicaId, state_transfer::FetchBudget>,
     metrics: Metrics,
     /// Its timers: the host asks when to wake it ([`Replica::poll_timeout`]).
     timers: crate::timers::Timers,
@@ -155,12 +145,9 @@ impl<S: Service> Replica<S> {
             service,
             state,
             reply_slot_pages,
-            view: View(0),
-            view_active: true,
-            vc: view_change::ViewChanges::new(cfg.view_change_timeout_us),
+            view_changes: view_change::ViewChanges::new(cfg.view_change_timeout_us),
             executed: Executed::default(),
-            next_seq: SeqNo(1),
-            last_nondet_us: 0,
+            proposer: Proposer::after(SeqNo(0)),
             log: Log::new(SeqNo(0), cfg.log_window),
             checkpoints: Checkpoints::new(id),
             requests: RequestPool::new(PoolBounds {
@@ -172,13 +159,9 @@ impl<S: Service> Replica<S> {
                 #[cfg(not(feature = "deliberate-bugs"))]
                 unbounded_queue: false,
             }),
-            status_answered: BTreeMap::new(),
-            peer_progress: crate::tally::Tally::new(),
+            peers: Peers::default(),
             now: Instant(0),
-            executed_at_last_tick: SeqNo(0),
             transfer: None,
-            needs_transfer: false,
-            fetch_budget: BTreeMap::new(),
             metrics: Metrics::default(),
             timers: crate::timers::Timers::default(),
             witness: invariants::Witness::default(),
@@ -225,15 +208,14 @@ impl<S: Service> Replica<S> {
             r.service.state_replaced(&crate::service::ReadContext { client: ClientId(0), state: region });
         }
         if digest != saved.digest {
-            r.needs_transfer = true;
+            r.executed.distrust_state();
             return Ok((r, Restored::Damaged));
         }
         r.state.take_checkpoint(saved.seq)?;
         r.state.discard_checkpoints_before(saved.seq);
         r.log = Log::new(saved.seq, r.cfg.log_window);
         r.executed.jump_to(saved.seq);
-        r.executed_at_last_tick = saved.seq;
-        r.next_seq = saved.seq.next();
+        r.proposer.skip_past(saved.seq);
         // Our vote for the checkpoint, for peers that still need it.
         let msg = Message::Checkpoint(wire::Checkpoint { seq: saved.seq, state_digest: digest });
         let raw = r.keys.seal(&msg, Audience::Replicas);
@@ -379,7 +361,7 @@ impl<S: Service> Replica<S> {
     }
 
     fn primary(&self) -> ReplicaId {
-        self.view.primary(self.cfg.n())
+        self.view().primary(self.cfg.n())
     }
 
     fn is_primary(&self) -> bool {
@@ -407,11 +389,11 @@ impl<S: Service> Replica<S> {
         &self.keys
     }
     pub fn view(&self) -> View {
-        self.view
+        self.view_changes.view()
     }
     /// Whether the current view is installed (false during a view change).
     pub fn view_active(&self) -> bool {
-        self.view_active
+        self.view_changes.active()
     }
     pub fn low_water_mark(&self) -> SeqNo {
         self.log.low_water_mark()
@@ -468,11 +450,11 @@ impl<S: Service> Replica<S> {
         let mut s = format!(
             "{} view={}{} h={} last_executed={} next_seq={} tentative={:?} queue={} known={} ro_queue={} transferring={} {}",
             self.id,
-            self.view.0,
-            if self.view_active { "" } else { "(changing)" },
+            self.view().0,
+            if self.view_active() { "" } else { "(changing)" },
             self.log.low_water_mark().0,
             self.executed.last().0,
-            self.next_seq.0,
+            self.proposer.next_seq().0,
             self.executed.tentative().map(|t| t.0),
             self.requests.queue_len(),
             self.requests.bodies_len(),

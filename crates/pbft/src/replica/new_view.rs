@@ -44,11 +44,10 @@ impl<S: Service> Replica<S> {
             .map(|(j, _)| *j)
             .filter(|j| *j != self.id)
             .collect();
-        self.view = v;
-        self.view_active = true;
-        self.vc.forget_below(View(v.0 + 1));
-        self.vc.installed = Some(Installed { new_view: nv, raw, view_changes });
-        self.vc.pending = None;
+        self.view_changes.install_view(v);
+        self.view_changes.forget_below(View(v.0 + 1));
+        self.view_changes.installed = Some(Installed { new_view: nv, raw, view_changes });
+        self.view_changes.pending = None;
         self.timers.cancel(Timer::ViewChange);
         self.metrics.views_installed += 1;
 
@@ -77,8 +76,8 @@ impl<S: Service> Replica<S> {
         // above them that has not executed.
         self.log.discard_above(last_chosen.max(self.executed.last()));
         let floor = self.log.low_water_mark().max(h_new);
-        self.vc.choices = choices.into_iter().filter(|(n, _)| *n > floor).collect();
-        let adopt: Vec<SeqNo> = self.vc.choices.keys().copied().filter(|n| self.in_window(*n)).collect();
+        self.view_changes.choices = choices.into_iter().filter(|(n, _)| *n > floor).collect();
+        let adopt: Vec<SeqNo> = self.view_changes.choices.keys().copied().filter(|n| self.in_window(*n)).collect();
         for n in &adopt {
             self.adopt_choice(*n);
         }
@@ -100,17 +99,17 @@ impl<S: Service> Replica<S> {
     /// Re-proposes the chosen batch at `n` in the current view: reuses the
     /// body this replica holds when its digest matches, else waits for it.
     pub(super) fn adopt_choice(&mut self, n: SeqNo) {
-        let Some(d) = self.vc.choices.get(&n).copied() else { return };
+        let Some(d) = self.view_changes.choices.get(&n).copied() else { return };
         let executed = n <= self.executed.last();
-        self.log.slot(n).repropose(self.view, d, executed);
+        let view = self.view();
+        self.log.slot(n).repropose(view, d, executed);
     }
 
     /// The new primary continues after the last chosen batch, with a
     /// non-deterministic value no lower than any it may follow, and proposes
     /// the requests that waited for a working primary.
     fn become_primary(&mut self, last_chosen: SeqNo) {
-        self.next_seq = last_chosen.max(self.executed.last()).next();
-        let mut floor = self.last_nondet_us.max(self.executed.nondet_us());
+        let mut floor = self.proposer.last_nondet_us().max(self.executed.nondet_us());
         let mut proposed = BTreeSet::new();
         for (_, slot) in self.log.slots() {
             if let Some(b) = slot.batch() {
@@ -123,7 +122,7 @@ impl<S: Service> Replica<S> {
                 }
             }
         }
-        self.last_nondet_us = floor;
+        self.proposer.take_over(last_chosen.max(self.executed.last()).next(), floor);
         let mut waiting: Vec<(crate::wire::Request, Bytes)> = self
             .requests
             .bodies()
@@ -160,7 +159,7 @@ impl<S: Service> Replica<S> {
 
     /// Sequence numbers the current view chose that lie in the window.
     pub(super) fn vc_choices_in_window(&self) -> Vec<SeqNo> {
-        self.vc.choices.keys().copied().filter(|n| self.in_window(*n)).collect()
+        self.view_changes.choices.keys().copied().filter(|n| self.in_window(*n)).collect()
     }
 
     // ----- batches chosen by digest -----
@@ -188,9 +187,7 @@ impl<S: Service> Replica<S> {
         let Some((view, digest)) = certified else { return };
         let Some(slot) = self.log.get_mut(seq) else { return };
         slot.adopt_certified(view, digest);
-        if self.next_seq <= seq {
-            self.next_seq = seq.next();
-        }
+        self.proposer.skip_past(seq);
     }
 
     /// The batch 2f+1 replicas committed at `seq` in one view (2f+1 matching

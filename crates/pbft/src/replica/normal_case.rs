@@ -37,20 +37,18 @@ pub fn batch_digest(nondet_time_us: u64, requests: impl Iterator<Item = Digest>)
 impl<S: Service> Replica<S> {
     /// Multicasts a pre-prepare for `entries` (the primary only) and accepts it locally.
     pub(super) fn send_pre_prepare(&mut self, now: Instant, entries: Vec<BatchRequest>, inline: Vec<BatchEntry>, out: &mut Outbox) {
-        let seq = self.next_seq;
-        self.next_seq = seq.next();
-        let nondet_time_us = now.as_us().max(self.last_nondet_us);
-        self.last_nondet_us = nondet_time_us;
+        let (seq, nondet_time_us) = self.proposer.propose(now.as_us());
         let digest = batch_digest(nondet_time_us, entries.iter().map(|e| e.digest));
-        let msg = Message::PrePrepare(PrePrepare { view: self.view, seq, nondet_time_us, entries: inline });
+        let msg = Message::PrePrepare(PrePrepare { view: self.view(), seq, nondet_time_us, entries: inline });
         let raw = self.multicast(&msg, out);
-        self.log.slot(seq).accept_batch(Batch::pre_prepared(self.view, digest, nondet_time_us, raw, entries, true));
+        let batch = Batch::pre_prepared(self.view(), digest, nondet_time_us, raw, entries, true);
+        self.log.slot(seq).accept_batch(batch);
         self.advance_slot(seq, out);
     }
 
     pub(super) fn on_pre_prepare(&mut self, now: Instant, from: ReplicaId, p: PrePrepare, raw: Bytes, out: &mut Outbox) {
         let passive = self.learns_from_old_view(p.view);
-        if (p.view != self.view || !self.view_active) && !passive {
+        if (p.view != self.view() || !self.view_active()) && !passive {
             return self.metrics.drop(DropReason::WrongView);
         }
         if from != p.view.primary(self.cfg.n()) || from == self.id {
@@ -127,7 +125,7 @@ impl<S: Service> Replica<S> {
     }
 
     pub(super) fn on_prepare(&mut self, from: ReplicaId, p: Prepare, out: &mut Outbox) {
-        if p.view != self.view || !self.view_active {
+        if p.view != self.view() || !self.view_active() {
             return self.metrics.drop(DropReason::WrongView);
         }
         if from == self.primary() {
@@ -143,7 +141,7 @@ impl<S: Service> Replica<S> {
     }
 
     pub(super) fn on_commit(&mut self, from: ReplicaId, c: Commit, out: &mut Outbox) {
-        if (c.view != self.view || !self.view_active) && !self.learns_from_old_view(c.view) {
+        if (c.view != self.view() || !self.view_active()) && !self.learns_from_old_view(c.view) {
             return self.metrics.drop(DropReason::WrongView);
         }
         if !self.in_window(c.seq) {
@@ -172,7 +170,7 @@ impl<S: Service> Replica<S> {
         // nothing for the old view but still learns what commits there (see
         // adopt_certified_batch), which lets it answer clients (who need 2f+1
         // matching replies) while it waits for the others to change view too.
-        if !self.view_active || view != self.view {
+        if !self.view_active() || view != self.view() {
             return self.try_execute(out);
         }
         let vouched = slot.matching_prepares() > f;
@@ -215,7 +213,7 @@ impl<S: Service> Replica<S> {
     /// Whether messages of view `v` are learned from passively: this replica
     /// is changing from `v` (or an earlier view) to a later one.
     fn learns_from_old_view(&self, v: View) -> bool {
-        !self.view_active && v < self.view
+        !self.view_active() && v < self.view()
     }
 
     fn commit_quorum(&self) -> usize {

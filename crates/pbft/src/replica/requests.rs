@@ -35,7 +35,7 @@ impl<S: Service> Replica<S> {
         }
         let new = !self.requests.has_body(&req.digest());
         self.remember_request(&req, &raw);
-        if !self.view_active {
+        if !self.view_active() {
             return;
         }
         if self.is_primary() {
@@ -105,12 +105,12 @@ impl<S: Service> Replica<S> {
     /// The primary packs queued requests into batches while its window of
     /// outstanding batches has room and the high water mark allows.
     pub(super) fn try_send_batches(&mut self, now: Instant, out: &mut Outbox) {
-        if !self.is_primary() || !self.view_active {
+        if !self.is_primary() || !self.view_active() {
             return;
         }
         while !self.requests.queue_is_empty()
-            && self.next_seq.0 - 1 - self.executed.last().0 < self.cfg.max_outstanding_batches
-            && self.next_seq <= self.high_water_mark()
+            && self.proposer.next_seq().0 - 1 - self.executed.last().0 < self.cfg.max_outstanding_batches
+            && self.proposer.next_seq() <= self.high_water_mark()
         {
             let mut entries = Vec::new();
             let mut inline = Vec::new();

@@ -92,23 +92,15 @@ pub(super) struct Transfer {
     /// The children of every internal node learned from META-DATA, in this
     /// target or an earlier one: a node whose digest is unchanged after a
     /// retarget is expanded again without asking.
-    known: BTreeMap<Node, (Digest, Vec<Digest>)>,
+    children_known: BTreeMap<Node, (Digest, Vec<Digest>)>,
     pub(super) pages_fetched: u64,
-}
-
-/// Per-peer budget for answering FETCH.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct FetchBudget {
-    window_start: Instant,
-    answered: u32,
 }
 
 impl<S: Service> Replica<S> {
     /// Checks, at each status tick, whether this replica is stuck behind a
     /// checkpoint that f+1 others vouch for; if so it starts a transfer.
     pub(super) fn maybe_start_transfer(&mut self, out: &mut Outbox) {
-        let stuck = self.executed.last() == self.executed_at_last_tick;
-        self.executed_at_last_tick = self.executed.last();
+        let stuck = !self.executed.progressed_since_last_tick();
         if !stuck && self.transfer.is_none() {
             return;
         }
@@ -173,7 +165,7 @@ impl<S: Service> Replica<S> {
             pages: Vec::new(),
             carried: BTreeMap::new(),
             previous: BTreeMap::new(),
-            known: BTreeMap::new(),
+            children_known: BTreeMap::new(),
             pages_fetched: 0,
         };
         match self.transfer.take() {
@@ -181,7 +173,7 @@ impl<S: Service> Replica<S> {
             Some(old) => {
                 t.ticks = old.ticks;
                 t.pages_fetched = old.pages_fetched;
-                t.known = old.known;
+                t.children_known = old.children_known;
                 t.carried = old.carried;
                 t.carried.extend(old.pages);
                 t.previous = old
@@ -224,8 +216,8 @@ impl<S: Service> Replica<S> {
                 }
                 continue;
             }
-            match t.known.get(&(level, index)) {
-                Some((known, children)) if *known == d => {
+            match t.children_known.get(&(level, index)) {
+                Some((node_digest, children)) if *node_digest == d => {
                     for (k, cd) in children.iter().enumerate() {
                         let child = index * fanout + k as u64;
                         // Beyond the state: an all-zero subtree, checked by the
@@ -296,16 +288,13 @@ impl<S: Service> Replica<S> {
     }
 
     pub(super) fn on_fetch(&mut self, now: Instant, from: ReplicaId, f: Fetch, out: &mut Outbox) {
-        let budget = self.fetch_budget.entry(from).or_default();
-        if now.as_us() >= budget.window_start.as_us() + self.cfg.status_interval_us {
-            *budget = FetchBudget { window_start: now, answered: 0 };
-        }
-        if budget.answered >= FETCH_ANSWERS_PER_INTERVAL {
+        let budget = self.peers.fetch_budget(from, now, self.cfg.status_interval_us);
+        if budget.left(FETCH_ANSWERS_PER_INTERVAL) == 0 {
             return self.metrics.drop(DropReason::RateLimited);
         }
         let depth = self.state.shape().depth;
         if f.level != depth {
-            budget.answered += 1;
+            budget.spend(1);
             let reply = match self.state.children_at(f.seq, f.level, f.index) {
                 Ok(children) => Message::MetaData(MetaData { seq: f.seq, level: f.level, index: f.index, children }),
                 Err(_) => return self.metrics.drop(DropReason::Unexpected),
@@ -325,8 +314,8 @@ impl<S: Service> Replica<S> {
         let mut first = f.index;
         let mut zero: Option<Arc<Page>> = None;
         // One DATA for every PAGES_PER_DATA pages, while the budget lasts.
-        while first < end && budget.answered < FETCH_ANSWERS_PER_INTERVAL {
-            let left = u64::from(FETCH_ANSWERS_PER_INTERVAL - budget.answered);
+        while first < end && budget.left(FETCH_ANSWERS_PER_INTERVAL) > 0 {
+            let left = u64::from(budget.left(FETCH_ANSWERS_PER_INTERVAL));
             let last = end.min(first + (PAGES_PER_DATA as u64).min(left));
             let mut pages = Vec::with_capacity((last - first) as usize);
             let mut digests = Vec::with_capacity(pages.capacity());
@@ -341,7 +330,7 @@ impl<S: Service> Replica<S> {
                     _ => return self.metrics.drop(DropReason::Unexpected),
                 }
             }
-            budget.answered += digests.len() as u32;
+            budget.spend(digests.len() as u32);
             let bytes = self.keys.seal(&Message::Data(Data { seq, index: first, pages, digests }), crate::auth::Audience::Replicas);
             out.send(Dest::Replica(from), bytes);
             first = last;
@@ -378,7 +367,7 @@ impl<S: Service> Replica<S> {
         t.wanted.remove(&(m.level, m.index));
         t.requested.remove(&(m.level, m.index));
         t.queue.remove(&(m.level, m.index));
-        t.known.insert((m.level, m.index), (expected, m.children));
+        t.children_known.insert((m.level, m.index), (expected, m.children));
         self.want(vec![((m.level, m.index), expected)]);
         self.after_transfer_progress(out);
     }
@@ -440,7 +429,6 @@ impl<S: Service> Replica<S> {
             return self.request_wanted(out);
         }
         let Some(t) = self.transfer.take() else { return };
-        self.needs_transfer = false;
         let installed = match self.state.install_pages(t.seq, t.pages.into_iter().map(|(i, (d, p))| (i, p, d))) {
             Ok(d) => d,
             Err(_) => return self.metrics.drop(DropReason::Invalid),
@@ -454,7 +442,6 @@ impl<S: Service> Replica<S> {
         // The last value is unknown after a transfer: the next batch's is
         // checked only against the clock.
         self.executed.jump_to(t.seq);
-        self.executed_at_last_tick = t.seq;
         // Read-only requests that waited for the old state go unanswered:
         // their clients retry.
         self.requests.take_read_only();
@@ -464,9 +451,7 @@ impl<S: Service> Replica<S> {
         let raw = self.multicast(&msg, out);
         self.checkpoints.installed(self.log.low_water_mark(), t.seq, t.digest, raw);
         out.push(Effect::StateTransferred { seq: t.seq, digest: t.digest, pages: t.pages_fetched });
-        if self.next_seq <= t.seq {
-            self.next_seq = t.seq.next();
-        }
+        self.proposer.skip_past(t.seq);
         self.check_stable(t.seq, out);
         self.try_execute(out);
     }

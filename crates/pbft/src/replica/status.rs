@@ -56,8 +56,8 @@ impl<S: Service> Replica<S> {
             slots.pop();
         }
         let msg = Message::Status(Status {
-            view: self.view,
-            view_active: self.view_active,
+            view: self.view(),
+            view_active: self.view_active(),
             stable: self.log.low_water_mark(),
             first_open,
             last_executed: self.executed.last(),
@@ -71,22 +71,19 @@ impl<S: Service> Replica<S> {
         // How far each peer got in which view: evidence, for the view-change
         // timer, that the primary works and this replica merely lags.
         if s.view_active {
-            self.peer_progress.insert(from, (s.view, s.last_executed));
+            self.peers.note_progress(from, s.view, s.last_executed);
         }
-        if let Some(at) = self.status_answered.get(&from) {
-            if now.as_us() < at.as_us() + self.cfg.status_interval_us / 2 {
-                return self.metrics.drop(DropReason::RateLimited);
-            }
+        if !self.peers.may_answer_status(from, now, self.cfg.status_interval_us / 2) {
+            return self.metrics.drop(DropReason::RateLimited);
         }
-        self.status_answered.insert(from, now);
         // A peer behind our view, or still changing to it: what installed it.
-        if self.view_active && (s.view < self.view || (s.view == self.view && !s.view_active)) {
+        if self.view_active() && (s.view < self.view() || (s.view == self.view() && !s.view_active)) {
             return self.send_installed_view(from, out);
         }
         // A peer in our view, or one changing to a later view (it still
         // learns what commits in ours), gets what it lacks.
-        let changing_past_us = s.view > self.view && !s.view_active;
-        if !self.view_active || (s.view != self.view && !changing_past_us) || (s.view == self.view && !s.view_active) {
+        let changing_past_us = s.view > self.view() && !s.view_active;
+        if !self.view_active() || (s.view != self.view() && !changing_past_us) || (s.view == self.view() && !s.view_active) {
             return self.metrics.drop(DropReason::WrongView);
         }
         let to = Dest::Replica(from);

@@ -72,9 +72,15 @@ pub(super) struct Installed {
     pub(super) view_changes: Vec<Bytes>,
 }
 
-/// The view-change state of a replica.
+/// The view-change state of a replica: its view, whether that view is
+/// installed, and what it gathered to change views.
 #[derive(Debug)]
 pub(super) struct ViewChanges {
+    /// The current view, or the one this replica is changing to.
+    view: View,
+    /// False from sending a VIEW-CHANGE for `view` until its NEW-VIEW installs:
+    /// meanwhile no normal-case message is sent or accepted.
+    active: bool,
     /// VIEW-CHANGE messages whose MAC this replica checked, by (view, sender).
     pub(super) msgs: BTreeMap<(View, ReplicaId), StoredVc>,
     /// VIEW-CHANGE messages a pending NEW-VIEW names, received relayed or
@@ -97,6 +103,8 @@ pub(super) struct ViewChanges {
 impl ViewChanges {
     pub(super) fn new(timeout_us: u64) -> ViewChanges {
         ViewChanges {
+            view: View(0),
+            active: true,
             msgs: BTreeMap::new(),
             relayed: BTreeMap::new(),
             acks: BTreeMap::new(),
@@ -106,6 +114,27 @@ impl ViewChanges {
             timeout_us,
             deferrals: 0,
         }
+    }
+
+    pub(super) fn view(&self) -> View {
+        self.view
+    }
+    pub(super) fn active(&self) -> bool {
+        self.active
+    }
+
+    /// Leaves the current view for `v`, not yet installed.
+    pub(super) fn leave_for(&mut self, v: View) {
+        assert!(v > self.view || (v == self.view && self.active), "views only move forward");
+        self.view = v;
+        self.active = false;
+    }
+
+    /// View `v` is installed.
+    pub(super) fn install_view(&mut self, v: View) {
+        assert!(v >= self.view, "views only move forward");
+        self.view = v;
+        self.active = true;
     }
 
     /// Forgets everything about views below `v`.
@@ -144,17 +173,17 @@ impl<S: Service> Replica<S> {
     /// A backup that holds a request not yet executed starts the timer, unless
     /// it is running.
     pub(super) fn start_view_change_timer(&mut self) {
-        if self.timers.is_set(Timer::ViewChange) || !self.view_active || self.is_primary() {
+        if self.timers.is_set(Timer::ViewChange) || !self.view_active() || self.is_primary() {
             return;
         }
-        self.timers.set(Timer::ViewChange, self.now.plus_us(self.vc.timeout_us));
+        self.timers.set(Timer::ViewChange, self.now.plus_us(self.view_changes.timeout_us));
     }
 
     /// Re-arms the view-change timer after a restart: for the view change
     /// under way, or for the requests waiting.
     pub(super) fn restart_view_change_timer(&mut self) {
         self.timers.cancel(Timer::ViewChange);
-        if self.view_active {
+        if self.view_active() {
             if self.waiting_for_execution() {
                 self.start_view_change_timer();
             }
@@ -167,21 +196,21 @@ impl<S: Service> Replica<S> {
     /// timeout goes back to its configured value and the timer restarts for
     /// the requests still waiting, or stops.
     pub(super) fn view_change_timer_after_progress(&mut self) {
-        if !self.view_active {
+        if !self.view_active() {
             return;
         }
-        self.vc.timeout_us = self.cfg.view_change_timeout_us;
-        self.vc.deferrals = 0;
+        self.view_changes.timeout_us = self.cfg.view_change_timeout_us;
+        self.view_changes.deferrals = 0;
         if !self.waiting_for_execution() {
             self.timers.cancel(Timer::ViewChange);
         } else {
-            self.timers.set(Timer::ViewChange, self.now.plus_us(self.vc.timeout_us));
+            self.timers.set(Timer::ViewChange, self.now.plus_us(self.view_changes.timeout_us));
         }
     }
 
     pub(super) fn on_view_change_timer(&mut self, out: &mut Outbox) {
         self.timers.cancel(Timer::ViewChange);
-        if self.view_active {
+        if self.view_active() {
             self.forget_executed_requests();
             if !self.waiting_for_execution() {
                 return;
@@ -191,16 +220,16 @@ impl<S: Service> Replica<S> {
             // (retransmission brings it). Leaving the view alone would only
             // take it out of service until the next view change, and clients
             // need 2f+1 correct replicas to answer.
-            if self.transfer.is_some() || (self.lagging() && self.vc.deferrals < MAX_DEFERRALS) {
-                self.vc.deferrals += 1;
+            if self.transfer.is_some() || (self.lagging() && self.view_changes.deferrals < MAX_DEFERRALS) {
+                self.view_changes.deferrals += 1;
                 return self.start_view_change_timer();
             }
         } else {
             // The view we moved to did not install in time: try the next one,
             // with more patience.
-            self.vc.timeout_us = (self.vc.timeout_us * 2).min(self.cfg.view_change_timeout_us * MAX_TIMEOUT_FACTOR);
+            self.view_changes.timeout_us = (self.view_changes.timeout_us * 2).min(self.cfg.view_change_timeout_us * MAX_TIMEOUT_FACTOR);
         }
-        let next = View(self.view.0 + 1);
+        let next = View(self.view().0 + 1);
         self.start_view_change(next, out);
     }
 
@@ -211,8 +240,8 @@ impl<S: Service> Replica<S> {
     /// is correct).
     fn lagging(&self) -> bool {
         let ahead =
-            self.peer_progress.weak_where(self.cfg.f, |_, (v, executed)| *v == self.view && *executed > self.executed.last());
-        ahead || self.certified_batch(self.executed.next()).is_some_and(|(v, _)| v == self.view)
+            self.peers.progress().weak_where(self.cfg.f, |_, (v, executed)| *v == self.view() && *executed > self.executed.last());
+        ahead || self.certified_batch(self.executed.next()).is_some_and(|(v, _)| v == self.view())
     }
 
     /// Whether this backup waits for the primary: a request it holds has not
@@ -240,9 +269,7 @@ impl<S: Service> Replica<S> {
     /// Leaves the current view for `v` (> the current view, or equal while the
     /// view change to it has not started here) and multicasts VIEW-CHANGE.
     pub(super) fn start_view_change(&mut self, v: View, out: &mut Outbox) {
-        debug_assert!(v > self.view || (v == self.view && self.view_active));
-        self.view = v;
-        self.view_active = false;
+        self.view_changes.leave_for(v);
         // The old primary's queued requests stay known, for whoever proposes them.
         for (req, raw) in self.requests.leave_view() {
             self.remember_request(&req, &raw);
@@ -250,8 +277,8 @@ impl<S: Service> Replica<S> {
         let msg = self.build_view_change(v);
         let raw = self.multicast(&Message::ViewChange(msg.clone()), out);
         let digest = view_change_digest(self.id, &msg);
-        self.vc.forget_below(v);
-        self.vc.msgs.insert((v, self.id), StoredVc { msg, digest, raw });
+        self.view_changes.forget_below(v);
+        self.view_changes.msgs.insert((v, self.id), StoredVc { msg, digest, raw });
         self.metrics.view_changes += 1;
         self.timers.cancel(Timer::ViewChange);
         self.arm_timer_for_quorum();
@@ -262,13 +289,13 @@ impl<S: Service> Replica<S> {
     /// While changing view: once 2f+1 replicas (this one included) ask for
     /// the view, the timer runs for it to install.
     fn arm_timer_for_quorum(&mut self) {
-        if self.view_active || self.timers.is_set(Timer::ViewChange) {
+        if self.view_active() || self.timers.is_set(Timer::ViewChange) {
             return;
         }
-        let v = self.view;
-        let asking = self.vc.msgs.range((v, ReplicaId(0))..=(v, ReplicaId(u16::MAX))).count();
+        let v = self.view();
+        let asking = self.view_changes.msgs.range((v, ReplicaId(0))..=(v, ReplicaId(u16::MAX))).count();
         if asking >= self.cfg.quorum() {
-            self.timers.set(Timer::ViewChange, self.now.plus_us(self.vc.timeout_us));
+            self.timers.set(Timer::ViewChange, self.now.plus_us(self.view_changes.timeout_us));
         }
     }
 
@@ -277,7 +304,7 @@ impl<S: Service> Replica<S> {
         let h = self.log.low_water_mark();
         // Checkpoints of states this replica reached by executing (a damaged
         // state restored from disk is none), within its window.
-        let checkpoints: Vec<(SeqNo, Digest)> = if self.needs_transfer {
+        let checkpoints: Vec<(SeqNo, Digest)> = if self.executed.awaits_trusted_state() {
             Vec::new()
         } else {
             self.state
@@ -319,7 +346,7 @@ impl<S: Service> Replica<S> {
     /// Whether messages about view `v` are of interest: a view ahead (within
     /// bounds), or the one being changed to.
     fn view_change_relevant(&self, v: View) -> bool {
-        (v > self.view || (v == self.view && !self.view_active)) && v.0 <= self.view.0 + MAX_VIEWS_AHEAD
+        (v > self.view() || (v == self.view() && !self.view_active())) && v.0 <= self.view().0 + MAX_VIEWS_AHEAD
     }
 
     pub(super) fn on_view_change(&mut self, from: ReplicaId, vc: ViewChange, raw: Bytes, out: &mut Outbox) {
@@ -331,7 +358,7 @@ impl<S: Service> Replica<S> {
         }
         let digest = view_change_digest(from, &vc);
         let key = (vc.view, from);
-        if let Some(stored) = self.vc.msgs.get(&key) {
+        if let Some(stored) = self.view_changes.msgs.get(&key) {
             if stored.digest == digest {
                 // A retransmission: its sender is still changing view, so our
                 // ack may have been lost.
@@ -343,7 +370,7 @@ impl<S: Service> Replica<S> {
             self.keep_if_named(from, vc, raw, digest, out);
             return;
         }
-        self.vc.msgs.insert(key, StoredVc { msg: vc.clone(), digest, raw });
+        self.view_changes.msgs.insert(key, StoredVc { msg: vc.clone(), digest, raw });
         self.send_ack(vc.view, from, digest, out);
         self.maybe_join(out);
         self.arm_timer_for_quorum();
@@ -372,11 +399,11 @@ impl<S: Service> Replica<S> {
     fn keep_if_named(&mut self, from: ReplicaId, vc: ViewChange, raw: Bytes, digest: Digest, out: &mut Outbox) -> bool {
         let view = vc.view;
         let named = |d: &Digest| {
-            self.vc.pending.as_ref().is_some_and(|(nv, _)| nv.view == view && nv.view_changes.contains(&(from, *d)))
+            self.view_changes.pending.as_ref().is_some_and(|(nv, _)| nv.view == view && nv.view_changes.contains(&(from, *d)))
         };
         let Some(vouched) = Vouched::by_digest(vc, raw, digest, named) else { return false };
         let (msg, raw, digest) = vouched.into_parts();
-        self.vc.relayed.insert((view, from), StoredVc { msg, digest, raw });
+        self.view_changes.relayed.insert((view, from), StoredVc { msg, digest, raw });
         self.try_pending_new_view(out);
         true
     }
@@ -396,7 +423,7 @@ impl<S: Service> Replica<S> {
             return self.metrics.drop(DropReason::Invalid);
         }
         // One ack per acker: a later one (after a relay) replaces the first.
-        if self.vc.acks.entry((ack.view, ack.replica)).or_default().insert(from, ack.digest) == Inserted::Same {
+        if self.view_changes.acks.entry((ack.view, ack.replica)).or_default().insert(from, ack.digest) == Inserted::Same {
             return self.metrics.drop(DropReason::Duplicate);
         }
         self.try_new_view(out);
@@ -406,7 +433,7 @@ impl<S: Service> Replica<S> {
     /// Acks for `subject`'s VIEW-CHANGE for `v` with `digest`, from replicas
     /// other than the subject and `also_not`.
     fn acks_for(&self, v: View, subject: ReplicaId, digest: Digest, also_not: ReplicaId) -> usize {
-        self.vc.acks.get(&(v, subject)).map_or(0, |a| a.count_excluding(&digest, &[subject, also_not]))
+        self.view_changes.acks.get(&(v, subject)).map_or(0, |a| a.count_excluding(&digest, &[subject, also_not]))
     }
 
     /// Joins a view change once f+1 other replicas ask for views above ours:
@@ -414,7 +441,7 @@ impl<S: Service> Replica<S> {
     fn maybe_join(&mut self, out: &mut Outbox) {
         // Keys ascend by view, so each replica's last entry is its highest.
         let asking: Tally<View> =
-            self.vc.msgs.keys().filter(|(v, r)| *r != self.id && *v > self.view).map(|(v, r)| (*r, *v)).collect();
+            self.view_changes.msgs.keys().filter(|(v, r)| *r != self.id && *v > self.view()).map(|(v, r)| (*r, *v)).collect();
         if let Some(v) = asking.highest_reached_by(self.cfg.f + 1) {
             self.start_view_change(v, out);
         }
@@ -425,13 +452,13 @@ impl<S: Service> Replica<S> {
     /// The new primary sends NEW-VIEW once 2f+1 admitted VIEW-CHANGE messages
     /// decide every sequence number.
     fn try_new_view(&mut self, out: &mut Outbox) {
-        if self.view_active || !self.is_primary() {
+        if self.view_active() || !self.is_primary() {
             return;
         }
-        let v = self.view;
+        let v = self.view();
         let needed = self.admission_acks();
         let admitted: Vec<(ReplicaId, &StoredVc)> = self
-            .vc
+            .view_changes
             .msgs
             .range((v, ReplicaId(0))..=(v, ReplicaId(u16::MAX)))
             .filter(|((_, j), s)| *j == self.id || self.acks_for(v, *j, s.digest, self.id) >= needed)
@@ -480,7 +507,7 @@ impl<S: Service> Replica<S> {
         if !self.view_change_relevant(nv.view) {
             return self.metrics.drop(DropReason::WrongView);
         }
-        if self.vc.pending.as_ref().is_some_and(|(p, _)| p.view >= nv.view) {
+        if self.view_changes.pending.as_ref().is_some_and(|(p, _)| p.view >= nv.view) {
             return self.metrics.drop(DropReason::Duplicate);
         }
         let mut senders = BTreeSet::new();
@@ -490,24 +517,24 @@ impl<S: Service> Replica<S> {
         if !well_formed {
             return self.metrics.drop(DropReason::Invalid);
         }
-        self.vc.pending = Some((nv, raw));
+        self.view_changes.pending = Some((nv, raw));
         self.try_pending_new_view(out);
     }
 
     /// The body of the VIEW-CHANGE (v, j, d) if this replica may trust it: its
     /// own copy, or a relayed one that f+1 replicas other than j acked.
     pub(super) fn trusted_view_change(&self, v: View, j: ReplicaId, d: Digest) -> Option<&StoredVc> {
-        if let Some(s) = self.vc.msgs.get(&(v, j)).filter(|s| s.digest == d) {
+        if let Some(s) = self.view_changes.msgs.get(&(v, j)).filter(|s| s.digest == d) {
             return Some(s);
         }
-        let s = self.vc.relayed.get(&(v, j)).filter(|s| s.digest == d)?;
+        let s = self.view_changes.relayed.get(&(v, j)).filter(|s| s.digest == d)?;
         (self.acks_for(v, j, d, j) > self.cfg.f).then_some(s)
     }
 
     fn try_pending_new_view(&mut self, out: &mut Outbox) {
-        let Some((nv, raw)) = self.vc.pending.clone() else { return };
+        let Some((nv, raw)) = self.view_changes.pending.clone() else { return };
         if !self.view_change_relevant(nv.view) {
-            self.vc.pending = None;
+            self.view_changes.pending = None;
             return;
         }
         let mut infos = Vec::with_capacity(nv.view_changes.len());
@@ -517,7 +544,7 @@ impl<S: Service> Replica<S> {
                 None => return, // wait for it (STATUS brings relays)
             }
         }
-        self.vc.pending = None;
+        self.view_changes.pending = None;
         match self.decide(&infos) {
             Ok(decision) => self.install(nv, raw, decision, out),
             // A primary that sends an undecidable NEW-VIEW is faulty: the timer
@@ -531,10 +558,10 @@ impl<S: Service> Replica<S> {
     /// On each status tick while changing view: our VIEW-CHANGE again (it or
     /// its acks may have been lost).
     pub(super) fn retransmit_view_change(&mut self, out: &mut Outbox) {
-        if self.view_active {
+        if self.view_active() {
             return;
         }
-        if let Some(s) = self.vc.msgs.get(&(self.view, self.id)) {
+        if let Some(s) = self.view_changes.msgs.get(&(self.view(), self.id)) {
             out.send(Dest::AllReplicas, s.raw.clone());
             self.metrics.retransmitted += 1;
         }
@@ -543,7 +570,7 @@ impl<S: Service> Replica<S> {
     /// Sends a replica that has not installed our view what installed it:
     /// the NEW-VIEW, the VIEW-CHANGE messages it names, and our acks for them.
     pub(super) fn send_installed_view(&mut self, to: ReplicaId, out: &mut Outbox) {
-        let Some(installed) = &self.vc.installed else { return };
+        let Some(installed) = &self.view_changes.installed else { return };
         let dest = Dest::Replica(to);
         out.send(dest, installed.raw.clone());
         for vc in &installed.view_changes {
