@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pbft::auth::KeyTable;
-use pbft::{Client, ClientId, Config, Dest, Effect, Instant, Outbox};
+use pbft::{Client, ClientEffect, ClientId, ClientOutbox, Config, Instant};
 
 use crate::cluster::{read_secret, Cluster};
 use crate::error::NodeError;
@@ -45,7 +45,7 @@ pub struct ClusterClient {
     transport: Transport,
     replicas: Vec<SocketAddr>,
     clock: Clock,
-    out: Outbox,
+    out: ClientOutbox,
     timeout: Duration,
     /// Highest timestamp the core has used, as far as the host knows.
     last_timestamp: u64,
@@ -99,7 +99,7 @@ impl ClusterClient {
             transport,
             replicas,
             clock: Clock::new(),
-            out: Outbox::new(),
+            out: ClientOutbox::new(),
             timeout: options.timeout,
             last_timestamp,
             introduced: false,
@@ -163,7 +163,7 @@ impl ClusterClient {
         let base = unix_micros().max(self.last_timestamp + 16);
         self.last_timestamp = base;
         self.client = Client::new(self.cfg.clone(), self.client.id(), self.keys.clone(), base);
-        self.out = Outbox::new();
+        self.out = ClientOutbox::new();
     }
 
     /// Carries out the core's effects; returns a completed request's result.
@@ -178,34 +178,20 @@ impl ClusterClient {
         let mut out = std::mem::take(&mut self.out);
         for effect in out.drain() {
             match effect {
-                Effect::Send { to: Dest::Replica(_), bytes } if !self.introduced => {
+                ClientEffect::Send { bytes, .. } if !self.introduced => {
                     for addr in &self.replicas {
                         self.transport.send(now, *addr, bytes.clone());
                     }
                 }
-                Effect::Send { to: Dest::Replica(r), bytes } => {
-                    if let Some(addr) = self.replicas.get(r.index()) {
+                ClientEffect::Send { to, bytes } => {
+                    if let Some(addr) = self.replicas.get(to.index()) {
                         self.transport.send(now, *addr, bytes);
                     }
                 }
-                Effect::Send { to: Dest::AllReplicas, bytes } => {
-                    for addr in &self.replicas {
-                        self.transport.send(now, *addr, bytes.clone());
-                    }
-                }
-                Effect::Completed { result, .. } => {
+                ClientEffect::Completed { result, .. } => {
                     self.introduced = true;
                     completed = Some(result);
                 }
-                // Clients send only to replicas and execute nothing.
-                Effect::Send { to: Dest::Client(_), .. }
-                | Effect::Executed(_)
-                | Effect::CommittedTentative { .. }
-                | Effect::StableCheckpoint { .. }
-                | Effect::StateTransferStarted { .. }
-                | Effect::StateTransferred { .. }
-                | Effect::RolledBack { .. }
-                | Effect::ViewInstalled { .. } => {}
             }
         }
         self.out = out;

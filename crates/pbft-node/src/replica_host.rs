@@ -310,7 +310,7 @@ impl<S: Service> ReplicaHost<S> {
                 Effect::StateTransferred { seq, pages, .. } => tracing::info!(seq = seq.0, pages, "state transferred"),
                 Effect::ViewInstalled { view } => tracing::info!(view = view.0, "view installed"),
                 Effect::RolledBack { seq } => tracing::info!(seq = seq.0, "tentative execution undone by a view change"),
-                Effect::CommittedTentative { .. } | Effect::Completed { .. } => {}
+                Effect::CommittedTentative { .. } => {}
             }
         }
     }

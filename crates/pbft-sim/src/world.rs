@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 
 use bytes::Bytes;
 use pbft::auth::{public_key, KeyTable};
-use pbft::{Client, ClientId, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId, SeqNo};
+use pbft::{Client, ClientEffect, ClientId, ClientOutbox, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId, SeqNo};
 use pbft_kv::{KvConfig, KvResult, KvService};
 
 use crate::byzantine::{ByzReplica, FaultyClient};
@@ -338,18 +338,22 @@ impl World {
                 if self.wake_at.get(&node) == Some(&self.now) {
                     self.wake_at.remove(&node);
                 }
-                let mut out = Outbox::new();
                 match node {
                     Addr::Replica(i) => {
                         if self.replicas[i].crashed {
                             return;
                         }
+                        let mut out = Outbox::new();
                         let now = self.local_time(i);
                         self.replicas[i].replica.handle_timeout(now, &mut out);
+                        self.apply(node, out);
                     }
-                    Addr::Client(c) => self.clients[c].client.handle_timeout(Instant(self.now), &mut out),
+                    Addr::Client(c) => {
+                        let mut out = ClientOutbox::new();
+                        self.clients[c].client.handle_timeout(Instant(self.now), &mut out);
+                        self.apply_client(c, out);
+                    }
                 }
-                self.apply(node, out);
             }
             EventKind::ClientNext(c) => self.client_next(c),
             EventKind::Crash(r) => self.replicas[r].crashed = true,
@@ -427,7 +431,6 @@ impl World {
     }
 
     fn deliver(&mut self, to: Addr, from: Addr, bytes: Bytes) {
-        let mut out = Outbox::new();
         match to {
             Addr::Replica(i) => {
                 if self.replicas[i].crashed {
@@ -439,18 +442,21 @@ impl World {
                 if matches!(from, Addr::Client(_)) && self.recent_requests.len() < 256 {
                     self.recent_requests.push(bytes.clone());
                 }
+                let mut out = Outbox::new();
                 let now = self.local_time(i);
                 self.replicas[i].replica.on_datagram(now, bytes, &mut out);
                 self.checkers.check_bounds(i, &self.replicas[i].replica);
+                self.apply(to, out);
             }
             Addr::Client(c) => {
                 if c >= self.clients.len() {
                     return; // faulty clients ignore replies
                 }
+                let mut out = ClientOutbox::new();
                 self.clients[c].client.on_datagram(Instant(self.now), bytes, &mut out);
+                self.apply_client(c, out);
             }
         }
-        self.apply(to, out);
     }
 
     /// Schedules a wake-up for `node` at its earliest timer, unless an
@@ -502,11 +508,17 @@ impl World {
                 Effect::StableCheckpoint { .. } => {}
                 Effect::StateTransferStarted { .. } => {}
                 Effect::StateTransferred { .. } => self.stats.state_transfers += 1,
-                Effect::Completed { timestamp: _, result, read_only: _ } => {
-                    if let Addr::Client(c) = node {
-                        self.client_completed(c, result);
-                    }
-                }
+            }
+        }
+    }
+
+    /// Carries out the effects client `c` produced.
+    fn apply_client(&mut self, c: usize, mut out: ClientOutbox) {
+        self.schedule_wake(Addr::Client(c));
+        for effect in out.drain() {
+            match effect {
+                ClientEffect::Send { to, bytes } => self.send_from(Addr::Client(c), Dest::Replica(to), bytes),
+                ClientEffect::Completed { result, .. } => self.client_completed(c, result),
             }
         }
     }
@@ -562,7 +574,7 @@ impl World {
         }
         let op = crate::workload::next_op(&mut self.rng, c, self.clients[c].ops_done, self.scenario.keys);
         let read_only = op.is_read_only() && self.rng.chance(0.8);
-        let mut out = Outbox::new();
+        let mut out = ClientOutbox::new();
         let encoded = Bytes::from(op.encode());
         match self.clients[c].client.submit(Instant(self.now), encoded, read_only, &mut out) {
             Ok(_) => {
@@ -571,7 +583,7 @@ impl World {
             }
             Err(e) => self.checkers.violate(format!("client {c} could not submit: {e}")),
         }
-        self.apply(Addr::Client(c), out);
+        self.apply_client(c, out);
     }
 
     fn client_completed(&mut self, c: usize, result: Bytes) {

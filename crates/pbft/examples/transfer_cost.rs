@@ -17,7 +17,7 @@ use std::time::{Duration, Instant as WallClock};
 use bytes::Bytes;
 use pbft::service::{ExecContext, ReadContext, Service};
 use pbft::state::PAGE_SIZE;
-use pbft::{Client, ClientId, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId};
+use pbft::{Client, ClientEffect, ClientId, ClientOutbox, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId};
 
 /// Pages written by one operation.
 const PAGES_PER_OP: u64 = 16;
@@ -64,7 +64,7 @@ struct World {
 }
 
 impl World {
-    fn route(&mut self, from: Option<usize>, out: &mut Outbox, client: Option<usize>) {
+    fn route(&mut self, from: Option<usize>, out: &mut Outbox) {
         for e in out.drain() {
             match e {
                 Effect::Send { to: Dest::Replica(r), bytes } => self.net.push_back((r.index(), bytes)),
@@ -74,9 +74,17 @@ impl World {
                     }
                 }
                 Effect::Send { to: Dest::Client(c), bytes } => self.net.push_back((self.n + c.0 as usize, bytes)),
-                Effect::Completed { .. } => self.idle.extend(client),
                 Effect::StateTransferred { pages, .. } => self.transferred = Some(pages),
                 _ => {}
+            }
+        }
+    }
+
+    fn route_client(&mut self, client: usize, out: &mut ClientOutbox) {
+        for e in out.drain() {
+            match e {
+                ClientEffect::Send { to, bytes } => self.net.push_back((to.index(), bytes)),
+                ClientEffect::Completed { .. } => self.idle.push(client),
             }
         }
     }
@@ -91,12 +99,13 @@ impl World {
                 self.replicas[to].on_datagram(Instant(self.now), bytes, &mut out);
                 self.busy[to] += t.elapsed();
                 self.longest[to] = self.longest[to].max(t.elapsed());
-                self.route(Some(to), &mut out, None);
+                self.route(Some(to), &mut out);
             }
             Some((to, bytes)) => {
                 self.now += 1;
+                let mut out = ClientOutbox::new();
                 self.clients[to - self.n].on_datagram(Instant(self.now), bytes, &mut out);
-                self.route(None, &mut out, Some(to - self.n));
+                self.route_client(to - self.n, &mut out);
             }
             None => {
                 let Some((r, at)) = self
@@ -113,7 +122,7 @@ impl World {
                 self.replicas[r].handle_timeout(Instant(self.now), &mut out);
                 self.busy[r] += t.elapsed();
                 self.longest[r] = self.longest[r].max(t.elapsed());
-                self.route(Some(r), &mut out, None);
+                self.route(Some(r), &mut out);
             }
         }
     }
@@ -124,10 +133,10 @@ impl World {
         let mut next = 0;
         loop {
             for c in std::mem::take(&mut self.idle) {
-                let mut out = Outbox::new();
+                let mut out = ClientOutbox::new();
                 if next < count && self.clients[c].submit(Instant(self.now), Bytes::from(op(next)), false, &mut out).is_ok() {
                     next += 1;
-                    self.route(None, &mut out, Some(c));
+                    self.route_client(c, &mut out);
                 } else {
                     self.idle.push(c);
                 }
@@ -175,7 +184,7 @@ fn main() {
     for r in 0..n {
         let mut out = Outbox::new();
         w.replicas[r].start(Instant(w.now), &mut out);
-        w.route(Some(r), &mut out, None);
+        w.route(Some(r), &mut out);
     }
     let t = WallClock::now();
     let ops = pages.div_ceil(PAGES_PER_OP);
@@ -195,7 +204,7 @@ fn main() {
     w.longest = vec![Duration::ZERO; n];
     let mut out = Outbox::new();
     w.replicas[last].start(Instant(w.now), &mut out);
-    w.route(Some(last), &mut out, None);
+    w.route(Some(last), &mut out);
     let t = WallClock::now();
     // A trickle of operations keeps checkpoints coming, as under a light load.
     let mut k = 0;

@@ -26,7 +26,7 @@ use bytes::Bytes;
 
 use crate::auth::{Audience, KeyTable};
 use crate::config::Config;
-use crate::effects::{Dest, Effect, Outbox, Timer};
+use crate::effects::{ClientEffect, ClientOutbox, Timer};
 use crate::metrics::{DropReason, Metrics};
 use crate::types::{ClientId, Digest, Instant, NodeId, ReplicaId, Timestamp, View};
 use crate::wire::{Message, Reply, ReplyBody, Request};
@@ -100,8 +100,8 @@ impl Client {
         self.pending.is_some()
     }
 
-    /// Submits an operation. Completion arrives as [`Effect::Completed`].
-    pub fn submit(&mut self, now: Instant, op: Bytes, read_only: bool, out: &mut Outbox) -> Result<Timestamp, ClientError> {
+    /// Submits an operation. Completion arrives as [`ClientEffect::Completed`].
+    pub fn submit(&mut self, now: Instant, op: Bytes, read_only: bool, out: &mut ClientOutbox) -> Result<Timestamp, ClientError> {
         if self.pending.is_some() {
             return Err(ClientError::Busy);
         }
@@ -126,7 +126,7 @@ impl Client {
     }
 
     /// Sends (or resends) the outstanding request and arms the retransmission timer.
-    fn transmit(&mut self, now: Instant, retransmission: bool, out: &mut Outbox) {
+    fn transmit(&mut self, now: Instant, retransmission: bool, out: &mut ClientOutbox) {
         let Some(p) = &self.pending else { return };
         let n = self.cfg.n();
         let large = p.op.len() > self.cfg.large_request_threshold;
@@ -135,10 +135,10 @@ impl Client {
         let bytes = self.keys.seal(&Message::Request(req), Audience::Replicas);
         if retransmission || large || p.read_only {
             for i in 0..n {
-                out.send(Dest::Replica(ReplicaId(i as u16)), bytes.clone());
+                out.push(ClientEffect::Send { to: ReplicaId(i as u16), bytes: bytes.clone() });
             }
         } else {
-            out.send(Dest::Replica(self.view.primary(n)), bytes);
+            out.push(ClientEffect::Send { to: self.view.primary(n), bytes });
         }
         let backoff = 1u64 << p.retries.min(4);
         self.timers.set(Timer::ClientRetransmit, now.plus_us(self.cfg.client_retransmit_us * backoff));
@@ -150,7 +150,7 @@ impl Client {
     }
 
     /// Fires the retransmission timer if it is due at `now`.
-    pub fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) {
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut ClientOutbox) {
         while let Some(timer) = self.timers.pop_due(now) {
             if timer == Timer::ClientRetransmit {
                 self.retransmit(now, out);
@@ -158,7 +158,7 @@ impl Client {
         }
     }
 
-    fn retransmit(&mut self, now: Instant, out: &mut Outbox) {
+    fn retransmit(&mut self, now: Instant, out: &mut ClientOutbox) {
         let Some(p) = self.pending.as_mut() else { return };
         p.retries += 1;
         self.metrics.retransmitted += 1;
@@ -171,7 +171,7 @@ impl Client {
 
     /// Retries a read-only request as an ordinary read-write one, under a fresh
     /// timestamp so that late read-only replies cannot mix with the new ones.
-    fn fall_back_to_read_write(&mut self, now: Instant, out: &mut Outbox) {
+    fn fall_back_to_read_write(&mut self, now: Instant, out: &mut ClientOutbox) {
         let Some(p) = self.pending.as_mut() else { return };
         p.read_only = false;
         p.timestamp = Timestamp(self.next_timestamp);
@@ -182,7 +182,7 @@ impl Client {
     }
 
     /// Handles a datagram from a replica.
-    pub fn on_datagram(&mut self, now: Instant, bytes: Bytes, out: &mut Outbox) {
+    pub fn on_datagram(&mut self, now: Instant, bytes: Bytes, out: &mut ClientOutbox) {
         let verified = match self.keys.open(bytes, self.cfg.max_message_bytes) {
             Ok(v) => v,
             Err(e) => return self.metrics.drop(DropReason::from(&e)),
@@ -192,7 +192,7 @@ impl Client {
         self.on_reply(now, from, reply, out);
     }
 
-    fn on_reply(&mut self, now: Instant, from: ReplicaId, reply: Reply, out: &mut Outbox) {
+    fn on_reply(&mut self, now: Instant, from: ReplicaId, reply: Reply, out: &mut ClientOutbox) {
         let Some(p) = self.pending.as_mut() else { return self.metrics.drop(DropReason::Unexpected) };
         if reply.client != self.id || reply.timestamp != p.timestamp || from.index() >= self.cfg.n() {
             return self.metrics.drop(DropReason::Unexpected);
@@ -231,7 +231,7 @@ impl Client {
         self.cfg.quorum()
     }
 
-    fn check_certificate(&mut self, now: Instant, out: &mut Outbox) {
+    fn check_certificate(&mut self, now: Instant, out: &mut ClientOutbox) {
         let (any_quorum, committed_quorum) = (self.quorum_for_any(), self.quorum_for_committed());
         let Some(p) = self.pending.as_ref() else { return };
         // Per result: replies that match it, and those of them from a
@@ -255,7 +255,7 @@ impl Client {
             self.learn_view();
             let p = self.pending.take().expect("pending checked above");
             self.timers.cancel(Timer::ClientRetransmit);
-            out.push(Effect::Completed { timestamp: p.timestamp, result, read_only: p.read_only && p.submitted_read_only });
+            out.push(ClientEffect::Completed { timestamp: p.timestamp, result, read_only: p.read_only && p.submitted_read_only });
             return;
         }
         // A read-only request that can no longer gather 2f+1 matching replies is

@@ -77,30 +77,52 @@ pub enum Effect {
     StateTransferStarted { seq: SeqNo },
     /// A replica installed the state of checkpoint `seq` fetched from others.
     StateTransferred { seq: SeqNo, digest: Digest, pages: u64 },
-    /// A client's request completed with this result.
+}
+
+/// What a client asks its host to do. Separate from a replica's [`Effect`]s,
+/// so a client host never matches effects that cannot reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEffect {
+    /// Send a datagram to one replica.
+    Send { to: ReplicaId, bytes: Bytes },
+    /// The outstanding request completed with this result, certified by a
+    /// quorum of replicas.
     Completed { timestamp: Timestamp, result: Bytes, read_only: bool },
 }
 
-/// Effects produced by one call into the core, in order.
-#[derive(Debug, Default)]
-pub struct Outbox {
-    pub effects: Vec<Effect>,
+/// Effects produced by one call into the core, in order: a replica's
+/// [`Effect`]s, or a client's [`ClientEffect`]s ([`ClientOutbox`]).
+#[derive(Debug)]
+pub struct Outbox<E = Effect> {
+    pub effects: Vec<E>,
 }
 
-impl Outbox {
-    pub fn new() -> Outbox {
+impl<E> Default for Outbox<E> {
+    fn default() -> Self {
+        Outbox { effects: Vec::new() }
+    }
+}
+
+/// What a client's calls produce.
+pub type ClientOutbox = Outbox<ClientEffect>;
+
+impl<E> Outbox<E> {
+    pub fn new() -> Outbox<E> {
         Outbox::default()
     }
-    pub fn push(&mut self, e: Effect) {
+    pub fn push(&mut self, e: E) {
         self.effects.push(e);
     }
-    pub fn send(&mut self, to: Dest, bytes: Bytes) {
-        self.effects.push(Effect::Send { to, bytes });
-    }
-    pub fn drain(&mut self) -> std::vec::Drain<'_, Effect> {
+    pub fn drain(&mut self) -> std::vec::Drain<'_, E> {
         self.effects.drain(..)
     }
     pub fn is_empty(&self) -> bool {
         self.effects.is_empty()
+    }
+}
+
+impl Outbox<Effect> {
+    pub fn send(&mut self, to: Dest, bytes: Bytes) {
+        self.effects.push(Effect::Send { to, bytes });
     }
 }
