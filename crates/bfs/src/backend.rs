@@ -113,6 +113,25 @@ impl Pool {
         Pool { tx: Some(tx), workers: workers.collect() }
     }
 
+    /// A pool of the cluster's BFT clients `first..end`, their keys beside
+    /// the cluster file.
+    pub fn of_cluster(cluster: &pbft_node::Cluster, (first, end): (u32, u32)) -> Result<Pool, BackendError> {
+        let options = pbft_node::ClientOptions { timeout: std::time::Duration::from_secs(20), ..Default::default() };
+        let mut backends: Vec<Box<dyn Backend>> = Vec::new();
+        for id in first..end {
+            let client = ClusterClient::open(cluster, id, &cluster.default_client_key_path(id), &options)?;
+            backends.push(Box::new(client));
+        }
+        Ok(Pool::new(backends))
+    }
+
+    /// The file service in this process, without replication.
+    pub fn local(pages: u64) -> Result<Pool, BfsConfigError> {
+        let local = Local::new(BfsConfig { pages, root_squash: false })?;
+        // Calls run one at a time (one lock); a few workers keep the queue moving.
+        Ok(Pool::new((0..4).map(|_| Box::new(local.share()) as Box<dyn Backend>).collect()))
+    }
+
     /// Queues a call; `done` runs on a worker thread with its result.
     pub fn submit(&self, op: Vec<u8>, read_only: bool, done: Done) {
         let job = Job { op, read_only, done };

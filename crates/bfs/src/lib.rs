@@ -16,6 +16,7 @@
 
 pub mod backend;
 mod dir;
+pub mod local;
 pub mod nfs;
 mod proc_read;
 mod proc_write;

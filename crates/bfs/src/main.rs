@@ -12,17 +12,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bfs::backend::{Backend, Local, Pool};
+use bfs::backend::Pool;
+use bfs::local::LocalCluster;
 use bfs::relay::Relay;
 use bfs::{BfsConfig, BfsService};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use pbft_node::cluster::{Protocol, ServiceParams};
+use pbft_node::cluster::ServiceParams;
 use pbft_node::keygen::{keygen, KeygenSpec};
-use pbft_node::launcher::{replica_command, wait_until_up, Processes};
-use pbft_node::{ClientOptions, Cluster, ClusterClient, FaultyMode, HostOptions, ReplicaHost};
+use pbft_node::{Cluster, FaultyMode, HostOptions, ReplicaHost};
 
 #[derive(Parser)]
 #[command(name = "bfs", version, about = "BFS: an NFSv3 file service replicated with PBFT")]
@@ -174,19 +173,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// The protocol parameters BFS needs: a 32 KiB WRITE is one operation and a
-/// 32 KiB READ one result.
-fn bfs_protocol() -> Protocol {
-    Protocol { max_op_bytes: 40 * 1024, max_reply_bytes: 40 * 1024, ..Protocol::default() }
-}
-
 fn run_keygen(a: KeygenArgs) -> Result<()> {
     let spec = KeygenSpec {
         replicas: a.replicas,
         hosts: a.hosts,
         base_port: a.base_port,
         clients: a.clients,
-        protocol: bfs_protocol(),
+        protocol: bfs::local::bfs_protocol(),
         service: ServiceParams { bfs_pages: a.pages, ..ServiceParams::default() },
     };
     let path = keygen(&spec, &a.out)?;
@@ -231,30 +224,13 @@ fn run_replica(a: ReplicaArgs) -> Result<()> {
     Ok(result?)
 }
 
-/// A pool of BFT clients `first..end` of the cluster.
-fn cluster_pool(cluster: &Cluster, (first, end): (u32, u32)) -> Result<Pool> {
-    let options = ClientOptions { timeout: Duration::from_secs(20), ..ClientOptions::default() };
-    let mut backends: Vec<Box<dyn Backend>> = Vec::new();
-    for id in first..end {
-        let client = ClusterClient::open(cluster, id, &cluster.default_client_key_path(id), &options)?;
-        backends.push(Box::new(client));
-    }
-    Ok(Pool::new(backends))
-}
-
-fn local_pool(pages: u64) -> Result<Pool> {
-    let local = Local::new(BfsConfig { pages, root_squash: false })?;
-    // Calls run one at a time (one lock), but a few workers keep the queue moving.
-    Ok(Pool::new((0..4).map(|_| Box::new(local.share()) as Box<dyn Backend>).collect()))
-}
-
 fn run_relay(a: RelayArgs) -> Result<()> {
     let (pool, max_op) = match &a.config {
         Some(path) if !a.no_replication => {
             let cluster = Cluster::load(path)?;
-            (cluster_pool(&cluster, a.clients)?, cluster.config().max_op_bytes)
+            (Pool::of_cluster(&cluster, a.clients)?, cluster.config().max_op_bytes)
         }
-        _ => (local_pool(a.pages)?, usize::MAX),
+        _ => (Pool::local(a.pages)?, usize::MAX),
     };
     let relay = Relay::bind(a.listen, Arc::new(pool), max_op)?;
     let stop = stop_flag()?;
@@ -276,38 +252,21 @@ fn run_up(a: UpArgs) -> Result<()> {
     let stop = stop_flag()?;
     let listen: SocketAddr = ([127, 0, 0, 1], a.port).into();
     if a.no_replication {
-        let relay = Relay::bind(listen, Arc::new(local_pool(a.pages)?), usize::MAX)?;
+        let relay = Relay::bind(listen, Arc::new(Pool::local(a.pages)?), usize::MAX)?;
         print_mount_help(relay.local_addr()?.port(), None);
         return Ok(relay.run(&stop)?);
     }
     let temp = tempfile::tempdir().context("creating a temporary directory")?;
     let dir = a.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
-    let spec = KeygenSpec {
-        protocol: bfs_protocol(),
-        service: ServiceParams { bfs_pages: a.pages, ..ServiceParams::default() },
-        ..KeygenSpec::local(4, 16)
-    };
-    let path = keygen(&spec, &dir)?;
-    let cluster = Cluster::load(&path)?;
     let bin = std::env::current_exe().context("finding the bfs executable")?;
-    let mut procs = Processes::new();
-    for id in 0..4u16 {
-        let mut cmd = replica_command(&bin, &path, id, Some(&dir.join(format!("replica-{id}.log"))))?;
-        if let Some((fid, mode)) = a.faulty.filter(|(fid, _)| *fid == id) {
-            let name = mode.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
-            cmd.arg("--faulty").arg(name);
-            tracing::warn!(replica = fid, "runs faulty");
-        }
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "warn");
-        }
-        procs.spawn(format!("replica-{id}"), cmd)?;
-    }
-    let metrics: Vec<_> = cluster.replicas.iter().filter_map(|r| r.metrics_addr).collect();
-    wait_until_up(&mut procs, &metrics, Duration::from_secs(20))?;
-    let relay = Relay::bind(listen, Arc::new(cluster_pool(&cluster, (0, 8))?), cluster.config().max_op_bytes)?;
-    print_mount_help(relay.local_addr()?.port(), Some(&path));
+    let faulty = a.faulty.map(|(id, mode)| {
+        (id, mode.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default())
+    });
+    let local = LocalCluster::start(&bin, &dir, a.pages, 16, faulty)?;
+    let (cluster, path) = (&local.cluster, &local.path);
+    let relay = Relay::bind(listen, Arc::new(Pool::of_cluster(cluster, (0, 8))?), cluster.config().max_op_bytes)?;
+    print_mount_help(relay.local_addr()?.port(), Some(path));
     relay.run(&stop)?;
-    drop(procs);
+    drop(local);
     Ok(())
 }

@@ -223,7 +223,7 @@ fn handle_call(record: &[u8], writer: &Writer, pool: &Pool, port: u16, max_op: u
                 Box::new(move |r| send(&writer, &nfs_reply(xid, proc_, r))),
             );
         }
-        (MOUNT_PROG, 3) => mount(&h),
+        (MOUNT_PROG, 3) => mount(&h, pool),
         (PMAP_PROG, 2) => portmap(&h, port),
         (NFS_PROG | MOUNT_PROG, _) | (PMAP_PROG, _) => {
             let (low, high) = if h.prog == PMAP_PROG { (2, 2) } else { (3, 3) };
@@ -272,7 +272,29 @@ fn pack_after(mut v: Vec<u8>, body: &impl Pack) -> Vec<u8> {
     v
 }
 
-fn mount(h: &Header<'_>) -> Vec<u8> {
+/// The handle of the directory at `path` below the root, found by LOOKUPs
+/// (as root: what may be mounted is not the caller's business here).
+fn resolve_path(pool: &Pool, path: &[u8]) -> Option<nfs3_types::nfs3::nfs_fh3> {
+    use nfs3_types::nfs3::{diropargs3, filename3, ftype3, LOOKUP3args, LOOKUP3res, Nfs3Option, Nfs3Result};
+    let mut fh = root_handle();
+    for name in path.split(|b| *b == b'/').filter(|c| !c.is_empty()) {
+        let args = LOOKUP3args { what: diropargs3 { dir: fh, name: filename3(Opaque::borrowed(name)) } };
+        let mut a = Vec::new();
+        args.pack(&mut a).ok()?;
+        let reply = pool.call(request::encode(3, &Cred::root(), &a), true).ok()?;
+        let (_, body) = request::split_reply(&reply)?;
+        match unpack::<LOOKUP3res>(body)? {
+            Nfs3Result::Ok(ok) => match ok.obj_attributes {
+                Nfs3Option::Some(attr) if attr.type_ == ftype3::NF3DIR => fh = ok.object,
+                _ => return None,
+            },
+            Nfs3Result::Err(_) => return None,
+        }
+    }
+    Some(fh)
+}
+
+fn mount(h: &Header<'_>, pool: &Pool) -> Vec<u8> {
     let ok = accepted(h.xid, request::SUCCESS);
     match h.proc_ {
         // NULL, UMNT, UMNTALL: nothing to say.
@@ -280,10 +302,9 @@ fn mount(h: &Header<'_>) -> Vec<u8> {
         1 => {
             let mut x = Xdr(h.args);
             let Some(path) = x.opaque(1024) else { return accepted(h.xid, request::GARBAGE_ARGS) };
-            if path != b"/" && !path.is_empty() {
+            let Some(fh) = resolve_path(pool, path) else {
                 return pack_after(ok, &mountres3::Err(nfs3_types::mount::mountstat3::MNT3ERR_NOENT));
-            }
-            let fh = root_handle();
+            };
             let res = mountres3::Ok(mountres3_ok { fhandle: fhandle3(Opaque::borrowed(&fh.data)), auth_flavors: vec![1, 0] });
             pack_after(ok, &res)
         }
