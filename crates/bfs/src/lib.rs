@@ -8,7 +8,8 @@
 //!   checkpoints, state transfer and restarts cover it unchanged;
 //! - [`relay`] speaks ONC RPC over TCP (NFSv3, MOUNT, PORTMAP GETPORT) to
 //!   unmodified clients and sends each call as one request to a [`backend`]:
-//!   the replicated cluster, or the same service in process (the baseline).
+//!   the replicated cluster, or the same service in process (the baseline);
+//! - [`fuse`] mounts it through FUSE with the same requests (`bfs mount`).
 //!
 //! Invariant: execution depends only on the request, the state and the
 //! agreed time; no clock, no randomness, no hash-map order, and no panic on
@@ -16,6 +17,7 @@
 
 pub mod backend;
 mod dir;
+pub mod fuse;
 pub mod local;
 pub mod nfs;
 mod proc_read;

@@ -40,6 +40,25 @@ enum Command {
     Replica(ReplicaArgs),
     /// Run the NFS relay in front of a cluster (or of an unreplicated service).
     Relay(RelayArgs),
+    /// Mount the file service at DIR through FUSE (same requests as the relay).
+    Mount(MountArgs),
+}
+
+#[derive(Args)]
+struct MountArgs {
+    /// Where to mount.
+    dir: PathBuf,
+    /// The cluster file (not needed with --no-replication).
+    #[arg(long, required_unless_present = "no_replication")]
+    config: Option<PathBuf>,
+    /// The BFT client ids this mount uses, FIRST..END; other than any relay's.
+    #[arg(long, default_value = "8..12", value_parser = parse_range)]
+    clients: (u32, u32),
+    /// A private, unreplicated file system (for comparisons).
+    #[arg(long)]
+    no_replication: bool,
+    #[arg(long, default_value_t = 1 << 18)]
+    pages: u64,
 }
 
 #[derive(Args)]
@@ -163,6 +182,7 @@ fn main() -> ExitCode {
         Command::Keygen(a) => run_keygen(a),
         Command::Replica(a) => run_replica(a),
         Command::Relay(a) => run_relay(a),
+        Command::Mount(a) => run_mount(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -238,12 +258,26 @@ fn run_relay(a: RelayArgs) -> Result<()> {
     Ok(relay.run(&stop)?)
 }
 
+fn run_mount(a: MountArgs) -> Result<()> {
+    let pool = match &a.config {
+        Some(path) if !a.no_replication => Pool::of_cluster(&Cluster::load(path)?, a.clients)?,
+        _ => Pool::local(a.pages)?,
+    };
+    let pool = Arc::new(pool);
+    // Formats a new file system, as the relay does.
+    pool.call(bfs::request::encode(bfs::PROC_NULL, &bfs::request::Cred::root(), &[]), false)?;
+    let stop = stop_flag()?;
+    eprintln!("mounted at {}; Ctrl-C unmounts", a.dir.display());
+    bfs::fuse::mount(pool, &a.dir, &stop).with_context(|| format!("mounting {}", a.dir.display()))
+}
+
 fn print_mount_help(port: u16, config: Option<&Path>) {
     println!("NFSv3 relay on 127.0.0.1:{port} (NFS, MOUNT and PORTMAP on one port)");
     println!("libnfs URL:  nfs://127.0.0.1/?nfsport={port}&mountport={port}");
     println!("Linux:       mount -t nfs -o vers=3,tcp,port={port},mountport={port},nolock 127.0.0.1:/ DIR");
     if let Some(c) = config {
         println!("cluster:     {}", c.display());
+        println!("FUSE:        bfs mount --config {} DIR", c.display());
     }
     println!("Ctrl-C stops everything.");
 }
