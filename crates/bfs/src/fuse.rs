@@ -310,7 +310,18 @@ fn client_time(t: Option<TimeOrNow>) -> Option<Option<nfstime3>> {
 impl Filesystem for BfsFuse {
     fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_IO);
+        // The kernel gathers small writes into pages it sends in 32 KiB WRITEs
+        // (one ordered request each, instead of one per write(2)), keeps read
+        // pages across opens, and drops them when GETATTR shows another
+        // client changed the file: an NFS client's close-to-open behaviour.
+        let _ = config.add_capabilities(
+            fuser::InitFlags::FUSE_WRITEBACK_CACHE | fuser::InitFlags::FUSE_AUTO_INVAL_DATA | fuser::InitFlags::FUSE_PARALLEL_DIROPS,
+        );
         Ok(())
+    }
+
+    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: fuser::ReplyOpen) {
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -515,9 +526,19 @@ impl Filesystem for BfsFuse {
         }
     }
 
+    // No extended attributes in NFSv3: ENOSYS once, and the kernel stops asking
+    // (it asks for security.capability before every write otherwise).
+    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
     fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
         match self.create_(req, parent, name, mode & !umask, flags & libc::O_EXCL != 0) {
-            Ok(a) => reply.created(&TTL, &a, Generation(0), FileHandle(0), FopenFlags::empty()),
+            Ok(a) => reply.created(&TTL, &a, Generation(0), FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(e),
         }
     }

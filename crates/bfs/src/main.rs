@@ -7,6 +7,8 @@
 //!
 //! Every failure is one line on stderr and a non-zero exit.
 
+mod bench;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -42,6 +44,15 @@ enum Command {
     Relay(RelayArgs),
     /// Mount the file service at DIR through FUSE (same requests as the relay).
     Mount(MountArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The Andrew benchmark through FUSE: BFS against BFS without replication.
+    Andrew(bench::AndrewArgs),
 }
 
 #[derive(Args)]
@@ -183,6 +194,7 @@ fn main() -> ExitCode {
         Command::Replica(a) => run_replica(a),
         Command::Relay(a) => run_relay(a),
         Command::Mount(a) => run_mount(a),
+        Command::Bench(BenchCommand::Andrew(a)) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
