@@ -93,6 +93,9 @@ impl Service for BfsService {
         let Some((proc_, cred, args)) = request::decode(op) else {
             return reply_status(request::GARBAGE_ARGS);
         };
+        if !request::lengths_plausible(proc_, args) {
+            return reply_status(request::GARBAGE_ARGS);
+        }
         let call = nfs::Call { cred: self.cred(cred), now: nfs::now_of(ctx.nondet_time_us) };
         let Ok(sb) = Super::load(&ctx.state) else { return reply_status(request::SYSTEM_ERR) };
         let mut fs = Fs { s: &mut ctx.state, l: self.layout, sb };
@@ -117,6 +120,9 @@ impl Service for BfsService {
         let (proc_, cred, args) = request::decode(op)?;
         if !request::is_read_only(proc_) {
             return None;
+        }
+        if !request::lengths_plausible(proc_, args) {
+            return Some(reply_status(request::GARBAGE_ARGS));
         }
         let mut region = ctx.state;
         let sb = Super::load(&region).ok()?;

@@ -25,7 +25,7 @@ use nfs3_types::xdr_codec::{Opaque, Pack};
 
 use crate::backend::{BackendError, Pool};
 use crate::nfs::{root_handle, unpack};
-use crate::request::{self, Cred, NOBODY};
+use crate::request::{self, Cred, Xdr, NOBODY};
 
 /// Largest RPC record accepted: a 32 KiB WRITE with its headers fits many
 /// times over.
@@ -135,26 +135,6 @@ struct Header<'a> {
     proc_: u32,
     cred: Option<Cred>,
     args: &'a [u8],
-}
-
-struct Xdr<'a>(&'a [u8]);
-
-impl<'a> Xdr<'a> {
-    fn u32(&mut self) -> Option<u32> {
-        let (b, rest) = self.0.split_first_chunk::<4>()?;
-        self.0 = rest;
-        Some(u32::from_be_bytes(*b))
-    }
-    fn opaque(&mut self, max: usize) -> Option<&'a [u8]> {
-        let len = self.u32()? as usize;
-        let padded = len.checked_add(3)? & !3;
-        if len > max || padded > self.0.len() {
-            return None;
-        }
-        let (body, rest) = self.0.split_at(padded);
-        self.0 = rest;
-        Some(&body[..len])
-    }
 }
 
 /// Parses an AUTH_UNIX body: stamp, machine name, uid, gid, groups.

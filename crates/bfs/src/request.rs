@@ -75,6 +75,97 @@ pub fn is_read_only(proc_: u32) -> bool {
     matches!(proc_, 1 | 3 | 4 | 5 | 6 | 16..=20)
 }
 
+/// A bounds-checked XDR reader for what is parsed by hand.
+pub struct Xdr<'a>(pub &'a [u8]);
+
+impl<'a> Xdr<'a> {
+    pub fn u32(&mut self) -> Option<u32> {
+        let (b, rest) = self.0.split_first_chunk::<4>()?;
+        self.0 = rest;
+        Some(u32::from_be_bytes(*b))
+    }
+    pub fn opaque(&mut self, max: usize) -> Option<&'a [u8]> {
+        let len = self.u32()? as usize;
+        let padded = len.checked_add(3)? & !3;
+        if len > max || padded > self.0.len() {
+            return None;
+        }
+        let (body, rest) = self.0.split_at(padded);
+        self.0 = rest;
+        Some(&body[..len])
+    }
+
+    /// Skips `n` bytes.
+    pub fn skip(&mut self, n: usize) -> Option<()> {
+        self.0 = self.0.get(n..)?;
+        Some(())
+    }
+    /// Skips an optional value of `n` bytes (a bool, then the value if true).
+    fn option(&mut self, n: usize) -> Option<()> {
+        if self.u32()? != 0 {
+            self.skip(n)?;
+        }
+        Some(())
+    }
+    /// Skips a sattr3.
+    fn sattr(&mut self) -> Option<()> {
+        for n in [4, 4, 4, 8] {
+            self.option(n)?;
+        }
+        for _ in 0..2 {
+            if self.u32()? == 2 {
+                self.skip(8)?;
+            }
+        }
+        Some(())
+    }
+}
+
+/// Whether every variable-length field of NFSv3 procedure `proc_`'s
+/// arguments declares a length that the bytes can hold. nfs3_types allocates
+/// a declared length before it reads, so a forged 4 GiB length must be
+/// refused before decoding, not by it.
+pub fn lengths_plausible(proc_: u32, args: &[u8]) -> bool {
+    lengths(proc_, args).is_some()
+}
+
+fn lengths(proc_: u32, args: &[u8]) -> Option<()> {
+    let mut x = Xdr(args);
+    let any = usize::MAX;
+    x.opaque(64)?;
+    match proc_ {
+        3 | 12 | 13 => {
+            x.opaque(any)?;
+        },
+        7 => {
+            x.skip(16)?;
+            x.opaque(any)?;
+        }
+        8 => {
+            x.opaque(any)?;
+        }
+        9 | 11 => {
+            x.opaque(any)?;
+        },
+        10 => {
+            x.opaque(any)?;
+            x.sattr()?;
+            x.opaque(any)?;
+        }
+        14 => {
+            x.opaque(any)?;
+            x.opaque(64)?;
+            x.opaque(any)?;
+        }
+        15 => {
+            x.opaque(64)?;
+            x.opaque(any)?;
+        }
+        _ => {}
+    }
+    Some(())
+}
+
 /// Splits a reply into (accept_stat, result).
 pub fn split_reply(reply: &[u8]) -> Option<(u32, &[u8])> {
     let b = reply.get(..4)?;

@@ -211,5 +211,15 @@ fn garbage_never_panics() {
         }
         let _ = t.raw(&op, x % 2 == 0);
     }
+    // A WRITE whose data claims nearly 4 GiB is refused before anything is
+    // decoded (nfs3_types would allocate the claimed length first).
+    let f = t.lookup(&ALICE, &root, b"f").expect("f");
+    let mut args = Vec::new();
+    nfs3_types::xdr_codec::Pack::pack(&f, &mut args).expect("pack");
+    for w in [0u32, 0, 10, 2, 0xFFFF_FFF0] {
+        args.extend_from_slice(&w.to_be_bytes());
+    }
+    let reply = t.raw(&crate::request::encode(7, &ALICE, &args), false);
+    assert_eq!(reply, crate::request::GARBAGE_ARGS.to_be_bytes());
     assert!(t.getattr(&root).is_ok(), "the file system still works");
 }
