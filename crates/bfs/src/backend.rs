@@ -26,6 +26,8 @@ pub enum BackendError {
     State,
     #[error("the backend pool has stopped")]
     Stopped,
+    #[error("NFS server: {0}")]
+    Remote(String),
 }
 
 /// Something that executes one request at a time.
@@ -130,6 +132,15 @@ impl Pool {
         let local = Local::new(BfsConfig { pages, root_squash: false })?;
         // Calls run one at a time (one lock); a few workers keep the queue moving.
         Ok(Pool::new((0..4).map(|_| Box::new(local.share()) as Box<dyn Backend>).collect()))
+    }
+
+    /// `n` connections to the NFSv3 server at `addr`.
+    pub fn of_nfs_server(addr: std::net::SocketAddr, n: usize) -> Result<Pool, BackendError> {
+        let mut backends: Vec<Box<dyn Backend>> = Vec::new();
+        for _ in 0..n {
+            backends.push(Box::new(crate::nfs_client::NfsTcp::connect(addr)?));
+        }
+        Ok(Pool::new(backends))
     }
 
     /// Queues a call; `done` runs on a worker thread with its result.

@@ -7,6 +7,7 @@
 //! make the directories, (2) copy the files in, (3) stat every file, (4) read
 //! every byte, (5) compile every file with `cc` on the mount and link them.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bfs::backend::Pool;
+use bfs::fuse::BfsFuse;
 use bfs::local::LocalCluster;
+use bfs::relay::Relay;
 use clap::Args;
 
 #[derive(Args)]
@@ -32,6 +35,10 @@ pub struct AndrewArgs {
     /// Write the figures as CSV here.
     #[arg(long)]
     csv: Option<PathBuf>,
+    /// Also run nfs-ganesha (Debian's nfs-ganesha and nfs-ganesha-vfs, and
+    /// rpcbind) exporting a tmpfs folder, through the same client.
+    #[arg(long)]
+    ganesha: bool,
 }
 
 const PHASES: [&str; 5] = ["mkdir", "copy", "stat", "read", "compile"];
@@ -134,14 +141,12 @@ fn mounted(dir: &Path) -> bool {
 }
 
 /// Runs the benchmark on a fresh FUSE mount of `pool`'s file service.
-fn on_mount(pool: Pool, base: &Path, name: &str, dirs: &[String], files: &[(String, String)]) -> Result<[Duration; 5]> {
-    let pool = Arc::new(pool);
-    pool.call(bfs::request::encode(bfs::PROC_NULL, &bfs::request::Cred::root(), &[]), false)?;
+fn on_mount(fs: BfsFuse, base: &Path, name: &str, dirs: &[String], files: &[(String, String)]) -> Result<[Duration; 5]> {
     let dir = base.join(format!("mnt-{name}"));
     std::fs::create_dir_all(&dir)?;
     let stop = Arc::new(AtomicBool::new(false));
     let (s, d) = (stop.clone(), dir.clone());
-    let thread = std::thread::spawn(move || bfs::fuse::mount(pool, &d, &s));
+    let thread = std::thread::spawn(move || bfs::fuse::mount(fs, &d, &s));
     let deadline = Instant::now() + Duration::from_secs(20);
     while !mounted(&dir) {
         if Instant::now() > deadline || thread.is_finished() {
@@ -153,6 +158,42 @@ fn on_mount(pool: Pool, base: &Path, name: &str, dirs: &[String], files: &[(Stri
     stop.store(true, Ordering::Relaxed);
     let _ = thread.join();
     r
+}
+
+/// The export `export` of the NFSv3 server at `nfs` (MOUNT at `mount`), as
+/// `bfs mount --nfs` mounts it.
+fn nfs_fs(nfs: SocketAddr, mount: SocketAddr, export: &str) -> Result<BfsFuse> {
+    let pool = Arc::new(Pool::of_nfs_server(nfs, 4)?);
+    Ok(BfsFuse::remote(pool, mount, export)?)
+}
+
+/// A relay serving on a free port of 127.0.0.1 until dropped.
+struct RelayThread {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RelayThread {
+    fn start(pool: Pool, max_op: usize) -> Result<RelayThread> {
+        let relay = Relay::bind(([127, 0, 0, 1], 0).into(), Arc::new(pool), max_op)?;
+        let addr = relay.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = Some(std::thread::spawn(move || {
+            let _ = relay.run(&s);
+        }));
+        Ok(RelayThread { addr, stop, thread })
+    }
+}
+
+impl Drop for RelayThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -168,14 +209,27 @@ pub fn run(a: AndrewArgs) -> Result<()> {
     let temp = tempfile::tempdir()?;
     let bin = std::env::current_exe()?;
     let mut results: Vec<(&str, Vec<[Duration; 5]>)> = vec![("bfs", Vec::new()), ("no-replication", Vec::new())];
+    if a.ganesha {
+        results.push(("nfs-ganesha", Vec::new()));
+    }
     for run in 0..a.runs {
         let base = temp.path().join(format!("run-{run}"));
         std::fs::create_dir_all(&base)?;
+        // Every server is reached the same way: FUSE, then NFSv3 over TCP.
         let cluster = LocalCluster::start(&bin, &base, 1 << 18, 8, None)?;
-        let pool = Pool::of_cluster(&cluster.cluster, (0, 8))?;
-        results[0].1.push(on_mount(pool, &base, "bfs", &dirs, &files)?);
+        let relay = RelayThread::start(Pool::of_cluster(&cluster.cluster, (0, 8))?, cluster.cluster.config().max_op_bytes)?;
+        results[0].1.push(on_mount(nfs_fs(relay.addr, relay.addr, "/")?, &base, "bfs", &dirs, &files)?);
+        drop(relay);
         drop(cluster);
-        results[1].1.push(on_mount(Pool::local(1 << 18)?, &base, "local", &dirs, &files)?);
+        let relay = RelayThread::start(Pool::local(1 << 18)?, usize::MAX)?;
+        results[1].1.push(on_mount(nfs_fs(relay.addr, relay.addr, "/")?, &base, "local", &dirs, &files)?);
+        drop(relay);
+        if a.ganesha {
+            let g = crate::ganesha::Ganesha::start(&base)?;
+            let r = on_mount(nfs_fs(g.nfs, g.mount, &g.export)?, &base, "ganesha", &dirs, &files);
+            drop(g);
+            results[2].1.push(r?);
+        }
     }
     let table: Vec<(&str, Vec<Duration>)> = results
         .iter()
@@ -193,9 +247,13 @@ pub fn run(a: AndrewArgs) -> Result<()> {
         println!();
         csv.push('\n');
     }
-    let ratio: Vec<String> =
-        (0..6).map(|i| format!("{:>10.2}", table[0].1[i].as_secs_f64() / table[1].1[i].as_secs_f64().max(1e-9))).collect();
-    println!("{:<16}{}", "bfs / no-repl", ratio.join(""));
+    for (k, label) in [(1, "bfs / no-repl"), (2, "bfs / ganesha")] {
+        if let Some((_, base)) = table.get(k) {
+            let ratio: Vec<String> =
+                (0..6).map(|i| format!("{:>10.2}", table[0].1[i].as_secs_f64() / base[i].as_secs_f64().max(1e-9))).collect();
+            println!("{label:<16}{}", ratio.join(""));
+        }
+    }
     if let Some(path) = a.csv {
         std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
     }

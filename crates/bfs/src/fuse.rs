@@ -35,7 +35,22 @@ const TTL: Duration = Duration::from_secs(1);
 /// The FUSE file system.
 pub struct BfsFuse {
     pool: Arc<Pool>,
+    /// Handles by file id.
     handles: Mutex<HashMap<u64, nfs_fh3>>,
+    /// The root's file id: FUSE's root is inode 1, so the two swap numbers
+    /// (BFS's root is 1 already; another server's need not be).
+    root: u64,
+}
+
+/// FUSE inode of a file id and back (the same swap both ways).
+fn swap(id: u64, root: u64) -> u64 {
+    if id == root {
+        1
+    } else if id == 1 {
+        root
+    } else {
+        id
+    }
 }
 
 type Res<T> = Result<T, Errno>;
@@ -86,9 +101,9 @@ fn file_type(t: ftype3) -> FileType {
     }
 }
 
-fn file_attr(a: &fattr3) -> FileAttr {
+fn file_attr(a: &fattr3, root: u64) -> FileAttr {
     FileAttr {
-        ino: INodeNo(a.fileid),
+        ino: INodeNo(swap(a.fileid, root)),
         size: a.size,
         blocks: a.used / 512,
         atime: time(a.atime),
@@ -132,10 +147,20 @@ fn sattr(mode: Option<u32>, uid: Option<u32>, gid: Option<u32>, size: Option<u64
 }
 
 impl BfsFuse {
+    /// BFS's root (inode 1, generation 1).
     pub fn new(pool: Arc<Pool>) -> BfsFuse {
+        BfsFuse::with_root(pool, root_handle(), 1)
+    }
+
+    /// Another server's export, whose root has handle `fh` and file id `fileid`.
+    pub fn with_root(pool: Arc<Pool>, fh: nfs_fh3, fileid: u64) -> BfsFuse {
         let mut handles = HashMap::new();
-        handles.insert(1, root_handle());
-        BfsFuse { pool, handles: Mutex::new(handles) }
+        handles.insert(fileid, fh);
+        BfsFuse { pool, handles: Mutex::new(handles), root: fileid }
+    }
+
+    fn attr(&self, a: &fattr3) -> FileAttr {
+        file_attr(a, self.root)
     }
 
     /// One NFS call as the caller.
@@ -154,7 +179,7 @@ impl BfsFuse {
 
     fn fh(&self, ino: INodeNo) -> Res<nfs_fh3> {
         let handles = self.handles.lock().map_err(|_| Errno::EIO)?;
-        handles.get(&ino.0).cloned().ok_or(Errno::ESTALE)
+        handles.get(&swap(ino.0, self.root)).cloned().ok_or(Errno::ESTALE)
     }
 
     fn remember(&self, fh: &nfs_fh3, a: &fattr3) {
@@ -179,7 +204,7 @@ impl BfsFuse {
             Nfs3Option::None => self.getattr_fh(req, &fh)?,
         };
         self.remember(&fh, &a);
-        Ok(file_attr(&a))
+        Ok(self.attr(&a))
     }
 
     fn lookup_(&self, req: &Request, parent: INodeNo, name: &OsStr) -> Res<FileAttr> {
@@ -254,7 +279,21 @@ impl BfsFuse {
         let object = self.fh(ino)?;
         let r = self.nfs::<SETATTR3res>(req, 2, &SETATTR3args { object: object.clone(), new_attributes: s, guard: Nfs3Option::None })?;
         ok(r)?;
-        Ok(file_attr(&self.getattr_fh(req, &object)?))
+        Ok(self.attr(&self.getattr_fh(req, &object)?))
+    }
+
+    /// The root of another server's export, by MOUNT, with its file id.
+    pub fn remote(pool: Arc<Pool>, mount_addr: std::net::SocketAddr, export: &str) -> Result<BfsFuse, crate::backend::BackendError> {
+        use crate::backend::BackendError;
+        let fh = crate::nfs_client::NfsTcp::mount(mount_addr, export)?;
+        let mut a = Vec::new();
+        GETATTR3args { object: fh.clone() }.pack(&mut a).map_err(|e| BackendError::Remote(e.to_string()))?;
+        let reply = pool.call(request::encode(1, &Cred::root(), &a), true)?;
+        let body = request::split_reply(&reply).map(|(_, b)| b).unwrap_or(&[]);
+        match GETATTR3res::unpack(&mut std::io::Cursor::new(body)) {
+            Ok((Nfs3Result::Ok(r), _)) => Ok(BfsFuse::with_root(pool, fh, r.obj_attributes.fileid)),
+            _ => Err(BackendError::Remote("GETATTR of the export's root failed".into())),
+        }
     }
 
     fn readdir_(&self, req: &Request, ino: INodeNo, offset: u64, reply: &mut ReplyDirectory) -> Res<()> {
@@ -271,7 +310,7 @@ impl BfsFuse {
                     }
                     _ => FileType::RegularFile,
                 };
-                if reply.add(INodeNo(e.fileid), e.cookie, kind, OsStr::from_bytes(e.name.as_ref())) {
+                if reply.add(INodeNo(swap(e.fileid, self.root)), e.cookie, kind, OsStr::from_bytes(e.name.as_ref())) {
                     return Ok(());
                 }
                 cookie = e.cookie;
@@ -330,7 +369,7 @@ impl Filesystem for BfsFuse {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fh(ino).and_then(|fh| self.getattr_fh(req, &fh)) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(&TTL, &self.attr(&a)),
             Err(e) => reply.error(e),
         }
     }
@@ -436,7 +475,7 @@ impl Filesystem for BfsFuse {
         let r = self.fh(ino).and_then(|file| {
             let link = self.dirop(newparent, newname)?;
             ok(self.nfs::<LINK3res>(req, 15, &LINK3args { file: file.clone(), link })?)?;
-            Ok(file_attr(&self.getattr_fh(req, &file)?))
+            Ok(self.attr(&self.getattr_fh(req, &file)?))
         });
         answer_entry(reply, r);
     }
@@ -544,14 +583,14 @@ impl Filesystem for BfsFuse {
     }
 }
 
-/// Mounts the file service of `pool` at `dir` until `stop` is set.
-pub fn mount(pool: Arc<Pool>, dir: &Path, stop: &std::sync::atomic::AtomicBool) -> std::io::Result<()> {
+/// Mounts the file service `fs` at `dir` until `stop` is set.
+pub fn mount(fs: BfsFuse, dir: &Path, stop: &std::sync::atomic::AtomicBool) -> std::io::Result<()> {
     let mut config = fuser::Config::default();
     config.mount_options = vec![fuser::MountOption::FSName("bfs".into()), fuser::MountOption::Subtype("bfs".into())];
     // Other users (pjdfstest switches uids) reach it; BFS checks their rights.
     config.acl = fuser::SessionACL::All;
     config.n_threads = Some(4);
-    let session = fuser::spawn_mount(BfsFuse::new(pool), dir, &config)?;
+    let session = fuser::spawn_mount(fs, dir, &config)?;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
     }

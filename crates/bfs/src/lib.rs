@@ -20,6 +20,7 @@ mod dir;
 pub mod fuse;
 pub mod local;
 pub mod nfs;
+pub mod nfs_client;
 mod proc_read;
 mod proc_write;
 mod rename;

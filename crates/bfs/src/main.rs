@@ -8,6 +8,7 @@
 //! Every failure is one line on stderr and a non-zero exit.
 
 mod bench;
+mod ganesha;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use bfs::backend::Pool;
+use bfs::fuse::BfsFuse;
 use bfs::local::LocalCluster;
 use bfs::relay::Relay;
 use bfs::{BfsConfig, BfsService};
@@ -59,9 +61,18 @@ enum BenchCommand {
 struct MountArgs {
     /// Where to mount.
     dir: PathBuf,
-    /// The cluster file (not needed with --no-replication).
-    #[arg(long, required_unless_present = "no_replication")]
+    /// The cluster file (not needed with --no-replication or --nfs).
+    #[arg(long, required_unless_present_any = ["no_replication", "nfs"])]
     config: Option<PathBuf>,
+    /// Mount another NFSv3 server instead (e.g. nfs-ganesha), at HOST:PORT over TCP.
+    #[arg(long)]
+    nfs: Option<SocketAddr>,
+    /// That server's MOUNT port (default: the NFS port).
+    #[arg(long)]
+    mount_port: Option<u16>,
+    /// The export to mount from that server.
+    #[arg(long, default_value = "/")]
+    export: String,
     /// The BFT client ids this mount uses, FIRST..END; other than any relay's.
     #[arg(long, default_value = "8..12", value_parser = parse_range)]
     clients: (u32, u32),
@@ -271,16 +282,23 @@ fn run_relay(a: RelayArgs) -> Result<()> {
 }
 
 fn run_mount(a: MountArgs) -> Result<()> {
-    let pool = match &a.config {
-        Some(path) if !a.no_replication => Pool::of_cluster(&Cluster::load(path)?, a.clients)?,
-        _ => Pool::local(a.pages)?,
+    let fs = if let Some(addr) = a.nfs {
+        let pool = Arc::new(Pool::of_nfs_server(addr, 4)?);
+        let mount_addr = SocketAddr::new(addr.ip(), a.mount_port.unwrap_or(addr.port()));
+        BfsFuse::remote(pool, mount_addr, &a.export)?
+    } else {
+        let pool = match &a.config {
+            Some(path) if !a.no_replication => Pool::of_cluster(&Cluster::load(path)?, a.clients)?,
+            _ => Pool::local(a.pages)?,
+        };
+        let pool = Arc::new(pool);
+        // Formats a new file system, as the relay does.
+        pool.call(bfs::request::encode(bfs::PROC_NULL, &bfs::request::Cred::root(), &[]), false)?;
+        BfsFuse::new(pool)
     };
-    let pool = Arc::new(pool);
-    // Formats a new file system, as the relay does.
-    pool.call(bfs::request::encode(bfs::PROC_NULL, &bfs::request::Cred::root(), &[]), false)?;
     let stop = stop_flag()?;
     eprintln!("mounted at {}; Ctrl-C unmounts", a.dir.display());
-    bfs::fuse::mount(pool, &a.dir, &stop).with_context(|| format!("mounting {}", a.dir.display()))
+    bfs::fuse::mount(fs, &a.dir, &stop).with_context(|| format!("mounting {}", a.dir.display()))
 }
 
 fn print_mount_help(port: u16, config: Option<&Path>) {
