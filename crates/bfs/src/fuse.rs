@@ -4,9 +4,9 @@
 //! (one request: procedure, the caller's uid, gid and groups, XDR
 //! arguments), to the same backend pool.
 //!
-//! FUSE inode numbers are BFS file ids (the root is 1 in both); the NFS
-//! handle of each id seen in a reply is remembered, since FUSE names files by
-//! inode number only. Writes are stable when their reply arrives, so flush and
+//! FUSE node ids are a BFS file's generation and inode number (another
+//! server's file id); the NFS handle of each node seen in a reply is
+//! remembered, since FUSE names files by node id only. Writes are stable when their reply arrives, so flush and
 //! fsync have nothing to do.
 
 use std::collections::HashMap;
@@ -35,11 +35,25 @@ const TTL: Duration = Duration::from_secs(1);
 /// The FUSE file system.
 pub struct BfsFuse {
     pool: Arc<Pool>,
-    /// Handles by file id.
+    /// Handles by node id (see [`node_of`]).
     handles: Mutex<HashMap<u64, nfs_fh3>>,
-    /// The root's file id: FUSE's root is inode 1, so the two swap numbers
-    /// (BFS's root is 1 already; another server's need not be).
+    /// The root's node id: FUSE's root is inode 1, so the two swap numbers.
     root: u64,
+}
+
+/// The node id of a file: for a BFS handle, generation and inode number
+/// together, so that a reused inode number is a new node to the kernel (which
+/// may still hold the old one, unlinked but open, and would refuse a node
+/// that changed type); for another server's, its file id.
+fn node_of(fh: &nfs_fh3, fileid: u64) -> u64 {
+    let b: &[u8] = &fh.data;
+    if b.len() == 12 && &b[..4] == b"BFS1" {
+        let ino = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+        let gen = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
+        u64::from(gen) << 32 | u64::from(ino)
+    } else {
+        fileid
+    }
 }
 
 /// FUSE inode of a file id and back (the same swap both ways).
@@ -101,9 +115,9 @@ fn file_type(t: ftype3) -> FileType {
     }
 }
 
-fn file_attr(a: &fattr3, root: u64) -> FileAttr {
+fn file_attr(a: &fattr3, ino: INodeNo) -> FileAttr {
     FileAttr {
-        ino: INodeNo(swap(a.fileid, root)),
+        ino,
         size: a.size,
         blocks: a.used / 512,
         atime: time(a.atime),
@@ -154,13 +168,15 @@ impl BfsFuse {
 
     /// Another server's export, whose root has handle `fh` and file id `fileid`.
     pub fn with_root(pool: Arc<Pool>, fh: nfs_fh3, fileid: u64) -> BfsFuse {
+        let root = node_of(&fh, fileid);
         let mut handles = HashMap::new();
-        handles.insert(fileid, fh);
-        BfsFuse { pool, handles: Mutex::new(handles), root: fileid }
+        handles.insert(root, fh);
+        BfsFuse { pool, handles: Mutex::new(handles), root }
     }
 
-    fn attr(&self, a: &fattr3) -> FileAttr {
-        file_attr(a, self.root)
+    /// The FUSE attributes of the file `fh` with NFS attributes `a`.
+    fn attr(&self, fh: &nfs_fh3, a: &fattr3) -> FileAttr {
+        file_attr(a, INodeNo(swap(node_of(fh, a.fileid), self.root)))
     }
 
     /// One NFS call as the caller.
@@ -184,7 +200,7 @@ impl BfsFuse {
 
     fn remember(&self, fh: &nfs_fh3, a: &fattr3) {
         if let Ok(mut h) = self.handles.lock() {
-            h.insert(a.fileid, fh.clone());
+            h.insert(node_of(fh, a.fileid), fh.clone());
         }
     }
 
@@ -204,7 +220,7 @@ impl BfsFuse {
             Nfs3Option::None => self.getattr_fh(req, &fh)?,
         };
         self.remember(&fh, &a);
-        Ok(self.attr(&a))
+        Ok(self.attr(&fh, &a))
     }
 
     fn lookup_(&self, req: &Request, parent: INodeNo, name: &OsStr) -> Res<FileAttr> {
@@ -279,7 +295,7 @@ impl BfsFuse {
         let object = self.fh(ino)?;
         let r = self.nfs::<SETATTR3res>(req, 2, &SETATTR3args { object: object.clone(), new_attributes: s, guard: Nfs3Option::None })?;
         ok(r)?;
-        Ok(self.attr(&self.getattr_fh(req, &object)?))
+        Ok(self.attr(&object, &self.getattr_fh(req, &object)?))
     }
 
     /// The root of another server's export, by MOUNT, with its file id.
@@ -303,14 +319,14 @@ impl BfsFuse {
             let args = READDIRPLUS3args { dir: dir.clone(), cookie, cookieverf: cookieverf3::default(), dircount: 8192, maxcount: 32768 };
             let r = ok(self.nfs::<READDIRPLUS3res>(req, 17, &args)?)?;
             for e in r.reply.entries.0 {
-                let kind = match (&e.name_attributes, &e.name_handle) {
+                let (node, kind) = match (&e.name_attributes, &e.name_handle) {
                     (Nfs3Option::Some(a), Nfs3Option::Some(fh)) => {
                         self.remember(fh, a);
-                        file_type(a.type_)
+                        (node_of(fh, e.fileid), file_type(a.type_))
                     }
-                    _ => FileType::RegularFile,
+                    _ => (e.fileid, FileType::RegularFile),
                 };
-                if reply.add(INodeNo(swap(e.fileid, self.root)), e.cookie, kind, OsStr::from_bytes(e.name.as_ref())) {
+                if reply.add(INodeNo(swap(node, self.root)), e.cookie, kind, OsStr::from_bytes(e.name.as_ref())) {
                     return Ok(());
                 }
                 cookie = e.cookie;
@@ -368,8 +384,8 @@ impl Filesystem for BfsFuse {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fh(ino).and_then(|fh| self.getattr_fh(req, &fh)) {
-            Ok(a) => reply.attr(&TTL, &self.attr(&a)),
+        match self.fh(ino).and_then(|fh| Ok((self.getattr_fh(req, &fh)?, fh))) {
+            Ok((a, fh)) => reply.attr(&TTL, &self.attr(&fh, &a)),
             Err(e) => reply.error(e),
         }
     }
@@ -475,7 +491,7 @@ impl Filesystem for BfsFuse {
         let r = self.fh(ino).and_then(|file| {
             let link = self.dirop(newparent, newname)?;
             ok(self.nfs::<LINK3res>(req, 15, &LINK3args { file: file.clone(), link })?)?;
-            Ok(self.attr(&self.getattr_fh(req, &file)?))
+            Ok(self.attr(&file, &self.getattr_fh(req, &file)?))
         });
         answer_entry(reply, r);
     }

@@ -112,6 +112,13 @@ fn tar_diff_and_cc_on_the_mount_with_a_lying_and_a_killed_replica() {
     sh(&format!("cd {m}/c && cc -c util.c && cc -c main.c && cc -o prog main.o util.o"));
     let run = Command::new(mnt.join("c/prog")).output().expect("prog runs");
     assert_eq!(String::from_utf8_lossy(&run.stdout), "42\n");
+    // A file unlinked while open keeps its node in the kernel; the inode number
+    // BFS reuses for a directory must be a new node, or the kernel refuses it.
+    let held = std::fs::File::create(mnt.join("held")).expect("create held");
+    std::fs::remove_file(mnt.join("held")).expect("unlink held");
+    std::fs::create_dir(mnt.join("reused")).expect("a directory on the reused inode number");
+    std::fs::write(mnt.join("reused/inside"), b"x").expect("a file inside it");
+    drop(held);
     drop(mount);
     assert!(!mounted(&mnt), "unmounted");
 }
