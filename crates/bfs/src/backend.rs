@@ -56,7 +56,8 @@ impl Local {
     /// A fresh, empty file system.
     pub fn new(config: BfsConfig) -> Result<Local, BfsConfigError> {
         let service = BfsService::new(config)?;
-        let state = PagedState::new(config.pages, TreeShape::default()).map_err(|_| BfsConfigError::BadSize(config.pages))?;
+        let state =
+            PagedState::new(config.pages, TreeShape::default()).map_err(|_| BfsConfigError::BadSize(config.pages))?;
         Ok(Local { inner: Arc::new(Mutex::new(LocalState { state, service, last_us: 0 })) })
     }
 
@@ -156,9 +157,13 @@ impl Pool {
     /// Runs a call and waits for its result.
     pub fn call(&self, op: Vec<u8>, read_only: bool) -> Result<Vec<u8>, BackendError> {
         let (tx, rx) = std::sync::mpsc::channel();
-        self.submit(op, read_only, Box::new(move |r| {
-            let _ = tx.send(r);
-        }));
+        self.submit(
+            op,
+            read_only,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
         rx.recv().map_err(|_| BackendError::Stopped)?
     }
 }

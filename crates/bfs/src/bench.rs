@@ -120,13 +120,15 @@ fn andrew(root: &Path, dirs: &[String], files: &[(String, String)]) -> Result<[D
         let mut objects = Vec::new();
         for (p, _) in files.iter().filter(|(p, _)| p.ends_with(".c")) {
             let o = format!("{}.o", p.trim_end_matches(".c"));
-            let s = Command::new("cc").current_dir(root).args(["-O1", "-c", p, "-o", &o]).status().context("running cc")?;
+            let s =
+                Command::new("cc").current_dir(root).args(["-O1", "-c", p, "-o", &o]).status().context("running cc")?;
             if !s.success() {
                 bail!("cc {p} failed");
             }
             objects.push(o);
         }
-        let s = Command::new("cc").current_dir(root).args(["-o", "src/prog"]).args(&objects).status().context("linking")?;
+        let s =
+            Command::new("cc").current_dir(root).args(["-o", "src/prog"]).args(&objects).status().context("linking")?;
         if !s.success() {
             bail!("linking failed");
         }
@@ -141,7 +143,13 @@ fn mounted(dir: &Path) -> bool {
 }
 
 /// Runs the benchmark on a fresh FUSE mount of `pool`'s file service.
-fn on_mount(fs: BfsFuse, base: &Path, name: &str, dirs: &[String], files: &[(String, String)]) -> Result<[Duration; 5]> {
+fn on_mount(
+    fs: BfsFuse,
+    base: &Path,
+    name: &str,
+    dirs: &[String],
+    files: &[(String, String)],
+) -> Result<[Duration; 5]> {
     let dir = base.join(format!("mnt-{name}"));
     std::fs::create_dir_all(&dir)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -217,7 +225,8 @@ pub fn run(a: AndrewArgs) -> Result<()> {
         std::fs::create_dir_all(&base)?;
         // Every server is reached the same way: FUSE, then NFSv3 over TCP.
         let cluster = LocalCluster::start(&bin, &base, 1 << 18, 8, None)?;
-        let relay = RelayThread::start(Pool::of_cluster(&cluster.cluster, (0, 8))?, cluster.cluster.config().max_op_bytes)?;
+        let relay =
+            RelayThread::start(Pool::of_cluster(&cluster.cluster, (0, 8))?, cluster.cluster.config().max_op_bytes)?;
         results[0].1.push(on_mount(nfs_fs(relay.addr, relay.addr, "/")?, &base, "bfs", &dirs, &files)?);
         drop(relay);
         drop(cluster);
@@ -233,9 +242,20 @@ pub fn run(a: AndrewArgs) -> Result<()> {
     }
     let table: Vec<(&str, Vec<Duration>)> = results
         .iter()
-        .map(|(name, runs)| (*name, (0..5).map(|p| median(runs.iter().map(|r| r[p]).collect())).chain([median(runs.iter().map(|r| r.iter().sum()).collect())]).collect()))
+        .map(|(name, runs)| {
+            (
+                *name,
+                (0..5)
+                    .map(|p| median(runs.iter().map(|r| r[p]).collect()))
+                    .chain([median(runs.iter().map(|r| r.iter().sum()).collect())])
+                    .collect(),
+            )
+        })
         .collect();
-    println!("{:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}", "server", PHASES[0], PHASES[1], PHASES[2], PHASES[3], PHASES[4], "total");
+    println!(
+        "{:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+        "server", PHASES[0], PHASES[1], PHASES[2], PHASES[3], PHASES[4], "total"
+    );
     let mut csv = String::from("server,mkdir_s,copy_s,stat_s,read_s,compile_s,total_s\n");
     for (name, t) in &table {
         print!("{name:<16}");
@@ -249,8 +269,9 @@ pub fn run(a: AndrewArgs) -> Result<()> {
     }
     for (k, label) in [(1, "bfs / no-repl"), (2, "bfs / ganesha")] {
         if let Some((_, base)) = table.get(k) {
-            let ratio: Vec<String> =
-                (0..6).map(|i| format!("{:>10.2}", table[0].1[i].as_secs_f64() / base[i].as_secs_f64().max(1e-9))).collect();
+            let ratio: Vec<String> = (0..6)
+                .map(|i| format!("{:>10.2}", table[0].1[i].as_secs_f64() / base[i].as_secs_f64().max(1e-9)))
+                .collect();
             println!("{label:<16}{}", ratio.join(""));
         }
     }

@@ -214,7 +214,9 @@ impl BfsFuse {
 
     /// The attributes of a created object: from the reply, or asked for.
     fn made(&self, req: &Request, obj: post_op_fh3, attrs: post_op_attr) -> Res<FileAttr> {
-        let Nfs3Option::Some(fh) = obj else { return Err(Errno::EIO) };
+        let Nfs3Option::Some(fh) = obj else {
+            return Err(Errno::EIO);
+        };
         let a = match attrs {
             Nfs3Option::Some(a) => a,
             Nfs3Option::None => self.getattr_fh(req, &fh)?,
@@ -286,20 +288,23 @@ impl BfsFuse {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn setattr_(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        s: sattr3,
-    ) -> Res<FileAttr> {
+    fn setattr_(&self, req: &Request, ino: INodeNo, s: sattr3) -> Res<FileAttr> {
         let object = self.fh(ino)?;
-        let r = self.nfs::<SETATTR3res>(req, 2, &SETATTR3args { object: object.clone(), new_attributes: s, guard: Nfs3Option::None })?;
+        let r = self.nfs::<SETATTR3res>(
+            req,
+            2,
+            &SETATTR3args { object: object.clone(), new_attributes: s, guard: Nfs3Option::None },
+        )?;
         ok(r)?;
         Ok(self.attr(&object, &self.getattr_fh(req, &object)?))
     }
 
     /// The root of another server's export, by MOUNT, with its file id.
-    pub fn remote(pool: Arc<Pool>, mount_addr: std::net::SocketAddr, export: &str) -> Result<BfsFuse, crate::backend::BackendError> {
+    pub fn remote(
+        pool: Arc<Pool>,
+        mount_addr: std::net::SocketAddr,
+        export: &str,
+    ) -> Result<BfsFuse, crate::backend::BackendError> {
         use crate::backend::BackendError;
         let fh = crate::nfs_client::NfsTcp::mount(mount_addr, export)?;
         let mut a = Vec::new();
@@ -316,7 +321,13 @@ impl BfsFuse {
         let dir = self.fh(ino)?;
         let mut cookie = offset;
         loop {
-            let args = READDIRPLUS3args { dir: dir.clone(), cookie, cookieverf: cookieverf3::default(), dircount: 8192, maxcount: 32768 };
+            let args = READDIRPLUS3args {
+                dir: dir.clone(),
+                cookie,
+                cookieverf: cookieverf3::default(),
+                dircount: 8192,
+                maxcount: 32768,
+            };
             let r = ok(self.nfs::<READDIRPLUS3res>(req, 17, &args)?)?;
             for e in r.reply.entries.0 {
                 let (node, kind) = match (&e.name_attributes, &e.name_handle) {
@@ -370,7 +381,9 @@ impl Filesystem for BfsFuse {
         // pages across opens, and drops them when GETATTR shows another
         // client changed the file: an NFS client's close-to-open behaviour.
         let _ = config.add_capabilities(
-            fuser::InitFlags::FUSE_WRITEBACK_CACHE | fuser::InitFlags::FUSE_AUTO_INVAL_DATA | fuser::InitFlags::FUSE_PARALLEL_DIROPS,
+            fuser::InitFlags::FUSE_WRITEBACK_CACHE
+                | fuser::InitFlags::FUSE_AUTO_INVAL_DATA
+                | fuser::InitFlags::FUSE_PARALLEL_DIROPS,
         );
         Ok(())
     }
@@ -446,12 +459,14 @@ impl Filesystem for BfsFuse {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self.dirop(parent, name).and_then(|object| ok(self.nfs::<REMOVE3res>(req, 12, &REMOVE3args { object })?));
+        let r =
+            self.dirop(parent, name).and_then(|object| ok(self.nfs::<REMOVE3res>(req, 12, &REMOVE3args { object })?));
         answer_empty(reply, r.map(|_| ()));
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self.dirop(parent, name).and_then(|object| ok(self.nfs::<RMDIR3res>(req, 13, &RMDIR3args { object })?));
+        let r =
+            self.dirop(parent, name).and_then(|object| ok(self.nfs::<RMDIR3res>(req, 13, &RMDIR3args { object })?));
         answer_empty(reply, r.map(|_| ()));
     }
 
@@ -547,8 +562,13 @@ impl Filesystem for BfsFuse {
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match ok(self.nfs::<FSSTAT3res>(req, 18, &FSSTAT3args { fsroot: root_handle() }).unwrap_or(Nfs3Result::Err((nfsstat3::NFS3ERR_IO, FSSTAT3resfail::default())))) {
-            Ok(s) => reply.statfs(s.tbytes / 4096, s.fbytes / 4096, s.abytes / 4096, s.tfiles, s.ffiles, 4096, 255, 4096),
+        match ok(self
+            .nfs::<FSSTAT3res>(req, 18, &FSSTAT3args { fsroot: root_handle() })
+            .unwrap_or(Nfs3Result::Err((nfsstat3::NFS3ERR_IO, FSSTAT3resfail::default()))))
+        {
+            Ok(s) => {
+                reply.statfs(s.tbytes / 4096, s.fbytes / 4096, s.abytes / 4096, s.tfiles, s.ffiles, 4096, 255, 4096)
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -565,7 +585,9 @@ impl Filesystem for BfsFuse {
         if bits & 1 != 0 {
             want |= ACCESS3_EXECUTE | ACCESS3_LOOKUP;
         }
-        let r = self.fh(ino).and_then(|object| ok(self.nfs::<ACCESS3res>(req, 4, &ACCESS3args { object, access: want })?));
+        let r = self
+            .fh(ino)
+            .and_then(|object| ok(self.nfs::<ACCESS3res>(req, 4, &ACCESS3args { object, access: want })?));
         match r {
             Ok(r) => {
                 let granted_x = r.access & (ACCESS3_EXECUTE | ACCESS3_LOOKUP) != 0;
@@ -591,7 +613,16 @@ impl Filesystem for BfsFuse {
         reply.error(Errno::ENOSYS);
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
         match self.create_(req, parent, name, mode & !umask, flags & libc::O_EXCL != 0) {
             Ok(a) => reply.created(&TTL, &a, Generation(0), FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(e),

@@ -27,7 +27,8 @@ impl Ganesha {
         let dir = base.join("ganesha");
         let export = dir.join("export");
         std::fs::create_dir_all(&export)?;
-        let tmpfs = Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&export).status().is_ok_and(|s| s.success());
+        let tmpfs =
+            Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&export).status().is_ok_and(|s| s.success());
         let (nfs_port, mnt_port) = (free_port()?, free_port()?);
         let conf = dir.join("ganesha.conf");
         std::fs::write(

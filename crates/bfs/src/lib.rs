@@ -23,8 +23,8 @@ pub mod nfs;
 pub mod nfs_client;
 mod proc_read;
 mod proc_write;
-mod rename;
 pub mod relay;
+mod rename;
 pub mod request;
 mod store;
 
@@ -98,7 +98,9 @@ impl Service for BfsService {
             return reply_status(request::GARBAGE_ARGS);
         }
         let call = nfs::Call { cred: self.cred(cred), now: nfs::now_of(ctx.nondet_time_us) };
-        let Ok(sb) = Super::load(&ctx.state) else { return reply_status(request::SYSTEM_ERR) };
+        let Ok(sb) = Super::load(&ctx.state) else {
+            return reply_status(request::SYSTEM_ERR);
+        };
         let mut fs = Fs { s: &mut ctx.state, l: self.layout, sb };
         if !fs.sb.formatted && fs.format(call.now).is_err() {
             return reply_status(request::SYSTEM_ERR);

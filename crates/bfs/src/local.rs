@@ -38,7 +38,13 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Writes the cluster into `dir` and starts its replicas (logs beside it).
-    pub fn start(bin: &Path, dir: &Path, pages: u64, clients: u32, faulty: Option<(u16, String)>) -> Result<Self, NodeError> {
+    pub fn start(
+        bin: &Path,
+        dir: &Path,
+        pages: u64,
+        clients: u32,
+        faulty: Option<(u16, String)>,
+    ) -> Result<Self, NodeError> {
         let path = bfs_keygen(dir, 4, clients, pages)?;
         let cluster = Cluster::load(&path)?;
         let mut c = LocalCluster { procs: Processes::new(), path, cluster, bin: bin.into(), faulty };

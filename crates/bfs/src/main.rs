@@ -248,9 +248,9 @@ fn run_replica(a: ReplicaArgs) -> Result<()> {
     let keys = cluster.replica_keys(a.id, &key)?;
     let service = service_of(&cluster)?;
     let state_dir = (!a.in_memory).then(|| {
-        a.state_dir.clone().unwrap_or_else(|| {
-            a.config.parent().unwrap_or(Path::new(".")).join(format!("replica-{}-state", a.id))
-        })
+        a.state_dir
+            .clone()
+            .unwrap_or_else(|| a.config.parent().unwrap_or(Path::new(".")).join(format!("replica-{}-state", a.id)))
     });
     let options = HostOptions { faulty: a.faulty.map(Faulty::mode), state_dir, ..HostOptions::default() };
     let mut host = ReplicaHost::new(&cluster, a.id, keys, service, &options)?;
@@ -323,9 +323,8 @@ fn run_up(a: UpArgs) -> Result<()> {
     let temp = tempfile::tempdir().context("creating a temporary directory")?;
     let dir = a.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
     let bin = std::env::current_exe().context("finding the bfs executable")?;
-    let faulty = a.faulty.map(|(id, mode)| {
-        (id, mode.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default())
-    });
+    let faulty =
+        a.faulty.map(|(id, mode)| (id, mode.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()));
     let local = LocalCluster::start(&bin, &dir, a.pages, 16, faulty)?;
     let (cluster, path) = (&local.cluster, &local.path);
     let relay = Relay::bind(listen, Arc::new(Pool::of_cluster(cluster, (0, 8))?), cluster.config().max_op_bytes)?;

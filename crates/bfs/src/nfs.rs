@@ -2,8 +2,7 @@
 //! consistency data, permission checks, names, XDR in and out.
 
 use nfs3_types::nfs3::{
-    fattr3, ftype3, nfs_fh3, nfsstat3, nfstime3, post_op_attr, pre_op_attr, specdata3, wcc_attr, wcc_data,
-    Nfs3Option,
+    fattr3, ftype3, nfs_fh3, nfsstat3, nfstime3, post_op_attr, pre_op_attr, specdata3, wcc_attr, wcc_data, Nfs3Option,
 };
 use nfs3_types::xdr_codec::{Opaque, Pack, Unpack};
 

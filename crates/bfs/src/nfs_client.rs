@@ -32,7 +32,14 @@ impl NfsTcp {
     }
 
     /// Sends one call; returns (accept_stat, result bytes).
-    pub fn call(&mut self, prog: u32, vers: u32, proc_: u32, cred: &Cred, args: &[u8]) -> Result<(u32, Vec<u8>), BackendError> {
+    pub fn call(
+        &mut self,
+        prog: u32,
+        vers: u32,
+        proc_: u32,
+        cred: &Cred,
+        args: &[u8],
+    ) -> Result<(u32, Vec<u8>), BackendError> {
         self.xid = self.xid.wrapping_add(1);
         let mut body = Vec::with_capacity(64);
         for w in [0u32, 3, u32::from_be_bytes(*b"bfs\0"), cred.uid, cred.gid, cred.gids.len() as u32] {
@@ -111,7 +118,8 @@ fn rand_xid() -> u32 {
 
 impl Backend for NfsTcp {
     fn invoke(&mut self, op: &[u8], _read_only: bool) -> Result<Vec<u8>, BackendError> {
-        let (proc_, cred, args) = request::decode(op).ok_or_else(|| BackendError::Remote("malformed request".into()))?;
+        let (proc_, cred, args) =
+            request::decode(op).ok_or_else(|| BackendError::Remote("malformed request".into()))?;
         if proc_ == crate::PROC_NULL {
             // The format call of a BFS front end: another server has nothing to format.
             return Ok(request::SUCCESS.to_be_bytes().to_vec());

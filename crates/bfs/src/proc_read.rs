@@ -26,9 +26,10 @@ pub fn run<S: Pages>(fs: &Fs<'_, S>, call: &Call, proc_: u32, args: &[u8]) -> Ou
         }
         3 => {
             let a: LOOKUP3args<'static> = unpack(args)?;
-            result(lookup(fs, call, &a.what.dir, a.what.name.as_ref()).map_err(|e| {
-                (e, LOOKUP3resfail { dir_attributes: post_of(fs, &a.what.dir) })
-            }))
+            result(
+                lookup(fs, call, &a.what.dir, a.what.name.as_ref())
+                    .map_err(|e| (e, LOOKUP3resfail { dir_attributes: post_of(fs, &a.what.dir) })),
+            )
         }
         4 => {
             let a: ACCESS3args = unpack(args)?;
@@ -40,7 +41,10 @@ pub fn run<S: Pages>(fs: &Fs<'_, S>, call: &Call, proc_: u32, args: &[u8]) -> Ou
         }
         5 => {
             let a: READLINK3args = unpack(args)?;
-            result(readlink(fs, &a.symlink).map_err(|e| (e, READLINK3resfail { symlink_attributes: post_of(fs, &a.symlink) })))
+            result(
+                readlink(fs, &a.symlink)
+                    .map_err(|e| (e, READLINK3resfail { symlink_attributes: post_of(fs, &a.symlink) })),
+            )
         }
         6 => {
             let a: READ3args = unpack(args)?;
@@ -53,8 +57,7 @@ pub fn run<S: Pages>(fs: &Fs<'_, S>, call: &Call, proc_: u32, args: &[u8]) -> Ou
         17 => {
             let a: READDIRPLUS3args = unpack(args)?;
             result(
-                readdirplus(fs, call, &a)
-                    .map_err(|e| (e, READDIRPLUS3resfail { dir_attributes: post_of(fs, &a.dir) })),
+                readdirplus(fs, call, &a).map_err(|e| (e, READDIRPLUS3resfail { dir_attributes: post_of(fs, &a.dir) })),
             )
         }
         18 => {

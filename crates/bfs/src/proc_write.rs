@@ -18,7 +18,10 @@ pub fn run<S: PagesMut>(fs: &mut Fs<'_, S>, call: &Call, proc_: u32, args: &[u8]
         2 => {
             let a: SETATTR3args = unpack(args)?;
             let r = setattr(fs, call, &a);
-            result(r.map(|(b, i)| SETATTR3resok { obj_wcc: wcc(&b, &i) }).map_err(|e| (e, SETATTR3resfail { obj_wcc: wcc_of(fs, &a.object) })))
+            result(
+                r.map(|(b, i)| SETATTR3resok { obj_wcc: wcc(&b, &i) })
+                    .map_err(|e| (e, SETATTR3resfail { obj_wcc: wcc_of(fs, &a.object) })),
+            )
         }
         7 => {
             let a: WRITE3args<'static> = unpack(args)?;
@@ -29,13 +32,21 @@ pub fn run<S: PagesMut>(fs: &mut Fs<'_, S>, call: &Call, proc_: u32, args: &[u8]
             let a: CREATE3args<'static> = unpack(args)?;
             let dh = &a.where_.dir;
             let r = create(fs, call, dh, a.where_.name.as_ref(), &a.how);
-            result(made(fs, dh, r).map(|(obj, obj_attributes, dir_wcc)| CREATE3resok { obj, obj_attributes, dir_wcc }).map_err(|(e, dir_wcc)| (e, CREATE3resfail { dir_wcc })))
+            result(
+                made(fs, dh, r)
+                    .map(|(obj, obj_attributes, dir_wcc)| CREATE3resok { obj, obj_attributes, dir_wcc })
+                    .map_err(|(e, dir_wcc)| (e, CREATE3resfail { dir_wcc })),
+            )
         }
         9 => {
             let a: MKDIR3args<'static> = unpack(args)?;
             let dh = &a.where_.dir;
             let r = make(fs, call, dh, a.where_.name.as_ref(), T_DIR, &a.attributes, (0, 0), &[]);
-            result(made(fs, dh, r).map(|(obj, obj_attributes, dir_wcc)| MKDIR3resok { obj, obj_attributes, dir_wcc }).map_err(|(e, dir_wcc)| (e, MKDIR3resfail { dir_wcc })))
+            result(
+                made(fs, dh, r)
+                    .map(|(obj, obj_attributes, dir_wcc)| MKDIR3resok { obj, obj_attributes, dir_wcc })
+                    .map_err(|(e, dir_wcc)| (e, MKDIR3resfail { dir_wcc })),
+            )
         }
         10 => {
             let a: SYMLINK3args<'static> = unpack(args)?;
@@ -48,7 +59,11 @@ pub fn run<S: PagesMut>(fs: &mut Fs<'_, S>, call: &Call, proc_: u32, args: &[u8]
             } else {
                 make(fs, call, dh, a.where_.name.as_ref(), T_LNK, &attrs, (0, 0), target)
             };
-            result(made(fs, dh, r).map(|(obj, obj_attributes, dir_wcc)| SYMLINK3resok { obj, obj_attributes, dir_wcc }).map_err(|(e, dir_wcc)| (e, SYMLINK3resfail { dir_wcc })))
+            result(
+                made(fs, dh, r)
+                    .map(|(obj, obj_attributes, dir_wcc)| SYMLINK3resok { obj, obj_attributes, dir_wcc })
+                    .map_err(|(e, dir_wcc)| (e, SYMLINK3resfail { dir_wcc })),
+            )
         }
         11 => {
             let a: MKNOD3args<'static> = unpack(args)?;
@@ -58,20 +73,44 @@ pub fn run<S: PagesMut>(fs: &mut Fs<'_, S>, call: &Call, proc_: u32, args: &[u8]
                     let _ = d;
                     Err(nfsstat3::NFS3ERR_PERM)
                 }
-                mknoddata3::NF3CHR(d) => make(fs, call, dh, a.where_.name.as_ref(), T_CHR, &d.dev_attributes, (d.spec.specdata1, d.spec.specdata2), &[]),
-                mknoddata3::NF3BLK(d) => make(fs, call, dh, a.where_.name.as_ref(), T_BLK, &d.dev_attributes, (d.spec.specdata1, d.spec.specdata2), &[]),
+                mknoddata3::NF3CHR(d) => make(
+                    fs,
+                    call,
+                    dh,
+                    a.where_.name.as_ref(),
+                    T_CHR,
+                    &d.dev_attributes,
+                    (d.spec.specdata1, d.spec.specdata2),
+                    &[],
+                ),
+                mknoddata3::NF3BLK(d) => make(
+                    fs,
+                    call,
+                    dh,
+                    a.where_.name.as_ref(),
+                    T_BLK,
+                    &d.dev_attributes,
+                    (d.spec.specdata1, d.spec.specdata2),
+                    &[],
+                ),
                 mknoddata3::NF3SOCK(s) => make(fs, call, dh, a.where_.name.as_ref(), T_SOCK, s, (0, 0), &[]),
                 mknoddata3::NF3FIFO(s) => make(fs, call, dh, a.where_.name.as_ref(), T_FIFO, s, (0, 0), &[]),
                 mknoddata3::default => Err(nfsstat3::NFS3ERR_BADTYPE),
             };
-            result(made(fs, dh, r).map(|(obj, obj_attributes, dir_wcc)| MKNOD3resok { obj, obj_attributes, dir_wcc }).map_err(|(e, dir_wcc)| (e, MKNOD3resfail { dir_wcc })))
+            result(
+                made(fs, dh, r)
+                    .map(|(obj, obj_attributes, dir_wcc)| MKNOD3resok { obj, obj_attributes, dir_wcc })
+                    .map_err(|(e, dir_wcc)| (e, MKNOD3resfail { dir_wcc })),
+            )
         }
         12 | 13 => {
             let a: REMOVE3args<'static> = unpack(args)?;
             let r = unlink(fs, call, &a.object.dir, a.object.name.as_ref(), proc_ == 13);
             let r = r.map(|(b, d)| wcc(&b, &d)).map_err(|e| (e, wcc_of(fs, &a.object.dir)));
             if proc_ == 12 {
-                result(r.map(|dir_wcc| REMOVE3resok { dir_wcc }).map_err(|(e, dir_wcc)| (e, REMOVE3resfail { dir_wcc })))
+                result(
+                    r.map(|dir_wcc| REMOVE3resok { dir_wcc }).map_err(|(e, dir_wcc)| (e, REMOVE3resfail { dir_wcc })),
+                )
             } else {
                 result(r.map(|dir_wcc| RMDIR3resok { dir_wcc }).map_err(|(e, dir_wcc)| (e, RMDIR3resfail { dir_wcc })))
             }
@@ -92,7 +131,8 @@ pub fn run<S: PagesMut>(fs: &mut Fs<'_, S>, call: &Call, proc_: u32, args: &[u8]
         }
         21 => {
             let a: COMMIT3args = unpack(args)?;
-            let r = resolve(fs, &a.file).and_then(|i| if i.kind == T_REG { Ok(i) } else { Err(nfsstat3::NFS3ERR_INVAL) });
+            let r =
+                resolve(fs, &a.file).and_then(|i| if i.kind == T_REG { Ok(i) } else { Err(nfsstat3::NFS3ERR_INVAL) });
             result(
                 r.map(|i| COMMIT3resok { file_wcc: wcc(&i, &i), verf: writeverf3(WRITE_VERF) })
                     .map_err(|e| (e, COMMIT3resfail { file_wcc: wcc_of(fs, &a.file) })),
@@ -295,8 +335,10 @@ fn apply<S: PagesMut>(fs: &mut Fs<'_, S>, call: &Call, i: &mut Inode, s: &sattr3
             return Err(nfsstat3::NFS3ERR_FBIG);
         }
     }
-    let client_time = matches!(s.atime, set_atime::SET_TO_CLIENT_TIME(_)) || matches!(s.mtime, set_mtime::SET_TO_CLIENT_TIME(_));
-    let server_time = matches!(s.atime, set_atime::SET_TO_SERVER_TIME) || matches!(s.mtime, set_mtime::SET_TO_SERVER_TIME);
+    let client_time =
+        matches!(s.atime, set_atime::SET_TO_CLIENT_TIME(_)) || matches!(s.mtime, set_mtime::SET_TO_CLIENT_TIME(_));
+    let server_time =
+        matches!(s.atime, set_atime::SET_TO_SERVER_TIME) || matches!(s.mtime, set_mtime::SET_TO_SERVER_TIME);
     if client_time && !owner {
         return Err(nfsstat3::NFS3ERR_PERM);
     }
@@ -416,7 +458,13 @@ pub fn drop_link<S: PagesMut>(fs: &mut Fs<'_, S>, i: &mut Inode, now: (u32, u32)
     }
 }
 
-fn link<S: PagesMut>(fs: &mut Fs<'_, S>, call: &Call, fh: &nfs_fh3, dh: &nfs_fh3, name: &[u8]) -> R<(Inode, Inode, Inode)> {
+fn link<S: PagesMut>(
+    fs: &mut Fs<'_, S>,
+    call: &Call,
+    fh: &nfs_fh3,
+    dh: &nfs_fh3,
+    name: &[u8],
+) -> R<(Inode, Inode, Inode)> {
     let mut i = resolve(fs, fh)?;
     let mut dir = writable_dir(fs, call, dh)?;
     if i.kind == T_DIR {

@@ -281,11 +281,14 @@ fn mount(h: &Header<'_>, pool: &Pool) -> Vec<u8> {
         0 | 3 | 4 => ok,
         1 => {
             let mut x = Xdr(h.args);
-            let Some(path) = x.opaque(1024) else { return accepted(h.xid, request::GARBAGE_ARGS) };
+            let Some(path) = x.opaque(1024) else {
+                return accepted(h.xid, request::GARBAGE_ARGS);
+            };
             let Some(fh) = resolve_path(pool, path) else {
                 return pack_after(ok, &mountres3::Err(nfs3_types::mount::mountstat3::MNT3ERR_NOENT));
             };
-            let res = mountres3::Ok(mountres3_ok { fhandle: fhandle3(Opaque::borrowed(&fh.data)), auth_flavors: vec![1, 0] });
+            let res =
+                mountres3::Ok(mountres3_ok { fhandle: fhandle3(Opaque::borrowed(&fh.data)), auth_flavors: vec![1, 0] });
             pack_after(ok, &res)
         }
         // DUMP: no mount list is kept.
@@ -333,10 +336,8 @@ mod tests {
     #[test]
     fn call_headers_never_panic_and_credentials_parse() {
         let mut call = Vec::new();
-        let cred_body: Vec<u8> = [7u32, 3, u32::from_be_bytes(*b"host"), 1000, 100, 2, 4, 24]
-            .iter()
-            .flat_map(|w| w.to_be_bytes())
-            .collect();
+        let cred_body: Vec<u8> =
+            [7u32, 3, u32::from_be_bytes(*b"host"), 1000, 100, 2, 4, 24].iter().flat_map(|w| w.to_be_bytes()).collect();
         for w in [9u32, 0, 2, NFS_PROG, 3, 1, 1, cred_body.len() as u32] {
             call.extend_from_slice(&w.to_be_bytes());
         }

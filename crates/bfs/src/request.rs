@@ -136,7 +136,7 @@ fn lengths(proc_: u32, args: &[u8]) -> Option<()> {
     match proc_ {
         3 | 12 | 13 => {
             x.opaque(any)?;
-        },
+        }
         7 => {
             x.skip(16)?;
             x.opaque(any)?;
@@ -146,7 +146,7 @@ fn lengths(proc_: u32, args: &[u8]) -> Option<()> {
         }
         9 | 11 => {
             x.opaque(any)?;
-        },
+        }
         10 => {
             x.opaque(any)?;
             x.sattr()?;

@@ -91,7 +91,14 @@ impl Layout {
         let inode_bitmap = block_bitmap + pages.div_ceil(BITS_PER_PAGE);
         let inode_table = inode_bitmap + (inodes + 1).div_ceil(BITS_PER_PAGE);
         let data_start = inode_table + (inodes + 1).div_ceil(INODES_PER_PAGE);
-        (data_start + 64 <= pages).then_some(Layout { pages, inodes, block_bitmap, inode_bitmap, inode_table, data_start })
+        (data_start + 64 <= pages).then_some(Layout {
+            pages,
+            inodes,
+            block_bitmap,
+            inode_bitmap,
+            inode_table,
+            data_start,
+        })
     }
 
     fn inode_offset(&self, ino: u32) -> u64 {

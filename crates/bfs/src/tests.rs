@@ -7,7 +7,7 @@ mod model;
 
 use nfs3_types::nfs3::*;
 
-use harness::{T, ALICE, BOB};
+use harness::{ALICE, BOB, T};
 
 #[test]
 fn create_write_read_getattr_and_remove() {

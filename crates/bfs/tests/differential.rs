@@ -115,7 +115,13 @@ fn replicated_and_unreplicated_give_the_same_replies() {
                 let len = rng.below(33_000) as usize;
                 let data = common::bytes(len, rng.next());
                 let stable = stable_how::UNSTABLE;
-                xdr(&WRITE3args { file: fh, offset: rng.below(50_000), count: len as u32, stable, data: Opaque::owned(data) })
+                xdr(&WRITE3args {
+                    file: fh,
+                    offset: rng.below(50_000),
+                    count: len as u32,
+                    stable,
+                    data: Opaque::owned(data),
+                })
             }
             8 => {
                 let how = match rng.below(3) {
@@ -127,7 +133,8 @@ fn replicated_and_unreplicated_give_the_same_replies() {
             }
             9 => xdr(&MKDIR3args { where_, attributes: sattr }),
             10 => {
-                let symlink = symlinkdata3 { symlink_attributes: sattr, symlink_data: nfspath3(Opaque::owned(b"../x".to_vec())) };
+                let symlink =
+                    symlinkdata3 { symlink_attributes: sattr, symlink_data: nfspath3(Opaque::owned(b"../x".to_vec())) };
                 xdr(&SYMLINK3args { where_, symlink })
             }
             11 => xdr(&MKNOD3args { where_, what: mknoddata3::NF3FIFO(sattr) }),
@@ -139,7 +146,13 @@ fn replicated_and_unreplicated_give_the_same_replies() {
             }
             15 => xdr(&LINK3args { file: fh, link: where_ }),
             16 => xdr(&READDIR3args { dir, cookie: 0, cookieverf: cookieverf3::default(), count: 4096 }),
-            17 => xdr(&READDIRPLUS3args { dir, cookie: 0, cookieverf: cookieverf3::default(), dircount: 2048, maxcount: 8192 }),
+            17 => xdr(&READDIRPLUS3args {
+                dir,
+                cookie: 0,
+                cookieverf: cookieverf3::default(),
+                dircount: 2048,
+                maxcount: 8192,
+            }),
             18 => xdr(&FSSTAT3args { fsroot: fh }),
             19 => xdr(&FSINFO3args { fsroot: fh }),
             20 => xdr(&PATHCONF3args { object: fh }),

@@ -106,9 +106,13 @@ fn tar_diff_and_cc_on_the_mount_with_a_lying_and_a_killed_replica() {
     // A small C project that lives on the mount.
     std::fs::create_dir(mnt.join("c")).expect("mkdir c");
     std::fs::write(mnt.join("c/util.h"), "int add(int a, int b);\n").expect("util.h");
-    std::fs::write(mnt.join("c/util.c"), "#include \"util.h\"\nint add(int a, int b) { return a + b; }\n").expect("util.c");
-    std::fs::write(mnt.join("c/main.c"), "#include <stdio.h>\n#include \"util.h\"\nint main(void) { printf(\"%d\\n\", add(40, 2)); return 0; }\n")
-        .expect("main.c");
+    std::fs::write(mnt.join("c/util.c"), "#include \"util.h\"\nint add(int a, int b) { return a + b; }\n")
+        .expect("util.c");
+    std::fs::write(
+        mnt.join("c/main.c"),
+        "#include <stdio.h>\n#include \"util.h\"\nint main(void) { printf(\"%d\\n\", add(40, 2)); return 0; }\n",
+    )
+    .expect("main.c");
     sh(&format!("cd {m}/c && cc -c util.c && cc -c main.c && cc -o prog main.o util.o"));
     let run = Command::new(mnt.join("c/prog")).output().expect("prog runs");
     assert_eq!(String::from_utf8_lossy(&run.stdout), "42\n");

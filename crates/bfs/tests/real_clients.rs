@@ -45,7 +45,8 @@ fn files_round_trip_and_a_big_directory_lists_whole_despite_a_lying_replica() {
         assert!(matches!(r, Nfs3Result::Ok(_)), "create entry-{i:04}");
     }
     let listing = String::from_utf8(tool("nfs-ls", &[&bfs.relay.url("/many")])).expect("utf-8");
-    let names: Vec<&str> = listing.lines().filter_map(|l| l.split_whitespace().last()).filter(|n| n.starts_with("entry-")).collect();
+    let names: Vec<&str> =
+        listing.lines().filter_map(|l| l.split_whitespace().last()).filter(|n| n.starts_with("entry-")).collect();
     let unique: BTreeSet<&str> = names.iter().copied().collect();
     assert_eq!(names.len(), 5000, "every entry listed once");
     assert_eq!(unique.len(), 5000, "no entry listed twice");

@@ -130,7 +130,10 @@ impl T {
     }
 
     pub fn symlink(&mut self, c: &Cred, d: &nfs_fh3, n: &[u8], target: &[u8]) -> Res<nfs_fh3> {
-        let symlink = symlinkdata3 { symlink_attributes: sattr3::default(), symlink_data: nfspath3(Opaque::owned(target.to_vec())) };
+        let symlink = symlinkdata3 {
+            symlink_attributes: sattr3::default(),
+            symlink_data: nfspath3(Opaque::owned(target.to_vec())),
+        };
         Self::created(match self.call::<SYMLINK3res>(c, 10, &SYMLINK3args { where_: dirop(d, n), symlink }) {
             Nfs3Result::Ok(ok) => Ok(ok.obj),
             Nfs3Result::Err((e, _)) => Err(e),
@@ -273,10 +276,19 @@ impl T {
     pub fn readdirplus_all(&mut self, c: &Cred, d: &nfs_fh3) -> Vec<String> {
         let (mut out, mut cookie) = (Vec::new(), 0);
         loop {
-            let args = READDIRPLUS3args { dir: d.clone(), cookie, cookieverf: cookieverf3::default(), dircount: 4096, maxcount: 16384 };
+            let args = READDIRPLUS3args {
+                dir: d.clone(),
+                cookie,
+                cookieverf: cookieverf3::default(),
+                dircount: 4096,
+                maxcount: 16384,
+            };
             let Nfs3Result::Ok(ok) = self.call::<READDIRPLUS3res>(c, 17, &args) else { panic!("readdirplus") };
             for e in &ok.reply.entries.0 {
-                assert!(e.name_handle.is_some() && e.name_attributes.is_some(), "READDIRPLUS carries handles and attributes");
+                assert!(
+                    e.name_handle.is_some() && e.name_attributes.is_some(),
+                    "READDIRPLUS carries handles and attributes"
+                );
                 cookie = e.cookie;
                 let n = String::from_utf8_lossy(e.name.as_ref()).into_owned();
                 if n != "." && n != ".." {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use nfs3_types::nfs3::nfsstat3;
 use proptest::prelude::*;
 
-use super::harness::{T, ALICE};
+use super::harness::{ALICE, T};
 
 #[derive(Clone, Debug, PartialEq)]
 enum Node {

@@ -5,8 +5,6 @@
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bfs::backend::Pool;
 use bfs::local::LocalCluster;
+use bfs::nfs_client::NfsTcp;
 use bfs::relay::Relay;
+use bfs::request::Cred;
 use nfs3_types::xdr_codec::{Pack, Unpack};
 
 /// Clusters of 4 replicas each on 2 cores: one test at a time.
@@ -85,9 +85,10 @@ pub fn unreplicated() -> RelayHandle {
 
 /// Runs a libnfs tool; panics with its stderr when it fails.
 pub fn tool(name: &str, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(name).args(args).output().unwrap_or_else(|e| {
-        panic!("{name} did not run ({e}): install libnfs-utils (.ci/run does, with apt-get)")
-    });
+    let out = Command::new(name)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{name} did not run ({e}): install libnfs-utils (.ci/run does, with apt-get)"));
     assert!(out.status.success(), "{name} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
@@ -105,46 +106,18 @@ pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// A synchronous NFSv3 client over one TCP connection, AUTH_UNIX uid/gid 0.
-pub struct Rpc {
-    stream: TcpStream,
-    xid: u32,
-}
+/// A synchronous NFSv3 client over one TCP connection, AUTH_UNIX uid/gid 0
+/// (the library's client of other NFS servers).
+pub struct Rpc(NfsTcp);
 
 impl Rpc {
     pub fn connect(port: u16) -> Rpc {
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        Rpc { stream, xid: 1 }
+        Rpc(NfsTcp::connect(([127, 0, 0, 1], port).into()).expect("connect"))
     }
 
     /// Sends a call and returns the reply's accept status and result bytes.
     pub fn raw(&mut self, prog: u32, proc_: u32, args: &[u8]) -> (u32, Vec<u8>) {
-        self.xid += 1;
-        let mut call = Vec::new();
-        let cred: Vec<u8> = [0u32, 0, 0, 0, 0].iter().flat_map(|w| w.to_be_bytes()).collect();
-        for w in [self.xid, 0, 2, prog, 3, proc_, 1, cred.len() as u32] {
-            call.extend_from_slice(&w.to_be_bytes());
-        }
-        call.extend_from_slice(&cred);
-        call.extend_from_slice(&[0; 8]);
-        call.extend_from_slice(args);
-        let mut framed = (0x8000_0000u32 | call.len() as u32).to_be_bytes().to_vec();
-        framed.extend_from_slice(&call);
-        self.stream.write_all(&framed).expect("send");
-        let mut h = [0u8; 4];
-        self.stream.read_exact(&mut h).expect("reply header");
-        let len = (u32::from_be_bytes(h) & 0x7FFF_FFFF) as usize;
-        let mut reply = vec![0u8; len];
-        self.stream.read_exact(&mut reply).expect("reply");
-        let word = |i: usize| u32::from_be_bytes(reply[i * 4..i * 4 + 4].try_into().expect("word"));
-        assert_eq!(word(0), self.xid, "the reply carries the call's xid");
-        assert_eq!((word(1), word(2)), (1, 0), "an accepted reply");
-        let verf_len = word(4) as usize;
-        let at = 20 + verf_len.div_ceil(4) * 4;
-        let stat = u32::from_be_bytes(reply[at..at + 4].try_into().expect("stat"));
-        (stat, reply[at + 4..].to_vec())
+        self.0.call(prog, 3, proc_, &Cred::root(), args).expect("an accepted reply")
     }
 
     /// One NFSv3 call, its result decoded.
