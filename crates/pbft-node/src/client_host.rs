@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pbft::auth::KeyTable;
-use pbft::{Client, ClientId, Config, Dest, Effect, Instant, Outbox};
+use pbft::{Client, ClientEffect, ClientId, ClientOutbox, Config, Instant};
 
 use crate::cluster::{read_secret, Cluster};
 use crate::error::NodeError;
 use crate::faults::FaultConfig;
-use crate::time::{unix_micros, Clock, Timers};
+use crate::time::{unix_micros, Clock};
 use crate::transport::Transport;
 
 /// How a client is run besides what the cluster file says.
@@ -44,9 +44,8 @@ pub struct ClusterClient {
     keys: KeyTable,
     transport: Transport,
     replicas: Vec<SocketAddr>,
-    timers: Timers,
     clock: Clock,
-    out: Outbox,
+    out: ClientOutbox,
     timeout: Duration,
     /// Highest timestamp the core has used, as far as the host knows.
     last_timestamp: u64,
@@ -99,9 +98,8 @@ impl ClusterClient {
             keys,
             transport,
             replicas,
-            timers: Timers::default(),
             clock: Clock::new(),
-            out: Outbox::new(),
+            out: ClientOutbox::new(),
             timeout: options.timeout,
             last_timestamp,
             introduced: false,
@@ -139,14 +137,14 @@ impl ClusterClient {
                 self.abandon();
                 return Err(NodeError::Timeout(self.timeout));
             }
-            while let Some(timer) = self.timers.pop_due(now) {
-                self.client.on_timer(now, timer, &mut self.out);
+            if self.client.poll_timeout().is_some_and(|at| at <= now) {
+                self.client.handle_timeout(now, &mut self.out);
                 if let Some(result) = self.carry_out(now) {
                     return Ok(result);
                 }
             }
             self.transport.release_due(now);
-            let wake = [self.timers.next(), self.transport.next_release(), Some(deadline)].into_iter().flatten().min();
+            let wake = [self.client.poll_timeout(), self.transport.next_release(), Some(deadline)].into_iter().flatten().min();
             let wait = self.clock.until(wake.unwrap_or(deadline));
             if let Some((bytes, _from)) = self.transport.recv(wait)? {
                 // The core authenticates; where the datagram came from proves nothing.
@@ -165,8 +163,7 @@ impl ClusterClient {
         let base = unix_micros().max(self.last_timestamp + 16);
         self.last_timestamp = base;
         self.client = Client::new(self.cfg.clone(), self.client.id(), self.keys.clone(), base);
-        self.timers = Timers::default();
-        self.out = Outbox::new();
+        self.out = ClientOutbox::new();
     }
 
     /// Carries out the core's effects; returns a completed request's result.
@@ -181,36 +178,20 @@ impl ClusterClient {
         let mut out = std::mem::take(&mut self.out);
         for effect in out.drain() {
             match effect {
-                Effect::Send { to: Dest::Replica(_), bytes } if !self.introduced => {
+                ClientEffect::Send { bytes, .. } if !self.introduced => {
                     for addr in &self.replicas {
                         self.transport.send(now, *addr, bytes.clone());
                     }
                 }
-                Effect::Send { to: Dest::Replica(r), bytes } => {
-                    if let Some(addr) = self.replicas.get(r.index()) {
+                ClientEffect::Send { to, bytes } => {
+                    if let Some(addr) = self.replicas.get(to.index()) {
                         self.transport.send(now, *addr, bytes);
                     }
                 }
-                Effect::Send { to: Dest::AllReplicas, bytes } => {
-                    for addr in &self.replicas {
-                        self.transport.send(now, *addr, bytes.clone());
-                    }
-                }
-                Effect::SetTimer { timer, at } => self.timers.set(timer, at),
-                Effect::CancelTimer { timer } => self.timers.cancel(timer),
-                Effect::Completed { result, .. } => {
+                ClientEffect::Completed { result, .. } => {
                     self.introduced = true;
                     completed = Some(result);
                 }
-                // Clients send only to replicas and execute nothing.
-                Effect::Send { to: Dest::Client(_), .. }
-                | Effect::Executed(_)
-                | Effect::CommittedTentative { .. }
-                | Effect::StableCheckpoint { .. }
-                | Effect::StateTransferStarted { .. }
-                | Effect::StateTransferred { .. }
-                | Effect::RolledBack { .. }
-                | Effect::ViewInstalled { .. } => {}
             }
         }
         self.out = out;

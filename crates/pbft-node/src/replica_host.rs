@@ -18,18 +18,16 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use pbft::adversary::{Liar, Lie};
 use pbft::auth::KeyTable;
-use pbft::metrics::{DropReason, Metrics};
 use pbft::service::Service;
-use pbft::wire::Message;
-use pbft::{ClientId, Dest, Effect, Instant, Outbox, Replica, ReplicaId, Restored, Timestamp};
+use pbft::{Dest, Effect, Instant, NodeId, Outbox, Received, Replica, ReplicaId, Restored, Timestamp};
 
 use crate::cluster::Cluster;
 use crate::error::NodeError;
 use crate::faults::FaultConfig;
 use crate::metrics::{ReplicaSnapshot, SharedSnapshot};
 use crate::store::{Store, Writer};
-use crate::time::{Clock, Timers};
-use crate::transport::{Transport, MAX_DATAGRAM};
+use crate::time::Clock;
+use crate::transport::Transport;
 
 /// How often the loop wakes up with nothing to do (to notice a stop request)
 /// and publishes its metrics.
@@ -96,7 +94,6 @@ pub struct ReplicaHost<S: Service> {
     /// Each client's newest request seen here and when it arrived, for the
     /// latency histogram.
     arrivals: Vec<Option<(Timestamp, Instant)>>,
-    timers: Timers,
     clock: Clock,
     out: Outbox,
     faulty: Option<FaultyMode>,
@@ -150,7 +147,6 @@ impl<S: Service> ReplicaHost<S> {
             others: cluster.replicas.iter().filter(|r| r.id != ReplicaId(id)).map(|r| r.addr).collect(),
             clients: vec![None; max_clients],
             arrivals: vec![None; max_clients],
-            timers: Timers::default(),
             clock: Clock::new(),
             out: Outbox::new(),
             faulty: options.faulty,
@@ -191,8 +187,8 @@ impl<S: Service> ReplicaHost<S> {
         let mut next_publish = now;
         while !stop.load(Ordering::Relaxed) {
             let now = self.clock.now();
-            while let Some(timer) = self.timers.pop_due(now) {
-                self.replica.on_timer(now, timer, &mut self.out);
+            if self.replica.poll_timeout().is_some_and(|at| at <= now) {
+                self.replica.handle_timeout(now, &mut self.out);
                 self.carry_out(now);
             }
             self.transport.release_due(now);
@@ -205,7 +201,7 @@ impl<S: Service> ReplicaHost<S> {
                 next_publish = now.plus_us(HOUSEKEEPING_US);
             }
             let held = self.held.front().map(|(at, _, _)| *at);
-            let wake = [self.timers.next(), self.transport.next_release(), held, Some(next_publish)]
+            let wake = [self.replica.poll_timeout(), self.transport.next_release(), held, Some(next_publish)]
                 .into_iter()
                 .flatten()
                 .min();
@@ -224,14 +220,11 @@ impl<S: Service> ReplicaHost<S> {
             return;
         }
         let now = self.clock.now();
-        let request = client_request(&bytes);
-        let auth_drops = authentication_drops(self.replica.metrics());
-        self.replica.on_datagram(now, bytes, &mut self.out);
-        if let Some((client, timestamp)) = request {
-            let authenticated = authentication_drops(self.replica.metrics()) == auth_drops;
+        let received = self.replica.on_datagram(now, bytes, &mut self.out);
+        if let Received::Authenticated { from: NodeId::Client(client), timestamp: Some(timestamp) } = received {
             // A request a backup forwarded comes from that backup's address.
             let forwarded = self.peers.contains(&from);
-            if let (true, false, Some(slot)) = (authenticated, forwarded, self.clients.get_mut(client.0 as usize)) {
+            if let (false, Some(slot)) = (forwarded, self.clients.get_mut(client.0 as usize)) {
                 if *slot != Some(from) {
                     tracing::debug!(client = client.0, %from, "client address learned");
                 }
@@ -291,8 +284,6 @@ impl<S: Service> ReplicaHost<S> {
                     self.held.push_back((now.plus_us(delay), to, bytes));
                 }
                 Effect::Send { to, bytes } => self.send(now, to, bytes),
-                Effect::SetTimer { timer, at } => self.timers.set(timer, at),
-                Effect::CancelTimer { timer } => self.timers.cancel(timer),
                 Effect::Executed(e) => {
                     self.local.batch_size.observe(e.requests.len() as f64);
                     for (client, timestamp) in e.requests {
@@ -319,7 +310,7 @@ impl<S: Service> ReplicaHost<S> {
                 Effect::StateTransferred { seq, pages, .. } => tracing::info!(seq = seq.0, pages, "state transferred"),
                 Effect::ViewInstalled { view } => tracing::info!(view = view.0, "view installed"),
                 Effect::RolledBack { seq } => tracing::info!(seq = seq.0, "tentative execution undone by a view change"),
-                Effect::CommittedTentative { .. } | Effect::Completed { .. } => {}
+                Effect::CommittedTentative { .. } => {}
             }
         }
     }
@@ -354,26 +345,4 @@ impl<S: Service> ReplicaHost<S> {
 /// Whether a datagram is a PRE-PREPARE (byte 3 of the envelope is the kind).
 fn is_pre_prepare(bytes: &Bytes) -> bool {
     bytes.get(3) == Some(&(pbft::wire::Kind::PrePrepare as u8))
-}
-
-/// Drops the core counts when a datagram fails to decode or authenticate.
-fn authentication_drops(m: &Metrics) -> u64 {
-    [DropReason::Malformed, DropReason::UnknownSender, DropReason::BadMac, DropReason::WrongSenderKind]
-        .into_iter()
-        .map(|r| m.dropped(r))
-        .sum()
-}
-
-/// The client and timestamp of a datagram that claims to be a client request
-/// (unauthenticated: the caller trusts it only once the core accepted it).
-fn client_request(bytes: &Bytes) -> Option<(ClientId, Timestamp)> {
-    // Byte 4 of the envelope header is the sender tag, 1 for a client (see
-    // `pbft::wire`): replicas' messages skip the second decode.
-    if bytes.get(4) != Some(&1) {
-        return None;
-    }
-    match pbft::wire::decode(bytes.clone(), MAX_DATAGRAM).ok()?.message {
-        Message::Request(r) => Some((r.client, r.timestamp)),
-        _ => None,
-    }
 }

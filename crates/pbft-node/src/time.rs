@@ -1,4 +1,4 @@
-//! The host's clock and timers.
+//! The host's clock. (Timers live in the core: hosts ask it when to wake.)
 //!
 //! The core's [`pbft::Instant`] is microseconds on an epoch the host chooses.
 //! Replicas in different processes compare times (a backup checks the primary's
@@ -8,7 +8,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pbft::{Instant, Timer};
+use pbft::Instant;
 
 /// Monotonic microseconds since the UNIX epoch.
 #[derive(Clone, Debug)]
@@ -46,56 +46,9 @@ pub fn unix_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
-/// The deadlines of a node's timers. A node has only a handful of timer kinds,
-/// so a small vector beats any map.
-#[derive(Clone, Debug, Default)]
-pub struct Timers {
-    deadlines: Vec<(Timer, Instant)>,
-}
-
-impl Timers {
-    /// Sets (or moves) `timer` to fire at `at`.
-    pub fn set(&mut self, timer: Timer, at: Instant) {
-        match self.deadlines.iter_mut().find(|(t, _)| *t == timer) {
-            Some(entry) => entry.1 = at,
-            None => self.deadlines.push((timer, at)),
-        }
-    }
-
-    /// Cancels `timer` if it is set.
-    pub fn cancel(&mut self, timer: Timer) {
-        self.deadlines.retain(|(t, _)| *t != timer);
-    }
-
-    /// The earliest deadline.
-    pub fn next(&self) -> Option<Instant> {
-        self.deadlines.iter().map(|(_, at)| *at).min()
-    }
-
-    /// Removes and returns a timer due at `now`, if any.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Timer> {
-        let i = self.deadlines.iter().position(|(_, at)| *at <= now)?;
-        Some(self.deadlines.swap_remove(i).0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timers_fire_once_and_can_be_moved_or_cancelled() {
-        let mut t = Timers::default();
-        t.set(Timer::Status, Instant(100));
-        t.set(Timer::ClientRetransmit, Instant(50));
-        t.set(Timer::ClientRetransmit, Instant(200));
-        assert_eq!(t.next(), Some(Instant(100)));
-        assert_eq!(t.pop_due(Instant(99)), None);
-        assert_eq!(t.pop_due(Instant(150)), Some(Timer::Status));
-        assert_eq!(t.pop_due(Instant(150)), None);
-        t.cancel(Timer::ClientRetransmit);
-        assert_eq!(t.next(), None);
-    }
 
     #[test]
     fn clock_is_near_the_wall_clock_and_monotonic() {

@@ -108,12 +108,13 @@ pub fn run(seed: u64, family: Option<Family>, bugs: Bugs) -> RunReport {
     let panic = LAST_PANIC.with(|p| p.borrow_mut().take());
     match result {
         Ok((violations, stats)) => RunReport { seed, scenario: description, violations, stats },
-        Err(_) => RunReport {
-            seed,
-            scenario: description,
-            violations: vec![format!("panic: {}", panic.unwrap_or_default())],
-            stats: Default::default(),
-        },
+        Err(_) => {
+            // A replica's invariant check panics naming the invariant: that is
+            // the run's finding, at the step that broke it.
+            let panic = panic.unwrap_or_default();
+            let violation = if panic.starts_with("invariant") { panic } else { format!("panic: {panic}") };
+            RunReport { seed, scenario: description, violations: vec![violation], stats: Default::default() }
+        }
     }
 }
 
@@ -153,6 +154,7 @@ pub fn bug_by_name(name: &str) -> Option<Bugs> {
         "new-view-drops-prepared" => b.new_view_drops_prepared = true,
         "new-view-skips-a2" => b.new_view_skips_a2 = true,
         "view-change-without-acks" => b.view_change_without_acks = true,
+        "low-water-mark-moves-back" => b.low_water_mark_moves_back = true,
         _ => return None,
     }
     Some(b)

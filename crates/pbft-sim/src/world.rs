@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 
 use bytes::Bytes;
 use pbft::auth::{public_key, KeyTable};
-use pbft::{Client, ClientId, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId, SeqNo, Timer};
+use pbft::{Client, ClientEffect, ClientId, ClientOutbox, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId, SeqNo};
 use pbft_kv::{KvConfig, KvResult, KvService};
 
 use crate::byzantine::{ByzReplica, FaultyClient};
@@ -25,7 +25,8 @@ pub enum Addr {
 #[derive(Debug)]
 enum EventKind {
     Deliver { to: Addr, from: Addr, bytes: Bytes },
-    Timer { node: Addr, timer: Timer, generation: u64 },
+    /// A node asked to be woken now (its earliest timer is due).
+    Wake(Addr),
     ClientNext(usize),
     Crash(usize),
     Restart(usize),
@@ -106,7 +107,9 @@ pub struct World {
     pub(crate) replicas: Vec<ReplicaNode>,
     clients: Vec<ClientNode>,
     pub(crate) faulty_clients: Vec<FaultyClient>,
-    timer_generation: BTreeMap<(Addr, Timer), u64>,
+    /// The earliest wake-up scheduled for each node, in virtual time: the
+    /// nodes keep their own timers; the world only wakes them.
+    wake_at: BTreeMap<Addr, u64>,
     pub(crate) checkers: Checkers,
     /// Recent client requests seen on the network, for replaying faulty clients.
     pub(crate) recent_requests: Vec<Bytes>,
@@ -204,7 +207,7 @@ impl World {
             replicas,
             clients,
             faulty_clients,
-            timer_generation: BTreeMap::new(),
+            wake_at: BTreeMap::new(),
             checkers,
             recent_requests: Vec::new(),
             stats: RunStats::default(),
@@ -331,22 +334,26 @@ impl World {
     fn handle(&mut self, kind: EventKind) {
         match kind {
             EventKind::Deliver { to, from, bytes } => self.deliver(to, from, bytes),
-            EventKind::Timer { node, timer, generation } => {
-                if self.timer_generation.get(&(node, timer)) != Some(&generation) {
-                    return;
+            EventKind::Wake(node) => {
+                if self.wake_at.get(&node) == Some(&self.now) {
+                    self.wake_at.remove(&node);
                 }
-                let mut out = Outbox::new();
                 match node {
                     Addr::Replica(i) => {
                         if self.replicas[i].crashed {
                             return;
                         }
+                        let mut out = Outbox::new();
                         let now = self.local_time(i);
-                        self.replicas[i].replica.on_timer(now, timer, &mut out);
+                        self.replicas[i].replica.handle_timeout(now, &mut out);
+                        self.apply(node, out);
                     }
-                    Addr::Client(c) => self.clients[c].client.on_timer(Instant(self.now), timer, &mut out),
+                    Addr::Client(c) => {
+                        let mut out = ClientOutbox::new();
+                        self.clients[c].client.handle_timeout(Instant(self.now), &mut out);
+                        self.apply_client(c, out);
+                    }
                 }
-                self.apply(node, out);
             }
             EventKind::ClientNext(c) => self.client_next(c),
             EventKind::Crash(r) => self.replicas[r].crashed = true,
@@ -424,7 +431,6 @@ impl World {
     }
 
     fn deliver(&mut self, to: Addr, from: Addr, bytes: Bytes) {
-        let mut out = Outbox::new();
         match to {
             Addr::Replica(i) => {
                 if self.replicas[i].crashed {
@@ -436,39 +442,47 @@ impl World {
                 if matches!(from, Addr::Client(_)) && self.recent_requests.len() < 256 {
                     self.recent_requests.push(bytes.clone());
                 }
+                let mut out = Outbox::new();
                 let now = self.local_time(i);
                 self.replicas[i].replica.on_datagram(now, bytes, &mut out);
                 self.checkers.check_bounds(i, &self.replicas[i].replica);
+                self.apply(to, out);
             }
             Addr::Client(c) => {
                 if c >= self.clients.len() {
                     return; // faulty clients ignore replies
                 }
+                let mut out = ClientOutbox::new();
                 self.clients[c].client.on_datagram(Instant(self.now), bytes, &mut out);
+                self.apply_client(c, out);
             }
         }
-        self.apply(to, out);
+    }
+
+    /// Schedules a wake-up for `node` at its earliest timer, unless an
+    /// earlier one is pending (it will look again when it fires). A wake-up
+    /// that finds nothing due costs the node nothing.
+    fn schedule_wake(&mut self, node: Addr) {
+        // Replica deadlines are in local time; convert back to virtual time.
+        let at = match node {
+            Addr::Replica(i) => {
+                self.replicas[i].replica.poll_timeout().map(|t| t.as_us().saturating_add_signed(-self.scenario.clock_skew_us[i]))
+            }
+            Addr::Client(c) => self.clients.get(c).and_then(|n| n.client.poll_timeout()).map(|t| t.as_us()),
+        };
+        let Some(at) = at.map(|t| t.max(self.now)) else { return };
+        if self.wake_at.get(&node).is_none_or(|pending| at < *pending) {
+            self.wake_at.insert(node, at);
+            self.schedule(at, EventKind::Wake(node));
+        }
     }
 
     /// Carries out the effects a node produced.
     fn apply(&mut self, node: Addr, mut out: Outbox) {
+        self.schedule_wake(node);
         for effect in out.drain() {
             match effect {
                 Effect::Send { to, bytes } => self.send_from(node, to, bytes),
-                Effect::SetTimer { timer, at } => {
-                    let g = self.timer_generation.entry((node, timer)).or_insert(0);
-                    *g += 1;
-                    let generation = *g;
-                    // Replica deadlines are in local time; convert back to virtual time.
-                    let at = match node {
-                        Addr::Replica(i) => at.as_us().saturating_add_signed(-self.scenario.clock_skew_us[i]),
-                        Addr::Client(_) => at.as_us(),
-                    };
-                    self.schedule(at.max(self.now), EventKind::Timer { node, timer, generation });
-                }
-                Effect::CancelTimer { timer } => {
-                    *self.timer_generation.entry((node, timer)).or_insert(0) += 1;
-                }
                 Effect::Executed(e) => {
                     if let Addr::Replica(i) = node {
                         if self.replicas[i].byz.is_none() {
@@ -494,11 +508,17 @@ impl World {
                 Effect::StableCheckpoint { .. } => {}
                 Effect::StateTransferStarted { .. } => {}
                 Effect::StateTransferred { .. } => self.stats.state_transfers += 1,
-                Effect::Completed { timestamp: _, result, read_only: _ } => {
-                    if let Addr::Client(c) = node {
-                        self.client_completed(c, result);
-                    }
-                }
+            }
+        }
+    }
+
+    /// Carries out the effects client `c` produced.
+    fn apply_client(&mut self, c: usize, mut out: ClientOutbox) {
+        self.schedule_wake(Addr::Client(c));
+        for effect in out.drain() {
+            match effect {
+                ClientEffect::Send { to, bytes } => self.send_from(Addr::Client(c), Dest::Replica(to), bytes),
+                ClientEffect::Completed { result, .. } => self.client_completed(c, result),
             }
         }
     }
@@ -554,7 +574,7 @@ impl World {
         }
         let op = crate::workload::next_op(&mut self.rng, c, self.clients[c].ops_done, self.scenario.keys);
         let read_only = op.is_read_only() && self.rng.chance(0.8);
-        let mut out = Outbox::new();
+        let mut out = ClientOutbox::new();
         let encoded = Bytes::from(op.encode());
         match self.clients[c].client.submit(Instant(self.now), encoded, read_only, &mut out) {
             Ok(_) => {
@@ -563,7 +583,7 @@ impl World {
             }
             Err(e) => self.checkers.violate(format!("client {c} could not submit: {e}")),
         }
-        self.apply(Addr::Client(c), out);
+        self.apply_client(c, out);
     }
 
     fn client_completed(&mut self, c: usize, result: Bytes) {

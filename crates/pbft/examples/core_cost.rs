@@ -13,7 +13,7 @@ use std::time::Instant as WallClock;
 
 use bytes::Bytes;
 use pbft::service::{ExecContext, ReadContext, Service};
-use pbft::{Client, ClientId, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId};
+use pbft::{Client, ClientEffect, ClientId, ClientOutbox, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId};
 
 /// A service that does nothing, as in the papers' 0/0 micro-benchmark.
 struct Null;
@@ -57,7 +57,7 @@ fn main() {
     let mut now = 1u64;
     let mut done = 0u64;
     let mut datagrams = 0u64;
-    let route = |from: Option<usize>, out: &mut Outbox, net: &mut VecDeque<(usize, Bytes)>, done: &mut u64, idle: &mut Vec<usize>, me: usize| {
+    let route = |from: Option<usize>, out: &mut Outbox, net: &mut VecDeque<(usize, Bytes)>| {
         for e in out.drain() {
             match e {
                 Effect::Send { to: Dest::Replica(r), bytes } => net.push_back((r.index(), bytes)),
@@ -67,11 +67,18 @@ fn main() {
                     }
                 }
                 Effect::Send { to: Dest::Client(c), bytes } => net.push_back((n + c.0 as usize, bytes)),
-                Effect::Completed { .. } => {
+                _ => {}
+            }
+        }
+    };
+    let route_client = |out: &mut ClientOutbox, net: &mut VecDeque<(usize, Bytes)>, done: &mut u64, idle: &mut Vec<usize>, me: usize| {
+        for e in out.drain() {
+            match e {
+                ClientEffect::Send { to, bytes } => net.push_back((to.index(), bytes)),
+                ClientEffect::Completed { .. } => {
                     *done += 1;
                     idle.push(me);
                 }
-                _ => {}
             }
         }
     };
@@ -79,21 +86,22 @@ fn main() {
     let mut idle: Vec<usize> = (0..clients).collect();
     while done < total_ops {
         for c in std::mem::take(&mut idle) {
-            let mut out = Outbox::new();
+            let mut out = ClientOutbox::new();
             if cls[c].submit(Instant(now), Bytes::new(), false, &mut out).is_ok() {
-                route(None, &mut out, &mut net, &mut done, &mut idle, c);
+                route_client(&mut out, &mut net, &mut done, &mut idle, c);
             }
         }
         let Some((to, bytes)) = net.pop_front() else { break };
         datagrams += 1;
         now += 1;
-        let mut out = Outbox::new();
         if to < n {
+            let mut out = Outbox::new();
             replicas[to].on_datagram(Instant(now), bytes, &mut out);
-            route(Some(to), &mut out, &mut net, &mut done, &mut idle, to);
+            route(Some(to), &mut out, &mut net);
         } else {
+            let mut out = ClientOutbox::new();
             cls[to - n].on_datagram(Instant(now), bytes, &mut out);
-            route(None, &mut out, &mut net, &mut done, &mut idle, to - n);
+            route_client(&mut out, &mut net, &mut done, &mut idle, to - n);
         }
     }
     let secs = started.elapsed().as_secs_f64();

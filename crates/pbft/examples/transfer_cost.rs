@@ -17,7 +17,7 @@ use std::time::{Duration, Instant as WallClock};
 use bytes::Bytes;
 use pbft::service::{ExecContext, ReadContext, Service};
 use pbft::state::PAGE_SIZE;
-use pbft::{Client, ClientId, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId, Timer};
+use pbft::{Client, ClientEffect, ClientId, ClientOutbox, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId};
 
 /// Pages written by one operation.
 const PAGES_PER_OP: u64 = 16;
@@ -48,14 +48,13 @@ impl Service for Pages {
     }
 }
 
-/// Replicas, clients, an in-memory network and the replicas' timers.
+/// Replicas, clients and an in-memory network (the replicas keep their own timers).
 struct World {
     n: usize,
     replicas: Vec<Replica<Pages>>,
     clients: Vec<Client>,
     /// (destination, datagram); destinations >= n are clients.
     net: VecDeque<(usize, Bytes)>,
-    timers: Vec<Vec<(Timer, u64)>>,
     now: u64,
     idle: Vec<usize>,
     /// Time spent in each replica's calls, and in its longest call.
@@ -65,7 +64,7 @@ struct World {
 }
 
 impl World {
-    fn route(&mut self, from: Option<usize>, out: &mut Outbox, client: Option<usize>) {
+    fn route(&mut self, from: Option<usize>, out: &mut Outbox) {
         for e in out.drain() {
             match e {
                 Effect::Send { to: Dest::Replica(r), bytes } => self.net.push_back((r.index(), bytes)),
@@ -75,20 +74,17 @@ impl World {
                     }
                 }
                 Effect::Send { to: Dest::Client(c), bytes } => self.net.push_back((self.n + c.0 as usize, bytes)),
-                Effect::SetTimer { timer, at } => {
-                    if let Some(r) = from {
-                        self.timers[r].retain(|(t, _)| *t != timer);
-                        self.timers[r].push((timer, at.as_us()));
-                    }
-                }
-                Effect::CancelTimer { timer } => {
-                    if let Some(r) = from {
-                        self.timers[r].retain(|(t, _)| *t != timer);
-                    }
-                }
-                Effect::Completed { .. } => self.idle.extend(client),
                 Effect::StateTransferred { pages, .. } => self.transferred = Some(pages),
                 _ => {}
+            }
+        }
+    }
+
+    fn route_client(&mut self, client: usize, out: &mut ClientOutbox) {
+        for e in out.drain() {
+            match e {
+                ClientEffect::Send { to, bytes } => self.net.push_back((to.index(), bytes)),
+                ClientEffect::Completed { .. } => self.idle.push(client),
             }
         }
     }
@@ -103,30 +99,30 @@ impl World {
                 self.replicas[to].on_datagram(Instant(self.now), bytes, &mut out);
                 self.busy[to] += t.elapsed();
                 self.longest[to] = self.longest[to].max(t.elapsed());
-                self.route(Some(to), &mut out, None);
+                self.route(Some(to), &mut out);
             }
             Some((to, bytes)) => {
                 self.now += 1;
+                let mut out = ClientOutbox::new();
                 self.clients[to - self.n].on_datagram(Instant(self.now), bytes, &mut out);
-                self.route(None, &mut out, Some(to - self.n));
+                self.route_client(to - self.n, &mut out);
             }
             None => {
-                let Some((r, timer, at)) = self
-                    .timers
+                let Some((r, at)) = self
+                    .replicas
                     .iter()
                     .enumerate()
-                    .flat_map(|(r, ts)| ts.iter().map(move |(t, at)| (r, *t, *at)))
-                    .min_by_key(|(_, _, at)| *at)
+                    .filter_map(|(r, replica)| replica.poll_timeout().map(|at| (r, at.as_us())))
+                    .min_by_key(|(_, at)| *at)
                 else {
                     return;
                 };
-                self.timers[r].retain(|(t, _)| *t != timer);
                 self.now = self.now.max(at);
                 let t = WallClock::now();
-                self.replicas[r].on_timer(Instant(self.now), timer, &mut out);
+                self.replicas[r].handle_timeout(Instant(self.now), &mut out);
                 self.busy[r] += t.elapsed();
                 self.longest[r] = self.longest[r].max(t.elapsed());
-                self.route(Some(r), &mut out, None);
+                self.route(Some(r), &mut out);
             }
         }
     }
@@ -137,10 +133,10 @@ impl World {
         let mut next = 0;
         loop {
             for c in std::mem::take(&mut self.idle) {
-                let mut out = Outbox::new();
+                let mut out = ClientOutbox::new();
                 if next < count && self.clients[c].submit(Instant(self.now), Bytes::from(op(next)), false, &mut out).is_ok() {
                     next += 1;
-                    self.route(None, &mut out, Some(c));
+                    self.route_client(c, &mut out);
                 } else {
                     self.idle.push(c);
                 }
@@ -179,7 +175,6 @@ fn main() {
             })
             .collect(),
         net: VecDeque::new(),
-        timers: vec![Vec::new(); n],
         now: 1,
         idle: (0..CLIENTS).collect(),
         busy: vec![Duration::ZERO; n],
@@ -189,7 +184,7 @@ fn main() {
     for r in 0..n {
         let mut out = Outbox::new();
         w.replicas[r].start(Instant(w.now), &mut out);
-        w.route(Some(r), &mut out, None);
+        w.route(Some(r), &mut out);
     }
     let t = WallClock::now();
     let ops = pages.div_ceil(PAGES_PER_OP);
@@ -204,13 +199,12 @@ fn main() {
     // The last replica loses everything and restarts.
     let last = n - 1;
     w.replicas[last] = replica(last);
-    w.timers[last].clear();
     w.net.retain(|(to, _)| *to != last);
     w.busy = vec![Duration::ZERO; n];
     w.longest = vec![Duration::ZERO; n];
     let mut out = Outbox::new();
     w.replicas[last].start(Instant(w.now), &mut out);
-    w.route(Some(last), &mut out, None);
+    w.route(Some(last), &mut out);
     let t = WallClock::now();
     // A trickle of operations keeps checkpoints coming, as under a light load.
     let mut k = 0;

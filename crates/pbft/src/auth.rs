@@ -70,6 +70,40 @@ impl Verified {
     }
 }
 
+/// A message this replica could not authenticate (it holds no valid MAC for
+/// it, or another replica relayed it) but may use all the same, because a
+/// digest it already trusts names its content: the batch a NEW-VIEW or 2f+1
+/// COMMITs chose, a request body that a batch names, a VIEW-CHANGE that a
+/// NEW-VIEW names. Only [`Vouched::by_digest`] makes one, and only when the
+/// message's digest is one the replica trusts: the type shows what was checked.
+#[derive(Clone, Debug)]
+pub struct Vouched<M> {
+    message: M,
+    raw: Bytes,
+    digest: Digest,
+}
+
+impl<M> Vouched<M> {
+    /// `message` (received as `raw`), whose digest is `digest`, if `trusted`
+    /// says a digest this replica already holds names it.
+    pub fn by_digest(message: M, raw: Bytes, digest: Digest, trusted: impl FnOnce(&Digest) -> bool) -> Option<Vouched<M>> {
+        trusted(&digest).then_some(Vouched { message, raw, digest })
+    }
+    pub fn message(&self) -> &M {
+        &self.message
+    }
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+    /// The datagram as received.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+    pub fn into_parts(self) -> (M, Bytes, Digest) {
+        (self.message, self.raw, self.digest)
+    }
+}
+
 /// Derives the public key of a static secret.
 pub fn public_key(secret: &[u8; 32]) -> [u8; 32] {
     PublicKey::from(&StaticSecret::from(*secret)).to_bytes()

@@ -40,4 +40,13 @@ pub struct Bugs {
     /// authenticate or trust (caught by liveness, with a replica whose
     /// VIEW-CHANGE has a valid MAC for the new primary only).
     pub view_change_without_acks: bool,
+    /// A late CHECKPOINT for the stable checkpoint moves the low water mark
+    /// back one interval. Nothing a client sees goes wrong (the window only
+    /// shrinks), so no checker of outcomes notices: only the replica's
+    /// invariant check catches it, at the input that broke it.
+    pub low_water_mark_moves_back: bool,
+    /// Not a bug: replicas skip their per-input invariant checks, so that a
+    /// test can show that an outcome checker (agreement, liveness, ...)
+    /// catches a bug on its own, where an invariant would catch it first.
+    pub unchecked_invariants: bool,
 }

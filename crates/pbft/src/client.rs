@@ -17,13 +17,16 @@
 //! 2f+1 replicas answering a later read include a correct one that executed the
 //! write. When `read_only_optimization` is off, f+1 committed replies suffice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::tally::Tally;
+use crate::timers::Timers;
 
 use bytes::Bytes;
 
 use crate::auth::{Audience, KeyTable};
 use crate::config::Config;
-use crate::effects::{Dest, Effect, Outbox, Timer};
+use crate::effects::{ClientEffect, ClientOutbox, Timer};
 use crate::metrics::{DropReason, Metrics};
 use crate::types::{ClientId, Digest, Instant, NodeId, ReplicaId, Timestamp, View};
 use crate::wire::{Message, Reply, ReplyBody, Request};
@@ -37,7 +40,7 @@ pub enum ClientError {
     TooLarge(usize, usize),
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct ReplyVote {
     view: View,
     digest: Digest,
@@ -52,8 +55,8 @@ struct Pending {
     read_only: bool,
     /// Was submitted as read-only (reported in the completion).
     submitted_read_only: bool,
-    replies: BTreeMap<ReplicaId, ReplyVote>,
-    results: HashMap<Digest, Bytes>,
+    replies: Tally<ReplyVote>,
+    results: BTreeMap<Digest, Bytes>,
     /// Retransmissions so far (the timeout doubles, up to a cap).
     retries: u32,
     /// Every replica was asked for the full result (the designated replier
@@ -70,6 +73,8 @@ pub struct Client {
     next_timestamp: u64,
     pending: Option<Pending>,
     metrics: Metrics,
+    /// Its retransmission timer: the host asks when to wake it ([`Client::poll_timeout`]).
+    timers: Timers,
 }
 
 impl Client {
@@ -78,7 +83,7 @@ impl Client {
     /// runtime uses its clock in microseconds), or replicas drop its requests as
     /// stale.
     pub fn new(cfg: Config, id: ClientId, keys: KeyTable, timestamp_base: u64) -> Client {
-        Client { cfg, id, keys, view: View(0), next_timestamp: timestamp_base + 1, pending: None, metrics: Metrics::default() }
+        Client { cfg, id, keys, view: View(0), next_timestamp: timestamp_base + 1, pending: None, metrics: Metrics::default(), timers: Timers::default() }
     }
 
     pub fn id(&self) -> ClientId {
@@ -95,8 +100,8 @@ impl Client {
         self.pending.is_some()
     }
 
-    /// Submits an operation. Completion arrives as [`Effect::Completed`].
-    pub fn submit(&mut self, now: Instant, op: Bytes, read_only: bool, out: &mut Outbox) -> Result<Timestamp, ClientError> {
+    /// Submits an operation. Completion arrives as [`ClientEffect::Completed`].
+    pub fn submit(&mut self, now: Instant, op: Bytes, read_only: bool, out: &mut ClientOutbox) -> Result<Timestamp, ClientError> {
         if self.pending.is_some() {
             return Err(ClientError::Busy);
         }
@@ -111,8 +116,8 @@ impl Client {
             op,
             read_only,
             submitted_read_only: read_only,
-            replies: BTreeMap::new(),
-            results: HashMap::new(),
+            replies: Tally::new(),
+            results: BTreeMap::new(),
             retries: 0,
             asked_all: false,
         });
@@ -121,7 +126,7 @@ impl Client {
     }
 
     /// Sends (or resends) the outstanding request and arms the retransmission timer.
-    fn transmit(&mut self, now: Instant, retransmission: bool, out: &mut Outbox) {
+    fn transmit(&mut self, now: Instant, retransmission: bool, out: &mut ClientOutbox) {
         let Some(p) = &self.pending else { return };
         let n = self.cfg.n();
         let large = p.op.len() > self.cfg.large_request_threshold;
@@ -130,19 +135,30 @@ impl Client {
         let bytes = self.keys.seal(&Message::Request(req), Audience::Replicas);
         if retransmission || large || p.read_only {
             for i in 0..n {
-                out.send(Dest::Replica(ReplicaId(i as u16)), bytes.clone());
+                out.push(ClientEffect::Send { to: ReplicaId(i as u16), bytes: bytes.clone() });
             }
         } else {
-            out.send(Dest::Replica(self.view.primary(n)), bytes);
+            out.push(ClientEffect::Send { to: self.view.primary(n), bytes });
         }
         let backoff = 1u64 << p.retries.min(4);
-        out.push(Effect::SetTimer { timer: Timer::ClientRetransmit, at: now.plus_us(self.cfg.client_retransmit_us * backoff) });
+        self.timers.set(Timer::ClientRetransmit, now.plus_us(self.cfg.client_retransmit_us * backoff));
     }
 
-    pub fn on_timer(&mut self, now: Instant, timer: Timer, out: &mut Outbox) {
-        if timer != Timer::ClientRetransmit {
-            return;
+    /// When the host should next call [`Client::handle_timeout`], if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Fires the retransmission timer if it is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut ClientOutbox) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            if timer == Timer::ClientRetransmit {
+                self.retransmit(now, out);
+            }
         }
+    }
+
+    fn retransmit(&mut self, now: Instant, out: &mut ClientOutbox) {
         let Some(p) = self.pending.as_mut() else { return };
         p.retries += 1;
         self.metrics.retransmitted += 1;
@@ -155,7 +171,7 @@ impl Client {
 
     /// Retries a read-only request as an ordinary read-write one, under a fresh
     /// timestamp so that late read-only replies cannot mix with the new ones.
-    fn fall_back_to_read_write(&mut self, now: Instant, out: &mut Outbox) {
+    fn fall_back_to_read_write(&mut self, now: Instant, out: &mut ClientOutbox) {
         let Some(p) = self.pending.as_mut() else { return };
         p.read_only = false;
         p.timestamp = Timestamp(self.next_timestamp);
@@ -166,7 +182,7 @@ impl Client {
     }
 
     /// Handles a datagram from a replica.
-    pub fn on_datagram(&mut self, now: Instant, bytes: Bytes, out: &mut Outbox) {
+    pub fn on_datagram(&mut self, now: Instant, bytes: Bytes, out: &mut ClientOutbox) {
         let verified = match self.keys.open(bytes, self.cfg.max_message_bytes) {
             Ok(v) => v,
             Err(e) => return self.metrics.drop(DropReason::from(&e)),
@@ -176,7 +192,7 @@ impl Client {
         self.on_reply(now, from, reply, out);
     }
 
-    fn on_reply(&mut self, now: Instant, from: ReplicaId, reply: Reply, out: &mut Outbox) {
+    fn on_reply(&mut self, now: Instant, from: ReplicaId, reply: Reply, out: &mut ClientOutbox) {
         let Some(p) = self.pending.as_mut() else { return self.metrics.drop(DropReason::Unexpected) };
         if reply.client != self.id || reply.timestamp != p.timestamp || from.index() >= self.cfg.n() {
             return self.metrics.drop(DropReason::Unexpected);
@@ -215,19 +231,16 @@ impl Client {
         self.cfg.quorum()
     }
 
-    fn check_certificate(&mut self, now: Instant, out: &mut Outbox) {
+    fn check_certificate(&mut self, now: Instant, out: &mut ClientOutbox) {
         let (any_quorum, committed_quorum) = (self.quorum_for_any(), self.quorum_for_committed());
         let Some(p) = self.pending.as_ref() else { return };
-        let mut counts: BTreeMap<Digest, (usize, usize)> = BTreeMap::new();
-        for v in p.replies.values() {
-            let c = counts.entry(v.digest).or_default();
-            c.0 += 1;
-            if !v.tentative && !p.read_only {
-                c.1 += 1;
-            }
-        }
-        let certified = counts.iter().find(|(_, (all, committed))| *all >= any_quorum || *committed >= committed_quorum);
-        if let Some((digest, _)) = certified {
+        // Per result: replies that match it, and those of them from a
+        // committed (not tentative) execution of a read-write request.
+        let results: BTreeSet<Digest> = p.replies.iter().map(|(_, v)| v.digest).collect();
+        let matching = |d: &Digest| p.replies.count_where(|_, v| v.digest == *d);
+        let committed = |d: &Digest| p.replies.count_where(|_, v| v.digest == *d && !v.tentative && !p.read_only);
+        let certified = results.iter().find(|d| matching(d) >= any_quorum || committed(d) >= committed_quorum);
+        if let Some(digest) = certified {
             let Some(result) = p.results.get(digest).cloned() else {
                 // Certified, but the designated replier's full result is
                 // missing (it may be down): ask everyone for it now rather
@@ -241,14 +254,14 @@ impl Client {
             };
             self.learn_view();
             let p = self.pending.take().expect("pending checked above");
-            out.push(Effect::CancelTimer { timer: Timer::ClientRetransmit });
-            out.push(Effect::Completed { timestamp: p.timestamp, result, read_only: p.read_only && p.submitted_read_only });
+            self.timers.cancel(Timer::ClientRetransmit);
+            out.push(ClientEffect::Completed { timestamp: p.timestamp, result, read_only: p.read_only && p.submitted_read_only });
             return;
         }
         // A read-only request that can no longer gather 2f+1 matching replies is
         // retried as read-write at once.
         if p.read_only {
-            let best = counts.values().map(|c| c.0).max().unwrap_or(0);
+            let best = results.iter().map(matching).max().unwrap_or(0);
             let silent = self.cfg.n() - p.replies.len();
             if best + silent < any_quorum {
                 self.fall_back_to_read_write(now, out);
@@ -260,11 +273,10 @@ impl Client {
     /// the next request goes to the right primary.
     fn learn_view(&mut self) {
         let Some(p) = &self.pending else { return };
-        let mut views: Vec<View> = p.replies.values().map(|v| v.view).collect();
-        views.sort_unstable_by(|a, b| b.cmp(a));
-        if let Some(v) = views.get(self.cfg.f) {
-            if *v > self.view {
-                self.view = *v;
+        let views: Tally<View> = p.replies.iter().map(|(r, v)| (r, v.view)).collect();
+        if let Some(v) = views.highest_reached_by(self.cfg.f + 1) {
+            if v > self.view {
+                self.view = v;
             }
         }
     }

@@ -3,6 +3,7 @@
 //! without limit (STYLE.md rule 6).
 
 use crate::state::TreeShape;
+use crate::wire;
 use crate::types::{ClientId, ReplicaId};
 
 /// The cluster's parameters, identical at every replica and client.
@@ -118,8 +119,13 @@ impl Config {
 
     /// Checks that the parameters are consistent.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.n() > u16::MAX as usize / 2 {
-            return Err(ConfigError("too many replicas".into()));
+        if self.n() > wire::MAX_TAGS {
+            return Err(ConfigError(format!(
+                "{} replicas: an authenticator carries at most {} MACs (f <= {})",
+                self.n(),
+                wire::MAX_TAGS,
+                (wire::MAX_TAGS - 1) / 3
+            )));
         }
         if self.checkpoint_interval == 0 || self.log_window < self.checkpoint_interval {
             return Err(ConfigError("need 0 < checkpoint_interval <= log_window".into()));
@@ -130,10 +136,36 @@ impl Config {
         if self.max_batch_requests == 0 || self.max_outstanding_batches == 0 {
             return Err(ConfigError("batches need room for at least one request".into()));
         }
-        if self.max_op_bytes + 256 > self.max_message_bytes
-            || self.max_reply_bytes + 256 > self.max_message_bytes
-        {
-            return Err(ConfigError("max_op_bytes and max_reply_bytes must fit in a message".into()));
+        if self.max_batch_requests > wire::MAX_LIST {
+            return Err(ConfigError(format!("max_batch_requests above the wire's list bound {}", wire::MAX_LIST)));
+        }
+        if self.log_window as usize * wire::MAX_Q_PER_SEQ > wire::MAX_LIST {
+            return Err(ConfigError(format!(
+                "log_window {}: a VIEW-CHANGE would list up to {} pre-prepared batches, above the wire's bound {}",
+                self.log_window,
+                self.log_window as usize * wire::MAX_Q_PER_SEQ,
+                wire::MAX_LIST
+            )));
+        }
+        if (self.log_window / self.checkpoint_interval + 1) as usize > wire::MAX_VC_CHECKPOINTS {
+            return Err(ConfigError(format!(
+                "log_window / checkpoint_interval + 1 checkpoints would not fit a VIEW-CHANGE (at most {})",
+                wire::MAX_VC_CHECKPOINTS
+            )));
+        }
+        if self.tree.fanout as usize > wire::MAX_LIST {
+            return Err(ConfigError(format!("tree fanout above the wire's list bound {}", wire::MAX_LIST)));
+        }
+        if self.max_message_bytes > MAX_UDP_PAYLOAD {
+            return Err(ConfigError(format!("max_message_bytes above a UDP datagram's {MAX_UDP_PAYLOAD} bytes")));
+        }
+        for (what, bytes) in self.largest_messages() {
+            if bytes > self.max_message_bytes {
+                return Err(ConfigError(format!(
+                    "the largest {what} this configuration allows is {bytes} bytes, above max_message_bytes = {}",
+                    self.max_message_bytes
+                )));
+            }
         }
         if self.view_change_timeout_us == 0 {
             return Err(ConfigError("view_change_timeout_us must be positive".into()));
@@ -142,6 +174,41 @@ impl Config {
             return Err(ConfigError("large_request_threshold must not exceed max_batch_bytes".into()));
         }
         Ok(())
+    }
+}
+
+/// Largest payload of a UDP datagram over IPv4.
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
+
+impl Config {
+    /// An upper bound on the encoded size of the largest message of each
+    /// kind this configuration lets a correct node produce, from the wire
+    /// format (`wire.rs`): envelope header, body, and one MAC tag per
+    /// receiver. [`Config::validate`] checks each against `max_message_bytes`.
+    pub fn largest_messages(&self) -> Vec<(&'static str, usize)> {
+        let n = self.n();
+        let envelope = |body: usize, tags: usize| wire::HEADER_LEN + body + 1 + tags * wire::TAG_LEN;
+        // client u32, timestamp u64, read-only u8, replier u16, op (u32 length + bytes)
+        let request = |op: usize| envelope(4 + 8 + 1 + 2 + 4 + op, n);
+        // A batch packs requests up to max_batch_bytes (its own count: each
+        // inline entry is its datagram plus 5 bytes of framing, each by
+        // digest 33); the first entry goes in whatever its size.
+        let first_entry = request(self.large_request_threshold) + 5;
+        let pre_prepare = envelope(8 + 8 + 8 + 2 + self.max_batch_bytes.max(first_entry), n);
+        let l = self.log_window as usize;
+        let checkpoints = (l / self.checkpoint_interval.max(1) as usize + 1).min(wire::MAX_VC_CHECKPOINTS);
+        let entry = 8 + 32 + 8;
+        let view_change = envelope(8 + 8 + 2 + checkpoints * (8 + 32) + 2 + l * entry + 2 + l * wire::MAX_Q_PER_SEQ * entry, n);
+        vec![
+            ("request", request(self.max_op_bytes)),
+            // view u64, timestamp u64, client u32, tentative u8, body tag u8, result
+            ("reply", envelope(8 + 8 + 4 + 1 + 1 + 4 + self.max_reply_bytes, 1)),
+            ("PRE-PREPARE", pre_prepare),
+            ("VIEW-CHANGE", view_change),
+            ("NEW-VIEW", envelope(8 + 2 + n * (2 + 32), n)),
+            ("META-DATA", envelope(8 + 4 + 8 + 2 + self.tree.fanout as usize * 32, n)),
+            ("DATA", envelope(8 + 8 + 4 + wire::PAGES_PER_DATA * crate::state::PAGE_SIZE, n)),
+        ]
     }
 }
 

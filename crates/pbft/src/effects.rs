@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 
-use crate::types::{ClientId, Digest, Instant, ReplicaId, SeqNo, Timestamp};
+use crate::metrics::DropReason;
+use crate::types::{ClientId, Digest, NodeId, ReplicaId, SeqNo, Timestamp};
 
 /// Where a datagram goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -15,8 +16,8 @@ pub enum Dest {
     Client(ClientId),
 }
 
-/// The timers a node can set. Setting a timer replaces the previous deadline of
-/// the same kind.
+/// The timers a node keeps (see [`crate::timers`]). Setting a timer replaces
+/// the previous deadline of the same kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Timer {
     /// A replica's periodic STATUS, which drives retransmission.
@@ -40,12 +41,26 @@ pub struct Execution {
     pub requests: Vec<(ClientId, Timestamp)>,
 }
 
+/// What a replica made of one datagram ([`crate::Replica::on_datagram`]),
+/// so that its host never decodes it again or compares drop counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// Its MAC for this replica verified: it came from `from` (a client's
+    /// request carries its `timestamp`). The protocol may still have set it
+    /// aside (a stale view, a duplicate): the metrics count why.
+    Authenticated { from: NodeId, timestamp: Option<Timestamp> },
+    /// It had no valid MAC for this replica, but a digest the replica trusts
+    /// names its content (see [`crate::auth::Vouched`]), so it was used.
+    Vouched,
+    /// Dropped before it could be used: undecodable, from an unknown sender,
+    /// a bad MAC, a kind its sender may not send, or unasked for.
+    Dropped(DropReason),
+}
+
 /// One thing for the host to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
     Send { to: Dest, bytes: Bytes },
-    SetTimer { timer: Timer, at: Instant },
-    CancelTimer { timer: Timer },
     /// A replica executed a batch.
     Executed(Execution),
     /// A replica committed a batch it had executed tentatively.
@@ -62,30 +77,52 @@ pub enum Effect {
     StateTransferStarted { seq: SeqNo },
     /// A replica installed the state of checkpoint `seq` fetched from others.
     StateTransferred { seq: SeqNo, digest: Digest, pages: u64 },
-    /// A client's request completed with this result.
+}
+
+/// What a client asks its host to do. Separate from a replica's [`Effect`]s,
+/// so a client host never matches effects that cannot reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEffect {
+    /// Send a datagram to one replica.
+    Send { to: ReplicaId, bytes: Bytes },
+    /// The outstanding request completed with this result, certified by a
+    /// quorum of replicas.
     Completed { timestamp: Timestamp, result: Bytes, read_only: bool },
 }
 
-/// Effects produced by one call into the core, in order.
-#[derive(Debug, Default)]
-pub struct Outbox {
-    pub effects: Vec<Effect>,
+/// Effects produced by one call into the core, in order: a replica's
+/// [`Effect`]s, or a client's [`ClientEffect`]s ([`ClientOutbox`]).
+#[derive(Debug)]
+pub struct Outbox<E = Effect> {
+    pub effects: Vec<E>,
 }
 
-impl Outbox {
-    pub fn new() -> Outbox {
+impl<E> Default for Outbox<E> {
+    fn default() -> Self {
+        Outbox { effects: Vec::new() }
+    }
+}
+
+/// What a client's calls produce.
+pub type ClientOutbox = Outbox<ClientEffect>;
+
+impl<E> Outbox<E> {
+    pub fn new() -> Outbox<E> {
         Outbox::default()
     }
-    pub fn push(&mut self, e: Effect) {
+    pub fn push(&mut self, e: E) {
         self.effects.push(e);
     }
-    pub fn send(&mut self, to: Dest, bytes: Bytes) {
-        self.effects.push(Effect::Send { to, bytes });
-    }
-    pub fn drain(&mut self) -> std::vec::Drain<'_, Effect> {
+    pub fn drain(&mut self) -> std::vec::Drain<'_, E> {
         self.effects.drain(..)
     }
     pub fn is_empty(&self) -> bool {
         self.effects.is_empty()
+    }
+}
+
+impl Outbox<Effect> {
+    pub fn send(&mut self, to: Dest, bytes: Bytes) {
+        self.effects.push(Effect::Send { to, bytes });
     }
 }

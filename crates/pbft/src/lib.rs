@@ -26,13 +26,15 @@ pub mod metrics;
 pub mod replica;
 pub mod service;
 pub mod state;
+pub mod tally;
+pub mod timers;
 pub mod types;
 pub mod view_change;
 pub mod wire;
 
 pub use client::{Client, ClientError};
 pub use config::Config;
-pub use effects::{Dest, Effect, Execution, Outbox, Timer};
+pub use effects::{ClientEffect, ClientOutbox, Dest, Effect, Execution, Outbox, Received, Timer};
 pub use replica::{Replica, ReplicaError, Restored, SavedState};
 pub use service::Service;
 pub use types::{ClientId, Digest, Instant, NodeId, ReplicaId, SeqNo, Timestamp, View};

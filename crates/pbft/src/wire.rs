@@ -31,6 +31,14 @@ pub const TAG_LEN: usize = 16;
 pub const HEADER_LEN: usize = 2 + 1 + 1 + 1 + 4 + 4;
 /// Largest number of entries in any list a message carries (batch entries, status flags).
 pub const MAX_LIST: usize = 4096;
+/// Largest number of MAC tags in an authenticator: the count is one byte.
+/// A replica's multicast carries one tag per replica, so this bounds n.
+pub const MAX_TAGS: usize = u8::MAX as usize;
+/// Distinct batches a VIEW-CHANGE reports per sequence number in Q.
+pub const MAX_Q_PER_SEQ: usize = 4;
+/// Consecutive pages sent back in one DATA (60 KiB, within one datagram): a
+/// datagram per page made the transfer syscall-bound.
+pub const PAGES_PER_DATA: usize = 15;
 
 /// A MAC tag.
 pub type Tag = [u8; TAG_LEN];
@@ -408,6 +416,7 @@ pub fn encode_unauthenticated(sender: NodeId, message: &Message, tag_count: usiz
     let body_len = (out.len() - len_at - 4) as u32;
     out[len_at..len_at + 4].copy_from_slice(&body_len.to_le_bytes());
     let authenticated_len = out.len();
+    assert!(tag_count <= MAX_TAGS, "an authenticator holds at most {MAX_TAGS} tags");
     out.put_u8(tag_count as u8);
     out.put_bytes(0, tag_count * TAG_LEN);
     (out, authenticated_len)

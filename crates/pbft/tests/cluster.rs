@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use pbft::auth::{public_key, KeyTable};
 use pbft::service::{ExecContext, ReadContext, Service};
-use pbft::{Client, ClientId, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId, SeqNo};
+use pbft::{Client, ClientEffect, ClientId, ClientOutbox, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId, SeqNo};
 
 /// A counter: a read-write op adds its first byte; a read-only op returns the
 /// value; the result is padded to the op's length so results can be large.
@@ -65,6 +65,13 @@ impl Cluster {
             let keys = KeyTable::from_static_dh(me, &secret(me), &rp, &[]);
             c.clients.push(Client::new(cfg.clone(), ClientId(id as u32), keys, 0));
         }
+        // Arm the replicas' own timers (and their first STATUS).
+        for i in 0..n {
+            let mut out = Outbox::new();
+            c.replicas[i].start(Instant(c.now), &mut out);
+            c.route(Some(i), &mut out);
+        }
+        c.run();
         c
     }
 
@@ -80,33 +87,43 @@ impl Cluster {
                     }
                 }
                 Effect::Send { to: Dest::Client(c), bytes } => self.net.push_back((1000 + c.0 as usize, bytes)),
-                Effect::Completed { result, read_only, .. } => self.completed.push((result, read_only)),
                 _ => {}
             }
         }
     }
 
+    fn route_client(&mut self, out: &mut ClientOutbox) {
+        for e in out.drain() {
+            match e {
+                ClientEffect::Send { to, bytes } => self.net.push_back((to.index(), bytes)),
+                ClientEffect::Completed { result, read_only, .. } => self.completed.push((result, read_only)),
+            }
+        }
+    }
+
     fn submit(&mut self, c: usize, op: &[u8], read_only: bool) {
-        let mut out = Outbox::new();
+        let mut out = ClientOutbox::new();
         self.clients[c].submit(Instant(self.now), Bytes::copy_from_slice(op), read_only, &mut out).expect("idle client");
-        self.route(None, &mut out);
+        self.route_client(&mut out);
     }
 
     /// Delivers everything until the network is quiet.
     fn run(&mut self) {
         while let Some((to, bytes)) = self.net.pop_front() {
             self.now += 10;
-            let mut out = Outbox::new();
             if to >= 1000 {
+                let mut out = ClientOutbox::new();
                 self.clients[to - 1000].on_datagram(Instant(self.now), bytes, &mut out);
-                self.route(None, &mut out);
+                self.route_client(&mut out);
             } else if !self.down.contains(&to) {
+                let mut out = Outbox::new();
                 self.replicas[to].on_datagram(Instant(self.now), bytes, &mut out);
                 self.route(Some(to), &mut out);
             }
         }
     }
 
+    /// Lets time pass to each replica's next STATUS (its own timer) and delivers what follows.
     fn fire_status(&mut self) {
         for i in 0..self.replicas.len() {
             if self.down.contains(&i) {
@@ -114,7 +131,8 @@ impl Cluster {
             }
             let mut out = Outbox::new();
             self.now += 200_000;
-            self.replicas[i].on_timer(Instant(self.now), pbft::Timer::Status, &mut out);
+            assert!(self.replicas[i].poll_timeout().is_some_and(|at| at.as_us() <= self.now), "the status timer is due");
+            self.replicas[i].handle_timeout(Instant(self.now), &mut out);
             self.route(Some(i), &mut out);
         }
         self.run();
@@ -209,13 +227,13 @@ fn a_crashed_backup_catches_up_from_status_and_duplicates_get_the_cached_reply()
     assert_eq!(c.replicas[3].last_executed(), SeqNo(3), "caught up from retransmissions");
     // A replay of an executed request is answered from the reply table, not executed again.
     let executed: u64 = c.replicas.iter().map(|r| r.metrics().requests_executed).sum();
-    let mut out = Outbox::new();
+    let mut out = ClientOutbox::new();
     c.clients[0].submit(Instant(c.now), Bytes::from_static(&[1]), false, &mut out).expect("idle");
     let req = out.effects.iter().find_map(|e| match e {
-        Effect::Send { bytes, .. } => Some(bytes.clone()),
+        ClientEffect::Send { bytes, .. } => Some(bytes.clone()),
         _ => None,
     });
-    c.route(None, &mut out);
+    c.route_client(&mut out);
     c.run();
     let req = req.expect("request sent");
     for r in 0..4 {

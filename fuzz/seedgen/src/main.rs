@@ -157,7 +157,7 @@ fn main() {
         t.sealed(r(0), Message::MetaData(wire::MetaData { seq: SeqNo(6), level, index: 0, children: vec![] }));
     }
     for index in [0u64, 5, 10, 15, 20] {
-        t.sealed(r(0), Message::Data(wire::Data::new(SeqNo(6), index, Bytes::new())));
+        t.sealed(r(0), Message::Data(wire::Data::new(SeqNo(6), index, vec![std::sync::Arc::new(pbft::state::ZERO_PAGE)])));
     }
     t.tick();
     seeds.push(("state-transfer", t));
@@ -231,7 +231,7 @@ fn main() {
         ),
         (r(1), Message::Fetch(wire::Fetch { seq: SeqNo(4), level: 1, index: 2, count: 1 })),
         (r(1), Message::MetaData(wire::MetaData { seq: SeqNo(4), level: 1, index: 2, children: vec![hint(1); 3] })),
-        (r(1), Message::Data(wire::Data::new(SeqNo(4), 2, Bytes::from_static(b"page")))),
+        (r(1), Message::Data(wire::Data::new(SeqNo(4), 2, vec![std::sync::Arc::new([7u8; pbft::state::PAGE_SIZE])]))),
     ];
     for (k, (sender, m)) in msgs.iter().enumerate() {
         fs::write(wd.join(format!("seed-{k:02}-4tags")), env(*sender, m, 4)).unwrap();

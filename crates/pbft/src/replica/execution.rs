@@ -70,50 +70,48 @@ impl<S: Service> Replica<S> {
     /// committed, or prepared while nothing executed is still tentative.
     pub(super) fn try_execute(&mut self, out: &mut Outbox) {
         // Nothing executes while the state is being replaced.
-        if self.transfer.is_some() || self.needs_transfer {
+        if self.transfer.is_some() || self.executed.awaits_trusted_state() {
             return;
         }
         let executed_before = self.metrics.requests_executed;
         loop {
-            if let Some(t) = self.tentative {
+            if let Some(t) = self.executed.tentative() {
                 if self.checkpoint_proves_commit(t) {
-                    if let Some(slot) = self.log.get_mut(&t) {
-                        slot.committed = true;
+                    if let Some(slot) = self.log.get_mut(t) {
+                        slot.mark_committed();
                     }
                 }
-                if !self.log.get(&t).is_some_and(|s| s.committed) {
+                if !self.log.get(t).is_some_and(|s| s.committed()) {
                     break;
                 }
-                self.tentative = None;
+                self.executed.commit_tentative();
                 self.state.clear_undo_mark();
                 out.push(Effect::CommittedTentative { seq: t });
                 self.after_commit(t, out);
                 continue;
             }
-            let n = self.last_executed.next();
-            let Some(slot) = self.log.get(&n) else { break };
-            let Some(batch) = &slot.batch else { break };
+            let n = self.executed.next();
+            let Some(slot) = self.log.get(n) else { break };
+            let Some(batch) = slot.batch() else { break };
             if !batch.complete() {
                 break;
             }
-            if slot.committed {
+            if slot.committed() {
                 self.execute_batch(n, false, out);
                 self.after_commit(n, out);
-            } else if (slot.prepared || self.bug_execute_before_prepared())
+            } else if (slot.prepared() || self.bug_execute_before_prepared())
                 && self.cfg.tentative_execution
-                && self.view_active
+                && self.view_active()
             {
                 // A view change may undo this batch: keep what it overwrites.
                 self.state.set_undo_mark();
-                self.nondet_before_tentative = self.last_executed_nondet_us;
                 self.execute_batch(n, true, out);
-                self.tentative = Some(n);
             } else {
                 break;
             }
         }
         if self.metrics.requests_executed != executed_before {
-            self.view_change_timer_after_progress(out);
+            self.view_change_timer_after_progress();
         }
         self.try_send_batches_after_execution(out);
     }
@@ -124,18 +122,17 @@ impl<S: Service> Replica<S> {
         if n.0.is_multiple_of(self.cfg.checkpoint_interval) {
             self.take_checkpoint(n, out);
         }
-        while let Some(req) = self.read_only_queue.pop_front() {
+        for req in self.requests.take_read_only() {
             self.execute_read_only(&req, out);
         }
     }
 
     fn execute_batch(&mut self, n: SeqNo, tentative: bool, out: &mut Outbox) {
-        let slot = self.log.get(&n).expect("caller checked the slot");
-        let batch = slot.batch.as_ref().expect("caller checked the batch");
-        let nondet = batch.nondet_time_us;
-        let digest = batch.digest;
-        let requests: Vec<Request> = batch.entries.iter().filter_map(|e| e.body.as_ref().map(|b| b.0.clone())).collect();
-        let requests_empty = batch.entries.is_empty();
+        let batch = self.log.batch(n).expect("caller checked the batch");
+        let nondet = batch.nondet_time_us();
+        let digest = batch.digest();
+        let requests: Vec<Request> = batch.requests().iter().filter_map(|e| e.body.as_ref().map(|b| b.0.clone())).collect();
+        let requests_empty = batch.requests().is_empty();
         let mut executed = Vec::with_capacity(requests.len());
         for req in requests {
             // A read-only request has no place in a batch: all correct replicas skip it.
@@ -157,18 +154,15 @@ impl<S: Service> Replica<S> {
                 result.clear();
             }
             self.store_reply(req.client, req.timestamp, &result);
-            self.forget_request(&req, &req.digest());
+            self.requests.forget(&req, &req.digest());
             self.send_reply(&req, Bytes::from(result), tentative, out);
             executed.push((req.client, req.timestamp));
         }
         self.metrics.requests_executed += executed.len() as u64;
         self.metrics.batches_executed += 1;
         self.metrics.batch_requests_total += executed.len() as u64;
-        self.last_executed = n;
         // A null batch (chosen by a view change) carries no value of its own.
-        if !requests_empty {
-            self.last_executed_nondet_us = nondet;
-        }
+        self.executed.executed(n, (!requests_empty).then_some(nondet), tentative);
         out.push(Effect::Executed(Execution { seq: n, batch: digest, tentative, requests: executed }));
     }
 
@@ -193,7 +187,7 @@ impl<S: Service> Replica<S> {
     fn send_reply(&self, req: &Request, result: Bytes, tentative: bool, out: &mut Outbox) {
         let full = req.replier.is_none_or(|r| r == self.id);
         let body = if full { ReplyBody::Full(result) } else { ReplyBody::Digest(Digest::of(&result)) };
-        let msg = Message::Reply(Reply { view: self.view, timestamp: req.timestamp, client: req.client, tentative, body });
+        let msg = Message::Reply(Reply { view: self.view(), timestamp: req.timestamp, client: req.client, tentative, body });
         let bytes = self.keys.seal(&msg, Audience::One(NodeId::Client(req.client)));
         out.send(Dest::Client(req.client), bytes);
     }
@@ -202,7 +196,7 @@ impl<S: Service> Replica<S> {
     pub(super) fn resend_reply(&mut self, req: &Request, out: &mut Outbox) {
         let Some(result) = self.cached_result(req.client) else { return };
         // Still tentative if the batch that executed it has not committed.
-        let tentative = self.tentative.is_some();
+        let tentative = self.executed.tentative().is_some();
         self.metrics.replies_resent += 1;
         self.send_reply(req, result, tentative, out);
     }
@@ -210,11 +204,10 @@ impl<S: Service> Replica<S> {
     /// Executes a read-only request now, or queues it until the tentatively
     /// executed batch commits (a read must not see uncommitted state).
     pub(super) fn on_read_only(&mut self, req: Request, out: &mut Outbox) {
-        if self.tentative.is_some() || self.transfer.is_some() {
-            if self.read_only_queue.len() >= self.cfg.max_read_only_queue {
-                return self.metrics.drop(DropReason::QueueFull);
+        if self.executed.tentative().is_some() || self.transfer.is_some() {
+            if let Err(reason) = self.requests.defer_read_only(req) {
+                self.metrics.drop(reason);
             }
-            self.read_only_queue.push_back(req);
             return;
         }
         self.execute_read_only(&req, out);

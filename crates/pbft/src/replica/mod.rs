@@ -20,26 +20,39 @@
 //! order; at most one batch is executed tentatively at a time.
 
 mod checkpoint;
+mod checkpoints;
+mod executed;
 mod execution;
+mod invariants;
+mod log;
 mod new_view;
 mod normal_case;
+mod peers;
+mod proposer;
+mod request_pool;
 mod requests;
 mod state_transfer;
 mod status;
 mod view_change;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use bytes::Bytes;
 
-use crate::auth::{Audience, AuthError, KeyTable, Verified};
+use crate::auth::{Audience, AuthError, KeyTable, Verified, Vouched};
 use crate::config::{Config, ConfigError};
-use crate::effects::{Dest, Effect, Outbox, Timer};
+use crate::effects::{Dest, Outbox, Received, Timer};
 use crate::metrics::{DropReason, Metrics};
 use crate::service::Service;
 use crate::state::{PagedState, StateError, PAGE_SIZE};
 use crate::types::{ClientId, Digest, Instant, NodeId, ReplicaId, SeqNo, View};
-use crate::wire::{self, Envelope, Message, Request};
+
+use checkpoints::Checkpoints;
+use executed::Executed;
+use log::Log;
+use peers::Peers;
+use proposer::Proposer;
+use request_pool::{PoolBounds, RequestPool};
+use crate::wire::{self, Envelope, Message};
 
 pub use execution::REPLY_HEADER_LEN;
 
@@ -78,91 +91,6 @@ pub enum Restored {
     Damaged,
 }
 
-/// A vote (PREPARE or COMMIT) from one replica for one sequence number.
-#[derive(Clone, Debug)]
-struct Vote {
-    view: View,
-    digest: Digest,
-}
-
-/// One request of an accepted batch.
-#[derive(Clone, Debug)]
-struct Entry {
-    digest: Digest,
-    /// The request and its client envelope, once known.
-    body: Option<(Request, Bytes)>,
-    /// This replica checked the client's MAC on it.
-    authenticated: bool,
-}
-
-/// An accepted PRE-PREPARE.
-#[derive(Clone, Debug)]
-struct Batch {
-    view: View,
-    digest: Digest,
-    nondet_time_us: u64,
-    /// The pre-prepare datagram as received (or sent), for retransmission.
-    raw: Bytes,
-    entries: Vec<Entry>,
-    /// The non-deterministic value passed this replica's own check.
-    nondet_ok: bool,
-    /// Chosen by a NEW-VIEW: backups prepare it without validating it again
-    /// (a quorum did when it first prepared).
-    reproposed: bool,
-    /// Chosen by a NEW-VIEW by digest, body not yet fetched: `entries` is empty.
-    missing: bool,
-}
-
-impl Batch {
-    /// A batch known only by its digest (chosen by a NEW-VIEW, or certified
-    /// by 2f+1 COMMITs): its body comes later, except the null batch's, which
-    /// has none.
-    fn by_digest(view: View, digest: Digest) -> Batch {
-        Batch {
-            view,
-            digest,
-            nondet_time_us: 0,
-            raw: Bytes::new(),
-            entries: Vec::new(),
-            nondet_ok: true,
-            reproposed: true,
-            missing: digest != view_change::null_batch_digest(),
-        }
-    }
-
-    fn complete(&self) -> bool {
-        !self.missing && self.entries.iter().all(|e| e.body.is_some())
-    }
-    /// This replica could validate the whole batch itself.
-    fn validated(&self) -> bool {
-        self.nondet_ok && self.entries.iter().all(|e| e.body.is_some() && e.authenticated)
-    }
-}
-
-/// The log entry for one sequence number.
-#[derive(Clone, Debug, Default)]
-struct Slot {
-    batch: Option<Batch>,
-    prepares: BTreeMap<ReplicaId, Vote>,
-    commits: BTreeMap<ReplicaId, Vote>,
-    my_prepare: Option<Bytes>,
-    my_commit: Option<Bytes>,
-    prepared: bool,
-    committed: bool,
-    /// P: the batch that prepared here in the latest view, kept across views.
-    prepared_cert: Option<(Digest, View)>,
-    /// Q: the batches that pre-prepared here, each with the latest view it
-    /// did, kept across views (at most `view_change::MAX_Q_PER_SEQ`).
-    pre_prepared_in: Vec<(Digest, View)>,
-}
-
-/// A checkpoint: this replica's own digest and the votes of others.
-#[derive(Clone, Debug, Default)]
-struct CheckpointVotes {
-    mine: Option<(Digest, Bytes)>,
-    votes: BTreeMap<ReplicaId, (Digest, Bytes)>,
-}
-
 /// A PBFT replica hosting service `S`.
 pub struct Replica<S: Service> {
     cfg: Config,
@@ -172,58 +100,28 @@ pub struct Replica<S: Service> {
     state: PagedState,
     /// Pages per client slot of the reply table, which precedes the service's pages.
     reply_slot_pages: u64,
-    view: View,
-    /// False from sending a VIEW-CHANGE for `view` until its NEW-VIEW installs:
-    /// meanwhile no normal-case message is sent or accepted.
-    view_active: bool,
-    /// View-change messages, acks, the timer and the installed NEW-VIEW.
-    vc: view_change::ViewChanges,
-    /// h: the last stable checkpoint.
-    low_water_mark: SeqNo,
-    last_executed: SeqNo,
-    /// The batch executed tentatively and not yet committed, if any.
-    tentative: Option<SeqNo>,
-    /// The primary's next sequence number to assign.
-    next_seq: SeqNo,
-    /// The primary's last proposed non-deterministic value (kept monotonic).
-    last_nondet_us: u64,
-    /// The non-deterministic value of the last executed batch.
-    last_executed_nondet_us: u64,
-    /// `last_executed_nondet_us` before the tentative batch, restored if a view
-    /// change undoes it.
-    nondet_before_tentative: u64,
-    log: BTreeMap<SeqNo, Slot>,
-    checkpoints: BTreeMap<SeqNo, CheckpointVotes>,
-    /// The primary's requests waiting to be batched.
-    request_queue: VecDeque<(Request, Bytes)>,
-    /// The primary's highest timestamp queued or batched, per client.
-    assigned: HashMap<ClientId, crate::types::Timestamp>,
-    /// Request bodies received from clients (or forwarded) whose MAC checked,
-    /// keyed by digest: large requests named by digest, and requests a client
-    /// retransmitted. At most one per client (`known_by_client`).
-    known: HashMap<Digest, (Request, Bytes)>,
-    known_by_client: HashMap<ClientId, Digest>,
-    /// Batch entries waiting for a body, or for one that passes our MAC check:
-    /// (request digest, sequence number).
-    awaiting: BTreeSet<(Digest, SeqNo)>,
-    /// Read-only requests waiting for the tentative batch to commit.
-    read_only_queue: VecDeque<Request>,
-    /// Each peer's view and last executed batch, from its latest STATUS.
-    peer_progress: BTreeMap<ReplicaId, (View, SeqNo)>,
-    /// When this replica last answered each peer's STATUS.
-    status_answered: HashMap<ReplicaId, Instant>,
+    /// The view, whether it is installed, and what was gathered to change views.
+    view_changes: view_change::ViewChanges,
+    /// The last batch executed, the tentative one, their non-deterministic value.
+    executed: Executed,
+    /// The next sequence number and non-deterministic value it would propose as primary.
+    proposer: Proposer,
+    /// The slots in (h, h + L], h the last stable checkpoint.
+    log: Log,
+    checkpoints: Checkpoints,
+    /// Requests outside the log: the primary's queue, checked bodies, read-only requests waiting.
+    requests: RequestPool,
+    /// Each peer's reported progress, and the budgets for answering it.
+    peers: Peers,
     /// The time of the input being handled (an input like any other).
     now: Instant,
-    /// The latest checkpoint each replica announced (one entry per replica).
-    latest_checkpoint_votes: BTreeMap<ReplicaId, (SeqNo, Digest)>,
-    /// `last_executed` at the previous status tick, to notice being stuck.
-    executed_at_last_tick: SeqNo,
+    /// The state transfer under way, if any.
     transfer: Option<state_transfer::Transfer>,
-    /// The state may not be one this replica ever certified (it was restored
-    /// damaged from disk): nothing executes until a state transfer replaces it.
-    needs_transfer: bool,
-    fetch_budget: HashMap<ReplicaId, state_transfer::FetchBudget>,
     metrics: Metrics,
+    /// Its timers: the host asks when to wake it ([`Replica::poll_timeout`]).
+    timers: crate::timers::Timers,
+    /// What the invariants compare from one input to the next.
+    witness: invariants::Witness,
 }
 
 impl<S: Service> Replica<S> {
@@ -247,33 +145,26 @@ impl<S: Service> Replica<S> {
             service,
             state,
             reply_slot_pages,
-            view: View(0),
-            view_active: true,
-            vc: view_change::ViewChanges::new(cfg.view_change_timeout_us),
-            low_water_mark: SeqNo(0),
-            last_executed: SeqNo(0),
-            tentative: None,
-            next_seq: SeqNo(1),
-            last_nondet_us: 0,
-            last_executed_nondet_us: 0,
-            nondet_before_tentative: 0,
-            log: BTreeMap::new(),
-            checkpoints: BTreeMap::new(),
-            request_queue: VecDeque::new(),
-            assigned: HashMap::new(),
-            known: HashMap::new(),
-            known_by_client: HashMap::new(),
-            awaiting: BTreeSet::new(),
-            read_only_queue: VecDeque::new(),
-            status_answered: HashMap::new(),
-            peer_progress: BTreeMap::new(),
+            view_changes: view_change::ViewChanges::new(cfg.view_change_timeout_us),
+            executed: Executed::default(),
+            proposer: Proposer::after(SeqNo(0)),
+            log: Log::new(SeqNo(0), cfg.log_window),
+            checkpoints: Checkpoints::new(id),
+            requests: RequestPool::new(PoolBounds {
+                queue: cfg.max_request_queue,
+                bodies: cfg.max_known_requests,
+                read_only: cfg.max_read_only_queue,
+                #[cfg(feature = "deliberate-bugs")]
+                unbounded_queue: cfg.bugs.unbounded_request_queue,
+                #[cfg(not(feature = "deliberate-bugs"))]
+                unbounded_queue: false,
+            }),
+            peers: Peers::default(),
             now: Instant(0),
-            latest_checkpoint_votes: BTreeMap::new(),
-            executed_at_last_tick: SeqNo(0),
             transfer: None,
-            needs_transfer: false,
-            fetch_budget: HashMap::new(),
             metrics: Metrics::default(),
+            timers: crate::timers::Timers::default(),
+            witness: invariants::Witness::default(),
             cfg,
         })
     }
@@ -317,42 +208,58 @@ impl<S: Service> Replica<S> {
             r.service.state_replaced(&crate::service::ReadContext { client: ClientId(0), state: region });
         }
         if digest != saved.digest {
-            r.needs_transfer = true;
+            r.executed.distrust_state();
             return Ok((r, Restored::Damaged));
         }
         r.state.take_checkpoint(saved.seq)?;
         r.state.discard_checkpoints_before(saved.seq);
-        r.low_water_mark = saved.seq;
-        r.last_executed = saved.seq;
-        r.executed_at_last_tick = saved.seq;
-        r.next_seq = saved.seq.next();
+        r.log = Log::new(saved.seq, r.cfg.log_window);
+        r.executed.jump_to(saved.seq);
+        r.proposer.skip_past(saved.seq);
         // Our vote for the checkpoint, for peers that still need it.
         let msg = Message::Checkpoint(wire::Checkpoint { seq: saved.seq, state_digest: digest });
         let raw = r.keys.seal(&msg, Audience::Replicas);
-        r.checkpoints.entry(saved.seq).or_default().mine = Some((digest, raw));
+        r.checkpoints.record_mine(saved.seq, digest, raw);
         Ok((r, Restored::Intact { seq: saved.seq }))
     }
 
-    /// Arms the replica's timers. Call before anything else, and again when
-    /// the host restarts a replica that was stopped (its timers were lost).
+    /// Arms the replica's timers and announces its progress. Call before
+    /// anything else, and again when the host resumes a replica it had
+    /// stopped.
     pub fn start(&mut self, now: Instant, out: &mut Outbox) {
+        self.handle_start(now, out);
+        self.after_input("start");
+    }
+
+    fn handle_start(&mut self, now: Instant, out: &mut Outbox) {
         self.now = now;
         // A STATUS at once: a replica that restarts behind hears of the
         // checkpoints it missed (and starts a transfer) without waiting a tick.
         self.send_status(out);
-        out.push(Effect::SetTimer { timer: Timer::Status, at: now.plus_us(self.cfg.status_interval_us) });
-        self.restart_view_change_timer(out);
+        self.timers.set(Timer::Status, now.plus_us(self.cfg.status_interval_us));
+        self.restart_view_change_timer();
     }
 
-    /// Handles one datagram. Bad input is dropped and counted, never a panic.
-    pub fn on_datagram(&mut self, now: Instant, bytes: Bytes, out: &mut Outbox) {
+    /// Handles one datagram and says what became of it. Bad input is
+    /// dropped and counted, never a panic.
+    pub fn on_datagram(&mut self, now: Instant, bytes: Bytes, out: &mut Outbox) -> Received {
+        let received = self.handle_datagram(now, bytes, out);
+        if let Received::Dropped(reason) = received {
+            self.metrics.drop(reason);
+        }
+        self.after_input("datagram");
+        received
+    }
+
+    fn handle_datagram(&mut self, now: Instant, bytes: Bytes, out: &mut Outbox) -> Received {
         self.now = now;
         let env = match wire::decode(bytes, self.cfg.max_message_bytes) {
             Ok(env) => env,
-            Err(_) => return self.metrics.drop(DropReason::Malformed),
+            Err(_) => return Received::Dropped(DropReason::Malformed),
         };
-        // A batch a NEW-VIEW chose by digest is accepted from anyone, in any
-        // view's pre-prepare, MAC or not: the digest vouches for its content.
+        // A batch a NEW-VIEW (or 2f+1 COMMITs) chose by digest is accepted
+        // from anyone, in any view's pre-prepare, MAC or not: the digest
+        // vouches for its content.
         if let Message::PrePrepare(p) = &env.message {
             if self.wants_batch(p.seq) {
                 return self.fill_chosen_batch(env, out);
@@ -361,29 +268,40 @@ impl<S: Service> Replica<S> {
         let verified = match self.verify(env) {
             Ok(v) => v,
             Err((e, env)) => {
-                self.metrics.drop(DropReason::from(&e));
                 // A request body whose MAC for us is bad may still be one that a
-                // batch names by digest: the digest vouches for its content.
-                if let (AuthError::BadMac, Message::Request(r)) = (&e, &env.message) {
-                    if self.cfg.is_client(r.client) && NodeId::Client(r.client) == env.sender {
-                        self.fill_missing_body(r, &env.raw, false, out);
+                // batch names by digest; likewise a VIEW-CHANGE that a pending
+                // NEW-VIEW names.
+                let vouched = match (&e, env.message) {
+                    (AuthError::BadMac, Message::Request(r))
+                        if self.cfg.is_client(r.client) && NodeId::Client(r.client) == env.sender =>
+                    {
+                        let digest = r.digest();
+                        Vouched::by_digest(r, env.raw, digest, |d| !self.log.awaiting_body(*d).is_empty())
+                            .map(|v| self.fill_vouched_body(v, out))
+                            .is_some()
                     }
-                }
-                // Likewise a VIEW-CHANGE that a pending NEW-VIEW names by digest.
-                if let (AuthError::BadMac, Message::ViewChange(_)) = (&e, &env.message) {
-                    self.on_relayed_view_change(*env, out);
-                }
-                return;
+                    (AuthError::BadMac, Message::ViewChange(vc)) => match env.sender {
+                        NodeId::Replica(from) => self.on_relayed_view_change(from, vc, env.raw, env.auth_digest, out),
+                        NodeId::Client(_) => false,
+                    },
+                    _ => false,
+                };
+                return if vouched { Received::Vouched } else { Received::Dropped(DropReason::from(&e)) };
             }
         };
         let sender = verified.sender();
         let raw = verified.raw().clone();
+        let timestamp = match verified.message() {
+            Message::Request(r) => Some(r.timestamp),
+            _ => None,
+        };
+        let received = Received::Authenticated { from: sender, timestamp };
         match (verified.into_message(), sender) {
             (Message::Request(r), NodeId::Client(_)) => self.on_request(now, r, raw, out),
             (Message::PrePrepare(p), NodeId::Replica(from)) => self.on_pre_prepare(now, from, p, raw, out),
             (Message::Prepare(p), NodeId::Replica(from)) => self.on_prepare(from, p, out),
             (Message::Commit(c), NodeId::Replica(from)) => self.on_commit(from, c, out),
-            (Message::Checkpoint(c), NodeId::Replica(from)) => self.on_checkpoint(from, c, raw, out),
+            (Message::Checkpoint(c), NodeId::Replica(from)) => self.on_checkpoint(from, c, out),
             (Message::Status(s), NodeId::Replica(from)) => self.on_status(now, from, s, out),
             (Message::Fetch(f), NodeId::Replica(from)) => self.on_fetch(now, from, f, out),
             (Message::MetaData(m), NodeId::Replica(from)) => self.on_meta_data(from, m, out),
@@ -391,19 +309,36 @@ impl<S: Service> Replica<S> {
             (Message::ViewChange(v), NodeId::Replica(from)) => self.on_view_change(from, v, raw, out),
             (Message::ViewChangeAck(a), NodeId::Replica(from)) => self.on_view_change_ack(from, a, out),
             (Message::NewView(nv), NodeId::Replica(from)) => self.on_new_view(from, nv, raw, out),
-            _ => self.metrics.drop(DropReason::WrongSenderKind),
+            _ => return Received::Dropped(DropReason::WrongSenderKind),
+        }
+        received
+    }
+
+    /// When the host should next call [`Replica::handle_timeout`], if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Fires every timer due at `now` (none, if the host woke early).
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            self.handle_timer(now, timer, out);
+            self.after_input(match timer {
+                Timer::Status => "status timer",
+                Timer::ViewChange => "view-change timer",
+                Timer::ClientRetransmit => "client timer",
+            });
         }
     }
 
-    /// Handles a timer the host set on this replica's behalf.
-    pub fn on_timer(&mut self, now: Instant, timer: Timer, out: &mut Outbox) {
+    fn handle_timer(&mut self, now: Instant, timer: Timer, out: &mut Outbox) {
         self.now = now;
         match timer {
             Timer::Status => {
                 self.send_status(out);
                 self.retransmit_view_change(out);
                 self.maybe_start_transfer(out);
-                out.push(Effect::SetTimer { timer: Timer::Status, at: now.plus_us(self.cfg.status_interval_us) });
+                self.timers.set(Timer::Status, now.plus_us(self.cfg.status_interval_us));
             }
             Timer::ViewChange => self.on_view_change_timer(out),
             Timer::ClientRetransmit => self.metrics.drop(DropReason::Unexpected),
@@ -426,7 +361,7 @@ impl<S: Service> Replica<S> {
     }
 
     fn primary(&self) -> ReplicaId {
-        self.view.primary(self.cfg.n())
+        self.view().primary(self.cfg.n())
     }
 
     fn is_primary(&self) -> bool {
@@ -435,11 +370,11 @@ impl<S: Service> Replica<S> {
 
     /// The high water mark H = h + L.
     fn high_water_mark(&self) -> SeqNo {
-        SeqNo(self.low_water_mark.0 + self.cfg.log_window)
+        self.log.high_water_mark()
     }
 
     fn in_window(&self, seq: SeqNo) -> bool {
-        seq > self.low_water_mark && seq <= self.high_water_mark()
+        self.log.in_window(seq)
     }
 
     // ----- queries for hosts, metrics and the simulator's checkers -----
@@ -454,17 +389,17 @@ impl<S: Service> Replica<S> {
         &self.keys
     }
     pub fn view(&self) -> View {
-        self.view
+        self.view_changes.view()
     }
     /// Whether the current view is installed (false during a view change).
     pub fn view_active(&self) -> bool {
-        self.view_active
+        self.view_changes.active()
     }
     pub fn low_water_mark(&self) -> SeqNo {
-        self.low_water_mark
+        self.log.low_water_mark()
     }
     pub fn last_executed(&self) -> SeqNo {
-        self.last_executed
+        self.executed.last()
     }
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -480,20 +415,20 @@ impl<S: Service> Replica<S> {
         self.log.len()
     }
     pub fn log_bounds(&self) -> Option<(SeqNo, SeqNo)> {
-        Some((*self.log.keys().next()?, *self.log.keys().next_back()?))
+        self.log.bounds()
     }
     pub fn request_queue_len(&self) -> usize {
-        self.request_queue.len()
+        self.requests.queue_len()
     }
     pub fn known_requests_len(&self) -> usize {
-        self.known.len()
+        self.requests.bodies_len()
     }
     /// Batch entries waiting for a request body.
     pub fn awaiting_bodies_len(&self) -> usize {
-        self.awaiting.len()
+        self.log.bodies_awaited()
     }
     pub fn read_only_queue_len(&self) -> usize {
-        self.read_only_queue.len()
+        self.requests.read_only_len()
     }
     pub fn checkpoint_records(&self) -> usize {
         self.checkpoints.len()
@@ -504,7 +439,7 @@ impl<S: Service> Replica<S> {
     }
     /// Whether this replica holds a prepared certificate for `digest` at `seq`.
     pub fn is_prepared(&self, seq: SeqNo, digest: &Digest) -> bool {
-        self.log.get(&seq).is_some_and(|s| s.prepared && s.batch.as_ref().is_some_and(|b| b.digest == *digest))
+        self.log.get(seq).is_some_and(|s| s.prepared() && s.batch().is_some_and(|b| b.digest() == *digest))
     }
 }
 
@@ -513,40 +448,39 @@ impl<S: Service> Replica<S> {
     /// entries, for failure reports.
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "{} view={}{} h={} last_executed={} next_seq={} tentative={:?} queue={} known={} ro_queue={} checkpoints={:?} transferring={} votes={:?}",
+            "{} view={}{} h={} last_executed={} next_seq={} tentative={:?} queue={} known={} ro_queue={} transferring={} {}",
             self.id,
-            self.view.0,
-            if self.view_active { "" } else { "(changing)" },
-            self.low_water_mark.0,
-            self.last_executed.0,
-            self.next_seq.0,
-            self.tentative.map(|t| t.0),
-            self.request_queue.len(),
-            self.known.len(),
-            self.read_only_queue.len(),
-            self.checkpoints.keys().map(|k| k.0).collect::<Vec<_>>(),
+            self.view().0,
+            if self.view_active() { "" } else { "(changing)" },
+            self.log.low_water_mark().0,
+            self.executed.last().0,
+            self.proposer.next_seq().0,
+            self.executed.tentative().map(|t| t.0),
+            self.requests.queue_len(),
+            self.requests.bodies_len(),
+            self.requests.read_only_len(),
             self.transfer.is_some(),
-            self.latest_checkpoint_votes.iter().map(|(r, (s, d))| (r.0, s.0, *d)).collect::<Vec<_>>()
+            self.checkpoints.describe()
         );
-        for (seq, slot) in self.log.range(self.tentative.unwrap_or(self.last_executed.next())..).take(3) {
-            let batch = slot.batch.as_ref().map(|b| {
+        for (seq, slot) in self.log.range(self.executed.tentative().unwrap_or(self.executed.next())).take(3) {
+            let batch = slot.batch().map(|b| {
                 format!(
                     "batch(v{} {:?} complete={} validated={} nondet_ok={})",
-                    b.view.0,
-                    b.digest,
+                    b.view().0,
+                    b.digest(),
                     b.complete(),
                     b.validated(),
-                    b.nondet_ok
+                    b.nondet_ok()
                 )
             });
             s.push_str(&format!(
-                "\n      seq {}: {} prepares={:?} commits={:?} prepared={} committed={}",
+                "\n      seq {}: {} prepares={} commits={} prepared={} committed={}",
                 seq.0,
                 batch.unwrap_or_else(|| "no batch".into()),
-                slot.prepares.iter().map(|(r, v)| (r.0, v.digest)).collect::<Vec<_>>(),
-                slot.commits.iter().map(|(r, v)| (r.0, v.digest)).collect::<Vec<_>>(),
-                slot.prepared,
-                slot.committed
+                slot.matching_prepares(),
+                slot.matching_commits(),
+                slot.prepared(),
+                slot.committed()
             ));
         }
         s

@@ -17,9 +17,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
-use super::view_change::{null_batch_digest, Installed, MAX_Q_PER_SEQ};
-use super::{Batch, Replica};
-use crate::effects::{Effect, Outbox, Timer};
+use super::view_change::{null_batch_digest, Installed};
+use super::Replica;
+use crate::auth::Vouched;
+use crate::effects::{Effect, Outbox, Received, Timer};
 use crate::metrics::DropReason;
 use crate::service::{ReadContext, Service, StateRegionRef};
 use crate::types::{ClientId, Digest, ReplicaId, SeqNo, View};
@@ -43,15 +44,11 @@ impl<S: Service> Replica<S> {
             .map(|(j, _)| *j)
             .filter(|j| *j != self.id)
             .collect();
-        self.view = v;
-        self.view_active = true;
-        self.vc.forget_below(View(v.0 + 1));
-        self.vc.installed = Some(Installed { new_view: nv, raw, view_changes });
-        self.vc.pending = None;
-        if self.vc.timer_running {
-            self.vc.timer_running = false;
-            out.push(Effect::CancelTimer { timer: Timer::ViewChange });
-        }
+        self.view_changes.install_view(v);
+        self.view_changes.forget_below(View(v.0 + 1));
+        self.view_changes.installed = Some(Installed { new_view: nv, raw, view_changes });
+        self.view_changes.pending = None;
+        self.timers.cancel(Timer::ViewChange);
         self.metrics.views_installed += 1;
 
         let (h_new, d_new) = decision.checkpoint;
@@ -65,24 +62,22 @@ impl<S: Service> Replica<S> {
 
         // A tentative execution the new view does not keep is undone. At or
         // below the chosen checkpoint it committed somewhere: it stays.
-        if let Some(t) = self.tentative {
-            let executed = self.log.get(&t).and_then(|s| s.batch.as_ref()).map(|b| b.digest);
+        if let Some(t) = self.executed.tentative() {
+            let executed = self.log.batch(t).map(|b| b.digest());
             if t > h_new && choices.get(&t) != executed.as_ref() {
                 self.undo_tentative(t, out);
             }
         }
-        if h_new > self.last_executed && !sources.is_empty() {
+        if h_new > self.executed.last() && !sources.is_empty() {
             self.start_transfer(h_new, d_new, sources, out);
         }
 
         // The log: the chosen batches, re-proposed in this view, and nothing
         // above them that has not executed.
-        let executed = self.last_executed;
-        self.log.retain(|n, _| *n <= last_chosen || *n <= executed);
-        self.awaiting.retain(|(_, n)| *n <= last_chosen || *n <= executed);
-        let floor = self.low_water_mark.max(h_new);
-        self.vc.choices = choices.into_iter().filter(|(n, _)| *n > floor).collect();
-        let adopt: Vec<SeqNo> = self.vc.choices.keys().copied().filter(|n| self.in_window(*n)).collect();
+        self.log.discard_above(last_chosen.max(self.executed.last()));
+        let floor = self.log.low_water_mark().max(h_new);
+        self.view_changes.choices = choices.into_iter().filter(|(n, _)| *n > floor).collect();
+        let adopt: Vec<SeqNo> = self.view_changes.choices.keys().copied().filter(|n| self.in_window(*n)).collect();
         for n in &adopt {
             self.adopt_choice(*n);
         }
@@ -92,10 +87,10 @@ impl<S: Service> Replica<S> {
         }
         out.push(Effect::ViewInstalled { view: v });
         for n in adopt {
-            self.check_progress(n, out);
+            self.advance_slot(n, out);
         }
         if self.waiting_for_execution() {
-            self.start_view_change_timer(out);
+            self.start_view_change_timer();
         }
         self.try_send_batches(self.now, out);
         self.try_execute(out);
@@ -104,53 +99,33 @@ impl<S: Service> Replica<S> {
     /// Re-proposes the chosen batch at `n` in the current view: reuses the
     /// body this replica holds when its digest matches, else waits for it.
     pub(super) fn adopt_choice(&mut self, n: SeqNo) {
-        let Some(d) = self.vc.choices.get(&n).copied() else { return };
-        let v = self.view;
-        let executed = n <= self.last_executed;
-        let slot = self.log.entry(n).or_default();
-        let batch = match slot.batch.take().filter(|b| b.digest == d && !b.missing) {
-            Some(mut b) => {
-                b.view = v;
-                b.reproposed = true;
-                b
-            }
-            None => Batch::by_digest(v, d),
-        };
-        debug_assert!(!executed || !slot.committed || batch.digest == d);
-        slot.committed = slot.committed && executed;
-        slot.batch = Some(batch);
-        slot.prepares.clear();
-        slot.commits.clear();
-        slot.my_prepare = None;
-        slot.my_commit = None;
-        slot.prepared = false;
-        let prepared = slot.prepared_cert.map(|(d, _)| d);
-        note_pre_prepared(&mut slot.pre_prepared_in, d, v, prepared);
+        let Some(d) = self.view_changes.choices.get(&n).copied() else { return };
+        let executed = n <= self.executed.last();
+        let view = self.view();
+        self.log.slot(n).repropose(view, d, executed);
     }
 
     /// The new primary continues after the last chosen batch, with a
     /// non-deterministic value no lower than any it may follow, and proposes
     /// the requests that waited for a working primary.
     fn become_primary(&mut self, last_chosen: SeqNo) {
-        self.next_seq = last_chosen.max(self.last_executed).next();
-        let mut floor = self.last_nondet_us.max(self.last_executed_nondet_us);
+        let mut floor = self.proposer.last_nondet_us().max(self.executed.nondet_us());
         let mut proposed = BTreeSet::new();
-        for slot in self.log.values() {
-            if let Some(b) = &slot.batch {
-                floor = floor.max(b.nondet_time_us);
-                for e in &b.entries {
+        for (_, slot) in self.log.slots() {
+            if let Some(b) = slot.batch() {
+                floor = floor.max(b.nondet_time_us());
+                for e in b.requests() {
                     proposed.insert(e.digest);
                     if let Some((r, _)) = &e.body {
-                        let t = self.assigned.entry(r.client).or_insert(r.timestamp);
-                        *t = (*t).max(r.timestamp);
+                        self.requests.note_ordered(r.client, r.timestamp);
                     }
                 }
             }
         }
-        self.last_nondet_us = floor;
+        self.proposer.take_over(last_chosen.max(self.executed.last()).next(), floor);
         let mut waiting: Vec<(crate::wire::Request, Bytes)> = self
-            .known
-            .iter()
+            .requests
+            .bodies()
             .filter(|(d, (r, _))| !proposed.contains(*d) && r.timestamp > self.last_timestamp(r.client))
             .map(|(_, body)| body.clone())
             .collect();
@@ -172,15 +147,9 @@ impl<S: Service> Replica<S> {
                 .expect("service region is inside the state");
             self.service.state_replaced(&ReadContext { client: ClientId(0), state: region });
         }
-        self.last_executed = SeqNo(t.0 - 1);
-        self.last_executed_nondet_us = self.nondet_before_tentative;
-        self.tentative = None;
-        let bodies: Vec<(crate::wire::Request, Bytes)> = self
-            .log
-            .get(&t)
-            .and_then(|s| s.batch.as_ref())
-            .map(|b| b.entries.iter().filter_map(|e| e.body.clone()).collect())
-            .unwrap_or_default();
+        self.executed.undo_tentative();
+        let bodies: Vec<(crate::wire::Request, Bytes)> =
+            self.log.batch(t).map(|b| b.requests().iter().filter_map(|e| e.body.clone()).collect()).unwrap_or_default();
         for (req, raw) in bodies {
             self.remember_request(&req, &raw);
         }
@@ -190,7 +159,7 @@ impl<S: Service> Replica<S> {
 
     /// Sequence numbers the current view chose that lie in the window.
     pub(super) fn vc_choices_in_window(&self) -> Vec<SeqNo> {
-        self.vc.choices.keys().copied().filter(|n| self.in_window(*n)).collect()
+        self.view_changes.choices.keys().copied().filter(|n| self.in_window(*n)).collect()
     }
 
     // ----- batches chosen by digest -----
@@ -198,7 +167,7 @@ impl<S: Service> Replica<S> {
     /// Whether slot `seq` waits for the body of a batch known by digest only:
     /// one a NEW-VIEW chose, or one 2f+1 COMMITs certify.
     pub(super) fn wants_batch(&self, seq: SeqNo) -> bool {
-        self.log.get(&seq).and_then(|s| s.batch.as_ref()).is_some_and(|b| b.missing)
+        self.log.batch(seq).is_some_and(|b| b.body_pending())
     }
 
     /// A batch that 2f+1 replicas committed (2f+1 matching COMMITs: f+1
@@ -211,65 +180,40 @@ impl<S: Service> Replica<S> {
     /// body to come through STATUS, and as primary it will not propose at that
     /// number again.
     pub(super) fn adopt_certified_batch(&mut self, seq: SeqNo) {
-        let certified = match self.log.get(&seq) {
-            Some(s) if s.commits.len() >= self.cfg.quorum() && !s.committed => self.certified_batch(seq),
+        let certified = match self.log.get(seq) {
+            Some(s) if s.commit_voters() >= self.cfg.quorum() && !s.committed() => self.certified_batch(seq),
             _ => None,
         };
         let Some((view, digest)) = certified else { return };
-        let slot = self.log.get_mut(&seq).expect("checked above");
-        if slot.batch.as_ref().is_none_or(|b| b.digest != digest) {
-            slot.batch = Some(Batch::by_digest(view, digest));
-            slot.my_prepare = None;
-            slot.prepared = false;
-        }
-        slot.committed = true;
-        if self.next_seq <= seq {
-            self.next_seq = seq.next();
-        }
+        let Some(slot) = self.log.get_mut(seq) else { return };
+        slot.adopt_certified(view, digest);
+        self.proposer.skip_past(seq);
     }
 
     /// The batch 2f+1 replicas committed at `seq` in one view (2f+1 matching
     /// COMMITs), if any.
     pub(super) fn certified_batch(&self, seq: SeqNo) -> Option<(View, Digest)> {
-        let slot = self.log.get(&seq)?;
-        let mut tally: BTreeMap<(View, Digest), usize> = BTreeMap::new();
-        for v in slot.commits.values() {
-            *tally.entry((v.view, v.digest)).or_default() += 1;
-        }
-        tally.into_iter().find(|(_, n)| *n >= self.cfg.quorum()).map(|(k, _)| k)
+        self.log.get(seq)?.certified_batch(self.cfg.f)
     }
 
     /// Accepts a pre-prepare (of any view, from anyone) as the body of the
     /// batch chosen at its sequence number if its digest matches.
-    pub(super) fn fill_chosen_batch(&mut self, env: wire::Envelope, out: &mut Outbox) {
-        let Message::PrePrepare(p) = env.message else { return };
-        let Some((entries, digest)) = self.batch_entries(&p) else { return self.metrics.drop(DropReason::Invalid) };
-        let Some(batch) = self.log.get_mut(&p.seq).and_then(|s| s.batch.as_mut()) else { return };
-        if batch.digest != digest {
-            return self.metrics.drop(DropReason::Invalid);
+    pub(super) fn fill_chosen_batch(&mut self, env: wire::Envelope, out: &mut Outbox) -> Received {
+        let Message::PrePrepare(p) = env.message else { return Received::Dropped(DropReason::Invalid) };
+        let Some((entries, digest)) = self.batch_entries(&p) else { return Received::Dropped(DropReason::Invalid) };
+        let chosen = self.log.batch(p.seq).map(|b| b.digest());
+        let Some(vouched) = Vouched::by_digest(p, env.raw, digest, |d| chosen == Some(*d)) else {
+            return Received::Dropped(DropReason::Invalid);
+        };
+        let (p, raw, _) = vouched.into_parts();
+        let unauthenticated: Vec<Digest> = entries.iter().filter(|e| !e.authenticated).map(|e| e.digest).collect();
+        if let Some(slot) = self.log.get_mut(p.seq) {
+            slot.fill_batch(entries, p.nondet_time_us, raw);
         }
-        for e in entries.iter().filter(|e| !e.authenticated) {
-            self.awaiting.insert((e.digest, p.seq));
+        for d in unauthenticated {
+            self.log.await_body(d, p.seq);
         }
-        let batch = self.log.get_mut(&p.seq).and_then(|s| s.batch.as_mut()).expect("checked above");
-        batch.entries = entries;
-        batch.nondet_time_us = p.nondet_time_us;
-        batch.raw = env.raw;
-        batch.missing = false;
-        self.check_progress(p.seq, out);
-    }
-}
-
-/// Records that batch `d` pre-prepared in view `v`, keeping the latest view
-/// per batch and at most [`MAX_Q_PER_SEQ`] batches: the oldest views go, but
-/// never `prepared`, the batch this replica holds a prepared certificate for.
-pub(super) fn note_pre_prepared(q: &mut Vec<(Digest, View)>, d: Digest, v: View, prepared: Option<Digest>) {
-    match q.iter_mut().find(|(e, _)| *e == d) {
-        Some(entry) => entry.1 = entry.1.max(v),
-        None => q.push((d, v)),
-    }
-    if q.len() > MAX_Q_PER_SEQ {
-        q.sort_by_key(|e| std::cmp::Reverse((Some(e.0) == prepared, e.1)));
-        q.truncate(MAX_Q_PER_SEQ);
+        self.advance_slot(p.seq, out);
+        Received::Vouched
     }
 }

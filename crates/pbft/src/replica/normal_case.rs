@@ -13,11 +13,12 @@
 
 use bytes::Bytes;
 
-use super::new_view::note_pre_prepared;
-use super::{Batch, Entry, Replica, Vote};
+use super::log::{Batch, BatchRequest};
+use super::Replica;
 use crate::effects::Outbox;
 use crate::metrics::DropReason;
 use crate::service::Service;
+use crate::tally::Inserted;
 use crate::types::{Digest, Instant, ReplicaId, SeqNo, View};
 use crate::wire::{self, BatchEntry, Commit, Message, PrePrepare, Prepare};
 
@@ -35,25 +36,19 @@ pub fn batch_digest(nondet_time_us: u64, requests: impl Iterator<Item = Digest>)
 
 impl<S: Service> Replica<S> {
     /// Multicasts a pre-prepare for `entries` (the primary only) and accepts it locally.
-    pub(super) fn send_pre_prepare(&mut self, now: Instant, entries: Vec<Entry>, inline: Vec<BatchEntry>, out: &mut Outbox) {
-        let seq = self.next_seq;
-        self.next_seq = seq.next();
-        let nondet_time_us = now.as_us().max(self.last_nondet_us);
-        self.last_nondet_us = nondet_time_us;
+    pub(super) fn send_pre_prepare(&mut self, now: Instant, entries: Vec<BatchRequest>, inline: Vec<BatchEntry>, out: &mut Outbox) {
+        let (seq, nondet_time_us) = self.proposer.propose(now.as_us());
         let digest = batch_digest(nondet_time_us, entries.iter().map(|e| e.digest));
-        let msg = Message::PrePrepare(PrePrepare { view: self.view, seq, nondet_time_us, entries: inline });
+        let msg = Message::PrePrepare(PrePrepare { view: self.view(), seq, nondet_time_us, entries: inline });
         let raw = self.multicast(&msg, out);
-        let batch = Batch { view: self.view, digest, nondet_time_us, raw, entries, nondet_ok: true, reproposed: false, missing: false };
-        let slot = self.log.entry(seq).or_default();
-        slot.batch = Some(batch);
-        let prepared = slot.prepared_cert.map(|(d, _)| d);
-        note_pre_prepared(&mut slot.pre_prepared_in, digest, self.view, prepared);
-        self.check_progress(seq, out);
+        let batch = Batch::pre_prepared(self.view(), digest, nondet_time_us, raw, entries, true);
+        self.log.slot(seq).accept_batch(batch);
+        self.advance_slot(seq, out);
     }
 
     pub(super) fn on_pre_prepare(&mut self, now: Instant, from: ReplicaId, p: PrePrepare, raw: Bytes, out: &mut Outbox) {
         let passive = self.learns_from_old_view(p.view);
-        if (p.view != self.view || !self.view_active) && !passive {
+        if (p.view != self.view() || !self.view_active()) && !passive {
             return self.metrics.drop(DropReason::WrongView);
         }
         if from != p.view.primary(self.cfg.n()) || from == self.id {
@@ -64,32 +59,20 @@ impl<S: Service> Replica<S> {
         }
         let Some((entries, digest)) = self.batch_entries(&p) else { return self.metrics.drop(DropReason::Invalid) };
         let nondet_ok = self.check_nondet(now, p.seq, p.nondet_time_us);
-        let slot = self.log.entry(p.seq).or_default();
-        if let Some(existing) = &slot.batch {
-            let reason = if existing.view == p.view && existing.digest == digest {
+        if let Some(existing) = self.log.batch(p.seq) {
+            let reason = if existing.view() == p.view && existing.digest() == digest {
                 DropReason::Duplicate
             } else {
                 DropReason::Conflicting
             };
             return self.metrics.drop(reason);
         }
-        for e in entries.iter().filter(|e| !e.authenticated) {
-            self.awaiting.insert((e.digest, p.seq));
+        let unauthenticated: Vec<Digest> = entries.iter().filter(|e| !e.authenticated).map(|e| e.digest).collect();
+        self.log.slot(p.seq).accept_batch(Batch::pre_prepared(p.view, digest, p.nondet_time_us, raw, entries, nondet_ok));
+        for d in unauthenticated {
+            self.log.await_body(d, p.seq);
         }
-        let slot = self.log.entry(p.seq).or_default();
-        slot.batch = Some(Batch {
-            view: p.view,
-            digest,
-            nondet_time_us: p.nondet_time_us,
-            raw,
-            entries,
-            nondet_ok,
-            reproposed: false,
-            missing: false,
-        });
-        let prepared = slot.prepared_cert.map(|(d, _)| d);
-        note_pre_prepared(&mut slot.pre_prepared_in, digest, p.view, prepared);
-        self.check_progress(p.seq, out);
+        self.advance_slot(p.seq, out);
     }
 
     /// Checks the primary's non-deterministic value (its clock): not ahead of
@@ -99,10 +82,10 @@ impl<S: Service> Replica<S> {
     /// retransmission, could never pass that check, so it is left out: the
     /// value is still bounded by the batches around it.
     fn check_nondet(&self, now: Instant, seq: SeqNo, nondet_time_us: u64) -> bool {
-        let previous = if seq == self.last_executed.next() {
-            Some(self.last_executed_nondet_us)
+        let previous = if seq == self.executed.next() {
+            Some(self.executed.nondet_us())
         } else {
-            self.log.get(&SeqNo(seq.0 - 1)).and_then(|s| s.batch.as_ref()).map(|b| b.nondet_time_us)
+            self.log.batch(SeqNo(seq.0 - 1)).map(|b| b.nondet_time_us())
         };
         nondet_time_us <= now.as_us().saturating_add(self.cfg.nondet_skew_us)
             && previous.is_none_or(|p| nondet_time_us >= p)
@@ -111,18 +94,18 @@ impl<S: Service> Replica<S> {
     /// The entries of a received pre-prepare as log entries, with the batch
     /// digest. `None` when the batch is too long or an entry is malformed: a
     /// correct primary never sends one.
-    pub(super) fn batch_entries(&self, p: &PrePrepare) -> Option<(Vec<Entry>, Digest)> {
+    pub(super) fn batch_entries(&self, p: &PrePrepare) -> Option<(Vec<BatchRequest>, Digest)> {
         if p.entries.len() > self.cfg.max_batch_requests {
             return None;
         }
-        let entries = p.entries.iter().map(|e| self.batch_entry(e)).collect::<Option<Vec<Entry>>>()?;
+        let entries = p.entries.iter().map(|e| self.batch_entry(e)).collect::<Option<Vec<BatchRequest>>>()?;
         let digest = batch_digest(p.nondet_time_us, entries.iter().map(|e| e.digest));
         Some((entries, digest))
     }
 
     /// Turns one entry of a received pre-prepare into a log entry. `None` when the
     /// entry is malformed: a correct primary never sends one.
-    fn batch_entry(&self, e: &BatchEntry) -> Option<Entry> {
+    fn batch_entry(&self, e: &BatchEntry) -> Option<BatchRequest> {
         match e {
             BatchEntry::Inline(bytes) => {
                 let env = wire::decode(bytes.clone(), self.cfg.max_message_bytes).ok()?;
@@ -132,17 +115,17 @@ impl<S: Service> Replica<S> {
                 }
                 let req = req.clone();
                 let authenticated = self.keys.verify(env).is_ok();
-                Some(Entry { digest: req.digest(), body: Some((req, bytes.clone())), authenticated })
+                Some(BatchRequest { digest: req.digest(), body: Some((req, bytes.clone())), authenticated })
             }
             BatchEntry::ByDigest(d) => {
-                let known = self.known.get(d);
-                Some(Entry { digest: *d, authenticated: known.is_some(), body: known.cloned() })
+                let known = self.requests.body(d);
+                Some(BatchRequest { digest: *d, authenticated: known.is_some(), body: known.cloned() })
             }
         }
     }
 
     pub(super) fn on_prepare(&mut self, from: ReplicaId, p: Prepare, out: &mut Outbox) {
-        if p.view != self.view || !self.view_active {
+        if p.view != self.view() || !self.view_active() {
             return self.metrics.drop(DropReason::WrongView);
         }
         if from == self.primary() {
@@ -151,39 +134,34 @@ impl<S: Service> Replica<S> {
         if !self.in_window(p.seq) {
             return self.metrics.drop(DropReason::OutOfWindow);
         }
-        let slot = self.log.entry(p.seq).or_default();
-        if slot.prepares.contains_key(&from) {
+        if self.log.slot(p.seq).add_prepare(from, p.view, p.digest) != Inserted::New {
             return self.metrics.drop(DropReason::Duplicate);
         }
-        slot.prepares.insert(from, Vote { view: p.view, digest: p.digest });
-        self.check_progress(p.seq, out);
+        self.advance_slot(p.seq, out);
     }
 
     pub(super) fn on_commit(&mut self, from: ReplicaId, c: Commit, out: &mut Outbox) {
-        if (c.view != self.view || !self.view_active) && !self.learns_from_old_view(c.view) {
+        if (c.view != self.view() || !self.view_active()) && !self.learns_from_old_view(c.view) {
             return self.metrics.drop(DropReason::WrongView);
         }
         if !self.in_window(c.seq) {
             return self.metrics.drop(DropReason::OutOfWindow);
         }
-        let slot = self.log.entry(c.seq).or_default();
-        if slot.commits.contains_key(&from) {
+        if self.log.slot(c.seq).add_commit(from, c.view, c.digest) != Inserted::New {
             return self.metrics.drop(DropReason::Duplicate);
         }
-        slot.commits.insert(from, Vote { view: c.view, digest: c.digest });
-        self.check_progress(c.seq, out);
+        self.advance_slot(c.seq, out);
     }
 
     /// Advances slot `seq` as far as its messages allow: send PREPARE, become
     /// prepared and send COMMIT, become committed; then execute what can be.
-    pub(super) fn check_progress(&mut self, seq: SeqNo, out: &mut Outbox) {
+    pub(super) fn advance_slot(&mut self, seq: SeqNo, out: &mut Outbox) {
         let f = self.cfg.f;
         let is_primary = self.is_primary();
         self.adopt_certified_batch(seq);
-        let Some(slot) = self.log.get(&seq) else { return };
-        let Some(batch) = &slot.batch else { return };
-        let (view, digest) = (batch.view, batch.digest);
-        let prepares = matching(&slot.prepares, view, digest);
+        let Some(slot) = self.log.get(seq) else { return };
+        let Some(batch) = slot.batch() else { return };
+        let (view, digest) = (batch.view(), batch.digest());
 
         // PREPARE: a backup that validated the batch, or that f+1 replicas vouch
         // for, or that a NEW-VIEW chose.
@@ -192,15 +170,13 @@ impl<S: Service> Replica<S> {
         // nothing for the old view but still learns what commits there (see
         // adopt_certified_batch), which lets it answer clients (who need 2f+1
         // matching replies) while it waits for the others to change view too.
-        if !self.view_active || view != self.view {
+        if !self.view_active() || view != self.view() {
             return self.try_execute(out);
         }
-        if !is_primary && slot.my_prepare.is_none() && (batch.validated() || prepares > f || batch.reproposed) {
-            let msg = Message::Prepare(Prepare { view, seq, digest });
-            let raw = self.multicast(&msg, out);
-            let slot = self.log.get_mut(&seq).expect("slot exists");
-            slot.my_prepare = Some(raw);
-            slot.prepares.insert(self.id, Vote { view, digest });
+        let vouched = slot.matching_prepares() > f;
+        if !is_primary && slot.my_prepare().is_none() && (batch.validated() || vouched || batch.reproposed()) {
+            let raw = self.multicast(&Message::Prepare(Prepare { view, seq, digest }), out);
+            self.log.slot(seq).prepare_sent(self.id, raw);
         }
 
         // A batch this replica knows committed without having sent its own
@@ -210,33 +186,26 @@ impl<S: Service> Replica<S> {
         // at once. The others may need it to commit, and nothing would be
         // retransmitted to this replica for a slot it finished, so its own
         // prepared certificate might never form.
-        let slot = self.log.get(&seq).expect("slot exists");
-        if slot.committed && slot.my_commit.is_none() {
-            let msg = Message::Commit(Commit { view, seq, digest });
-            let raw = self.multicast(&msg, out);
-            let slot = self.log.get_mut(&seq).expect("slot exists");
-            slot.my_commit = Some(raw);
-            slot.commits.insert(self.id, Vote { view, digest });
+        let slot = self.log.slot(seq);
+        if slot.committed() && slot.my_commit().is_none() {
+            let raw = self.multicast(&Message::Commit(Commit { view, seq, digest }), out);
+            self.log.slot(seq).commit_sent(self.id, raw);
         }
 
-        let slot = self.log.get(&seq).expect("slot exists");
         // Prepared: the pre-prepare and 2f matching prepares from distinct backups.
         // A backup's own prepare counts among the 2f; the primary sends none.
-        let prepares = matching(&slot.prepares, view, digest);
-        if !slot.prepared && prepares >= 2 * f {
-            let msg = Message::Commit(Commit { view, seq, digest });
-            let raw = self.multicast(&msg, out);
-            let slot = self.log.get_mut(&seq).expect("slot exists");
-            slot.prepared = true;
-            slot.prepared_cert = Some((digest, view));
-            slot.my_commit = Some(raw);
-            slot.commits.insert(self.id, Vote { view, digest });
+        let slot = self.log.slot(seq);
+        if !slot.prepared() && slot.matching_prepares() >= 2 * f {
+            let raw = self.multicast(&Message::Commit(Commit { view, seq, digest }), out);
+            let slot = self.log.slot(seq);
+            slot.mark_prepared();
+            slot.commit_sent(self.id, raw);
         }
 
-        let slot = self.log.get(&seq).expect("slot exists");
-        let commits = matching(&slot.commits, view, digest);
-        if slot.prepared && !slot.committed && commits >= self.commit_quorum() {
-            self.log.get_mut(&seq).expect("slot exists").committed = true;
+        let quorum = self.commit_quorum();
+        let slot = self.log.slot(seq);
+        if slot.prepared() && !slot.committed() && slot.matching_commits() >= quorum {
+            slot.mark_committed();
         }
         self.try_execute(out);
     }
@@ -244,7 +213,7 @@ impl<S: Service> Replica<S> {
     /// Whether messages of view `v` are learned from passively: this replica
     /// is changing from `v` (or an earlier view) to a later one.
     fn learns_from_old_view(&self, v: View) -> bool {
-        !self.view_active && v < self.view
+        !self.view_active() && v < self.view()
     }
 
     fn commit_quorum(&self) -> usize {
@@ -254,9 +223,4 @@ impl<S: Service> Replica<S> {
         }
         self.cfg.quorum()
     }
-}
-
-/// Votes in `votes` that match the slot's batch (same view and digest).
-fn matching(votes: &std::collections::BTreeMap<ReplicaId, Vote>, view: crate::types::View, digest: Digest) -> usize {
-    votes.values().filter(|v| v.view == view && v.digest == digest).count()
 }

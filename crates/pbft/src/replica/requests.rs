@@ -2,18 +2,18 @@
 //! by timestamp, the primary's batching, large requests named by digest, and
 //! read-only requests.
 //!
-//! Bounds: the primary's queue holds at most `max_request_queue` requests and at
-//! most one per client (a newer request from the same client replaces none: a
-//! correct client has one outstanding); `known` holds at most
-//! `max_known_requests` bodies and one per client.
+//! The requests themselves are kept by the request pool (`request_pool.rs`),
+//! which bounds them.
 
 use bytes::Bytes;
 
-use super::{Entry, Replica};
+use super::log::BatchRequest;
+use super::Replica;
+use crate::auth::Vouched;
 use crate::effects::Outbox;
 use crate::metrics::DropReason;
 use crate::service::Service;
-use crate::types::{Digest, Instant, SeqNo};
+use crate::types::Instant;
 use crate::wire::{BatchEntry, Request};
 
 impl<S: Service> Replica<S> {
@@ -33,15 +33,15 @@ impl<S: Service> Replica<S> {
         if req.timestamp == last && !self.bug_execute_twice() {
             return self.resend_reply(&req, out);
         }
-        let new = !self.known.contains_key(&req.digest());
+        let new = !self.requests.has_body(&req.digest());
         self.remember_request(&req, &raw);
-        if !self.view_active {
+        if !self.view_active() {
             return;
         }
         if self.is_primary() {
             self.enqueue(req, raw);
             self.try_send_batches(now, out);
-        } else if self.known.contains_key(&req.digest()) {
+        } else if self.requests.has_body(&req.digest()) {
             // A backup that gets a request (a client retransmitting to all)
             // passes it to the primary, whose MAC is in the authenticator, and
             // watches the primary: if it does not execute in time, the view
@@ -49,35 +49,15 @@ impl<S: Service> Replica<S> {
             if new && req.op.len() <= self.cfg.large_request_threshold {
                 out.send(crate::effects::Dest::Replica(self.primary()), raw);
             }
-            self.start_view_change_timer(out);
+            self.start_view_change_timer();
         }
     }
 
     /// Keeps a request body (checked against its client's MAC) that a later
     /// pre-prepare may name by digest.
     pub(super) fn remember_request(&mut self, req: &Request, raw: &Bytes) {
-        let digest = req.digest();
-        if self.known.contains_key(&digest) {
-            return;
-        }
-        // One body per client: a newer request replaces the older one.
-        if let Some(old) = self.known_by_client.get(&req.client).copied() {
-            if self.known.get(&old).is_some_and(|(r, _)| r.timestamp > req.timestamp) {
-                return self.metrics.drop(DropReason::StaleRequest);
-            }
-            self.known.remove(&old);
-        }
-        if self.known.len() >= self.cfg.max_known_requests {
-            return self.metrics.drop(DropReason::QueueFull);
-        }
-        self.known.insert(digest, (req.clone(), raw.clone()));
-        self.known_by_client.insert(req.client, digest);
-    }
-
-    /// Forgets a body once its request executed.
-    pub(super) fn forget_request(&mut self, req: &Request, digest: &Digest) {
-        if self.known.remove(digest).is_some() && self.known_by_client.get(&req.client) == Some(digest) {
-            self.known_by_client.remove(&req.client);
+        if let Err(reason) = self.requests.remember(req, raw) {
+            self.metrics.drop(reason);
         }
     }
 
@@ -86,76 +66,56 @@ impl<S: Service> Replica<S> {
     /// whether this replica checked the client's MAC on it; a batch with an
     /// unauthenticated body proceeds only once f+1 replicas vouch for it (see
     /// `normal_case.rs`).
-    pub(super) fn fill_missing_body(&mut self, req: &Request, raw: &Bytes, authenticated: bool, out: &mut Outbox) {
+    fn fill_missing_body(&mut self, req: &Request, raw: &Bytes, authenticated: bool, out: &mut Outbox) {
         let digest = req.digest();
-        let waiting: Vec<SeqNo> =
-            self.awaiting.range((digest, SeqNo(0))..=(digest, SeqNo(u64::MAX))).map(|(_, seq)| *seq).collect();
-        let mut filled = Vec::new();
-        for seq in waiting {
-            let Some(batch) = self.log.get_mut(&seq).and_then(|s| s.batch.as_mut()) else {
-                self.awaiting.remove(&(digest, seq));
-                continue;
-            };
+        let waiting = self.log.awaiting_body(digest);
+        for seq in waiting.iter().copied() {
             // Fill what is missing, and replace a body that failed our MAC check
             // (a forged copy may arrive first) with one that passes.
-            let wanted = |e: &Entry| e.digest == digest && (e.body.is_none() || (authenticated && !e.authenticated));
-            for e in batch.entries.iter_mut().filter(|e| wanted(e)) {
-                e.body = Some((req.clone(), raw.clone()));
-                e.authenticated = authenticated;
+            if let Some(slot) = self.log.get_mut(seq) {
+                slot.fill_request(digest, req, raw, authenticated);
             }
             if authenticated {
-                self.awaiting.remove(&(digest, seq));
+                self.log.body_arrived(digest, seq);
             }
-            filled.push(seq);
         }
-        for seq in filled {
-            self.check_progress(seq, out);
+        for seq in waiting {
+            self.advance_slot(seq, out);
         }
+    }
+
+    /// A request body this replica could not authenticate, which a batch
+    /// names by digest: it fills the batch, which then proceeds only once
+    /// f+1 replicas vouch for it.
+    pub(super) fn fill_vouched_body(&mut self, body: Vouched<Request>, out: &mut Outbox) {
+        let (req, raw, _) = body.into_parts();
+        self.fill_missing_body(&req, &raw, false, out);
     }
 
     pub(super) fn enqueue(&mut self, req: Request, raw: Bytes) {
-        if self.assigned.get(&req.client).is_some_and(|t| *t >= req.timestamp) && !self.bug_execute_twice() {
+        if self.requests.ordered(req.client, req.timestamp) && !self.bug_execute_twice() {
             // Already queued or in a batch: a retransmission.
             return self.metrics.drop(DropReason::Duplicate);
         }
-        if !self.bug_unbounded_queue() {
-            // At most one queued request per client: a newer one replaces it (a
-            // correct client never has two outstanding).
-            if let Some(slot) = self.request_queue.iter_mut().find(|(r, _)| r.client == req.client) {
-                self.assigned.insert(req.client, req.timestamp);
-                *slot = (req, raw);
-                return self.metrics.drop(DropReason::Duplicate);
-            }
-            if self.request_queue.len() >= self.cfg.max_request_queue {
-                return self.metrics.drop(DropReason::QueueFull);
-            }
+        if let Err(reason) = self.requests.enqueue(req, raw) {
+            self.metrics.drop(reason);
         }
-        self.assigned.insert(req.client, req.timestamp);
-        self.request_queue.push_back((req, raw));
-    }
-
-    fn bug_unbounded_queue(&self) -> bool {
-        #[cfg(feature = "deliberate-bugs")]
-        if self.cfg.bugs.unbounded_request_queue {
-            return true;
-        }
-        false
     }
 
     /// The primary packs queued requests into batches while its window of
     /// outstanding batches has room and the high water mark allows.
     pub(super) fn try_send_batches(&mut self, now: Instant, out: &mut Outbox) {
-        if !self.is_primary() || !self.view_active {
+        if !self.is_primary() || !self.view_active() {
             return;
         }
-        while !self.request_queue.is_empty()
-            && self.next_seq.0 - 1 - self.last_executed.0 < self.cfg.max_outstanding_batches
-            && self.next_seq <= self.high_water_mark()
+        while !self.requests.queue_is_empty()
+            && self.proposer.next_seq().0 - 1 - self.executed.last().0 < self.cfg.max_outstanding_batches
+            && self.proposer.next_seq() <= self.high_water_mark()
         {
             let mut entries = Vec::new();
             let mut inline = Vec::new();
             let mut bytes = 0usize;
-            while let Some((req, raw)) = self.request_queue.front() {
+            while let Some((req, raw)) = self.requests.front() {
                 if entries.len() >= self.cfg.max_batch_requests {
                     break;
                 }
@@ -164,14 +124,14 @@ impl<S: Service> Replica<S> {
                 if !entries.is_empty() && bytes + size > self.cfg.max_batch_bytes {
                     break;
                 }
-                let (req, raw) = self.request_queue.pop_front().expect("front exists");
+                let Some((req, raw)) = self.requests.pop_front() else { break };
                 if req.timestamp <= self.last_timestamp(req.client) && !self.bug_execute_twice() {
                     continue;
                 }
                 bytes += size;
                 let digest = req.digest();
                 inline.push(if large { BatchEntry::ByDigest(digest) } else { BatchEntry::Inline(raw.clone()) });
-                entries.push(Entry { digest, body: Some((req, raw)), authenticated: true });
+                entries.push(BatchRequest { digest, body: Some((req, raw)), authenticated: true });
             }
             if entries.is_empty() {
                 continue;
@@ -182,7 +142,7 @@ impl<S: Service> Replica<S> {
 
     /// After execution or a stable checkpoint the window may have room again.
     pub(super) fn try_send_batches_after_execution(&mut self, out: &mut Outbox) {
-        if self.is_primary() && !self.request_queue.is_empty() {
+        if self.is_primary() && !self.requests.queue_is_empty() {
             self.try_send_batches(self.now, out);
         }
     }

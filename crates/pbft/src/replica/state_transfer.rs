@@ -28,8 +28,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use super::Replica;
 use crate::effects::{Dest, Effect, Outbox};
 use crate::metrics::DropReason;
@@ -42,9 +40,7 @@ use crate::wire::{Checkpoint, Data, Fetch, Message, MetaData};
 /// (3 MiB of pages, within the 4 MiB socket buffer a node asks for; measured:
 /// 97 MiB/s with 256, 132 MiB/s with 768 for a 256 MiB state).
 const FETCH_WINDOW: usize = 768;
-/// Consecutive pages sent back in one DATA (60 KiB, within one datagram): a
-/// datagram per page made the transfer syscall-bound.
-pub const PAGES_PER_DATA: usize = 15;
+pub use crate::wire::PAGES_PER_DATA;
 /// Consecutive pages asked for in one FETCH, answered with one DATA for
 /// every `PAGES_PER_DATA`: a FETCH per DATA cost the fetching replica a
 /// send (and each source a wake-up) for every 60 KiB it received.
@@ -96,23 +92,15 @@ pub(super) struct Transfer {
     /// The children of every internal node learned from META-DATA, in this
     /// target or an earlier one: a node whose digest is unchanged after a
     /// retarget is expanded again without asking.
-    known: BTreeMap<Node, (Digest, Vec<Digest>)>,
+    children_known: BTreeMap<Node, (Digest, Vec<Digest>)>,
     pub(super) pages_fetched: u64,
-}
-
-/// Per-peer budget for answering FETCH.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct FetchBudget {
-    window_start: Instant,
-    answered: u32,
 }
 
 impl<S: Service> Replica<S> {
     /// Checks, at each status tick, whether this replica is stuck behind a
     /// checkpoint that f+1 others vouch for; if so it starts a transfer.
     pub(super) fn maybe_start_transfer(&mut self, out: &mut Outbox) {
-        let stuck = self.last_executed == self.executed_at_last_tick;
-        self.executed_at_last_tick = self.last_executed;
+        let stuck = !self.executed.progressed_since_last_tick();
         if !stuck && self.transfer.is_none() {
             return;
         }
@@ -135,7 +123,7 @@ impl<S: Service> Replica<S> {
         if self.transfer.is_some() {
             return;
         }
-        let horizon = SeqNo(self.low_water_mark.0 + self.cfg.log_window);
+        let horizon = self.high_water_mark();
         if let Some((seq, digest, sources)) = self.transfer_target().filter(|(seq, _, _)| *seq > horizon) {
             self.start_transfer(seq, digest, sources, out);
         }
@@ -144,24 +132,7 @@ impl<S: Service> Replica<S> {
     /// The highest checkpoint above our last executed batch that f+1 other
     /// replicas agree on, with those replicas.
     fn transfer_target(&self) -> Option<(SeqNo, Digest, Vec<ReplicaId>)> {
-        // Votes come from the checkpoint records inside the window and from each
-        // replica's latest announcement (which may lie beyond it).
-        let mut tally: BTreeMap<(SeqNo, Digest), BTreeSet<ReplicaId>> = BTreeMap::new();
-        for (seq, votes) in self.checkpoints.range(self.last_executed.next()..) {
-            for (r, (d, _)) in &votes.votes {
-                tally.entry((*seq, *d)).or_default().insert(*r);
-            }
-        }
-        for (r, (seq, d)) in &self.latest_checkpoint_votes {
-            if *seq > self.last_executed {
-                tally.entry((*seq, *d)).or_default().insert(*r);
-            }
-        }
-        tally
-            .into_iter()
-            .rev()
-            .find(|(_, voters)| voters.len() > self.cfg.f)
-            .map(|((seq, digest), voters)| (seq, digest, voters.into_iter().collect()))
+        self.checkpoints.transfer_target(self.executed.last(), self.cfg.f)
     }
 
     pub(super) fn start_transfer(&mut self, seq: SeqNo, digest: Digest, sources: Vec<ReplicaId>, out: &mut Outbox) {
@@ -170,7 +141,7 @@ impl<S: Service> Replica<S> {
         if self.state.rollback_to_last_checkpoint().is_err() {
             return self.metrics.drop(DropReason::Invalid);
         }
-        self.tentative = None;
+        self.executed.forget_tentative();
         let Some((base, _)) = self.state.last_checkpoint() else { return };
         let depth = self.state.shape().depth;
         let rotate = (self.id.index() + seq.0 as usize) % sources.len();
@@ -194,7 +165,7 @@ impl<S: Service> Replica<S> {
             pages: Vec::new(),
             carried: BTreeMap::new(),
             previous: BTreeMap::new(),
-            known: BTreeMap::new(),
+            children_known: BTreeMap::new(),
             pages_fetched: 0,
         };
         match self.transfer.take() {
@@ -202,7 +173,7 @@ impl<S: Service> Replica<S> {
             Some(old) => {
                 t.ticks = old.ticks;
                 t.pages_fetched = old.pages_fetched;
-                t.known = old.known;
+                t.children_known = old.children_known;
                 t.carried = old.carried;
                 t.carried.extend(old.pages);
                 t.previous = old
@@ -245,8 +216,8 @@ impl<S: Service> Replica<S> {
                 }
                 continue;
             }
-            match t.known.get(&(level, index)) {
-                Some((known, children)) if *known == d => {
+            match t.children_known.get(&(level, index)) {
+                Some((node_digest, children)) if *node_digest == d => {
                     for (k, cd) in children.iter().enumerate() {
                         let child = index * fanout + k as u64;
                         // Beyond the state: an all-zero subtree, checked by the
@@ -317,16 +288,13 @@ impl<S: Service> Replica<S> {
     }
 
     pub(super) fn on_fetch(&mut self, now: Instant, from: ReplicaId, f: Fetch, out: &mut Outbox) {
-        let budget = self.fetch_budget.entry(from).or_default();
-        if now.as_us() >= budget.window_start.as_us() + self.cfg.status_interval_us {
-            *budget = FetchBudget { window_start: now, answered: 0 };
-        }
-        if budget.answered >= FETCH_ANSWERS_PER_INTERVAL {
+        let budget = self.peers.fetch_budget(from, now, self.cfg.status_interval_us);
+        if budget.left(FETCH_ANSWERS_PER_INTERVAL) == 0 {
             return self.metrics.drop(DropReason::RateLimited);
         }
         let depth = self.state.shape().depth;
         if f.level != depth {
-            budget.answered += 1;
+            budget.spend(1);
             let reply = match self.state.children_at(f.seq, f.level, f.index) {
                 Ok(children) => Message::MetaData(MetaData { seq: f.seq, level: f.level, index: f.index, children }),
                 Err(_) => return self.metrics.drop(DropReason::Unexpected),
@@ -346,8 +314,8 @@ impl<S: Service> Replica<S> {
         let mut first = f.index;
         let mut zero: Option<Arc<Page>> = None;
         // One DATA for every PAGES_PER_DATA pages, while the budget lasts.
-        while first < end && budget.answered < FETCH_ANSWERS_PER_INTERVAL {
-            let left = u64::from(FETCH_ANSWERS_PER_INTERVAL - budget.answered);
+        while first < end && budget.left(FETCH_ANSWERS_PER_INTERVAL) > 0 {
+            let left = u64::from(budget.left(FETCH_ANSWERS_PER_INTERVAL));
             let last = end.min(first + (PAGES_PER_DATA as u64).min(left));
             let mut pages = Vec::with_capacity((last - first) as usize);
             let mut digests = Vec::with_capacity(pages.capacity());
@@ -362,7 +330,7 @@ impl<S: Service> Replica<S> {
                     _ => return self.metrics.drop(DropReason::Unexpected),
                 }
             }
-            budget.answered += digests.len() as u32;
+            budget.spend(digests.len() as u32);
             let bytes = self.keys.seal(&Message::Data(Data { seq, index: first, pages, digests }), crate::auth::Audience::Replicas);
             out.send(Dest::Replica(from), bytes);
             first = last;
@@ -399,7 +367,7 @@ impl<S: Service> Replica<S> {
         t.wanted.remove(&(m.level, m.index));
         t.requested.remove(&(m.level, m.index));
         t.queue.remove(&(m.level, m.index));
-        t.known.insert((m.level, m.index), (expected, m.children));
+        t.children_known.insert((m.level, m.index), (expected, m.children));
         self.want(vec![((m.level, m.index), expected)]);
         self.after_transfer_progress(out);
     }
@@ -461,7 +429,6 @@ impl<S: Service> Replica<S> {
             return self.request_wanted(out);
         }
         let Some(t) = self.transfer.take() else { return };
-        self.needs_transfer = false;
         let installed = match self.state.install_pages(t.seq, t.pages.into_iter().map(|(i, (d, p))| (i, p, d))) {
             Ok(d) => d,
             Err(_) => return self.metrics.drop(DropReason::Invalid),
@@ -472,30 +439,19 @@ impl<S: Service> Replica<S> {
             let region = StateRegionRef::new(&self.state, self.service_first_page(), self.service_pages()).expect("service region is inside the state");
             self.service.state_replaced(&ReadContext { client: crate::types::ClientId(0), state: region });
         }
-        self.last_executed = t.seq;
-        self.executed_at_last_tick = t.seq;
-        // Unknown after a transfer; the next batch's value is checked only against the clock.
-        self.last_executed_nondet_us = 0;
-        self.tentative = None;
-        self.read_only_queue.clear();
-        self.log = self.log.split_off(&t.seq.next());
-        self.awaiting.retain(|(_, seq)| *seq > t.seq);
-        let low = self.low_water_mark;
-        self.checkpoints.retain(|seq, _| *seq == low || *seq > t.seq);
+        // The last value is unknown after a transfer: the next batch's is
+        // checked only against the clock.
+        self.executed.jump_to(t.seq);
+        // Read-only requests that waited for the old state go unanswered:
+        // their clients retry.
+        self.requests.take_read_only();
+        self.log.discard_through(t.seq);
         // Our own CHECKPOINT for the installed state, and the votes we already have for it.
         let msg = Message::Checkpoint(Checkpoint { seq: t.seq, state_digest: t.digest });
         let raw = self.multicast(&msg, out);
-        let votes: Vec<(ReplicaId, Digest)> =
-            self.latest_checkpoint_votes.iter().filter(|(_, (s, _))| *s == t.seq).map(|(r, (_, d))| (*r, *d)).collect();
-        let record = self.checkpoints.entry(t.seq).or_default();
-        record.mine = Some((t.digest, raw));
-        for (r, d) in votes {
-            record.votes.entry(r).or_insert((d, Bytes::new()));
-        }
+        self.checkpoints.installed(self.log.low_water_mark(), t.seq, t.digest, raw);
         out.push(Effect::StateTransferred { seq: t.seq, digest: t.digest, pages: t.pages_fetched });
-        if self.next_seq <= t.seq {
-            self.next_seq = t.seq.next();
-        }
+        self.proposer.skip_past(t.seq);
         self.check_stable(t.seq, out);
         self.try_execute(out);
     }

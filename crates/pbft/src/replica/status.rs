@@ -27,24 +27,27 @@ impl<S: Service> Replica<S> {
         if self.cfg.bugs.no_status {
             return;
         }
-        let first_open = self.tentative.unwrap_or(self.last_executed.next());
+        let first_open = self.executed.tentative().unwrap_or(self.executed.next());
         let last = self.high_water_mark().0.min(first_open.0 + MAX_STATUS_SLOTS - 1);
         let mut slots = Vec::new();
         let mut missing = Vec::new();
         for seq in first_open.0..=last {
-            let flags = match self.log.get(&SeqNo(seq)) {
+            let flags = match self.log.get(SeqNo(seq)) {
                 None => 0,
                 Some(s) => {
-                    if let Some(b) = &s.batch {
+                    if let Some(b) = s.batch() {
                         // Bodies we lack, or could not authenticate (a genuine copy
                         // from a peer carries the client's MAC for us).
-                        for e in b.entries.iter().filter(|e| e.body.is_none() || !e.authenticated) {
+                        for e in b.requests().iter().filter(|e| e.body.is_none() || !e.authenticated) {
                             if missing.len() < MAX_STATUS_MISSING {
                                 missing.push(e.digest);
                             }
                         }
                     }
-                    ((s.batch.as_ref().is_some_and(|b| !b.missing && !self.wants_batch(SeqNo(seq))) as u8) * slot_flags::PRE_PREPARED) | ((s.prepared as u8) * slot_flags::PREPARED) | ((s.committed as u8) * slot_flags::COMMITTED)
+                    let pre_prepared = s.batch().is_some_and(|b| !b.body_pending());
+                    ((pre_prepared as u8) * slot_flags::PRE_PREPARED)
+                        | ((s.prepared() as u8) * slot_flags::PREPARED)
+                        | ((s.committed() as u8) * slot_flags::COMMITTED)
                 }
             };
             slots.push(flags);
@@ -53,11 +56,11 @@ impl<S: Service> Replica<S> {
             slots.pop();
         }
         let msg = Message::Status(Status {
-            view: self.view,
-            view_active: self.view_active,
-            stable: self.low_water_mark,
+            view: self.view(),
+            view_active: self.view_active(),
+            stable: self.log.low_water_mark(),
             first_open,
-            last_executed: self.last_executed,
+            last_executed: self.executed.last(),
             slots,
             missing_requests: missing,
         });
@@ -68,22 +71,19 @@ impl<S: Service> Replica<S> {
         // How far each peer got in which view: evidence, for the view-change
         // timer, that the primary works and this replica merely lags.
         if s.view_active {
-            self.peer_progress.insert(from, (s.view, s.last_executed));
+            self.peers.note_progress(from, s.view, s.last_executed);
         }
-        if let Some(at) = self.status_answered.get(&from) {
-            if now.as_us() < at.as_us() + self.cfg.status_interval_us / 2 {
-                return self.metrics.drop(DropReason::RateLimited);
-            }
+        if !self.peers.may_answer_status(from, now, self.cfg.status_interval_us / 2) {
+            return self.metrics.drop(DropReason::RateLimited);
         }
-        self.status_answered.insert(from, now);
         // A peer behind our view, or still changing to it: what installed it.
-        if self.view_active && (s.view < self.view || (s.view == self.view && !s.view_active)) {
+        if self.view_active() && (s.view < self.view() || (s.view == self.view() && !s.view_active)) {
             return self.send_installed_view(from, out);
         }
         // A peer in our view, or one changing to a later view (it still
         // learns what commits in ours), gets what it lacks.
-        let changing_past_us = s.view > self.view && !s.view_active;
-        if !self.view_active || (s.view != self.view && !changing_past_us) || (s.view == self.view && !s.view_active) {
+        let changing_past_us = s.view > self.view() && !s.view_active;
+        if !self.view_active() || (s.view != self.view() && !changing_past_us) || (s.view == self.view() && !s.view_active) {
             return self.metrics.drop(DropReason::WrongView);
         }
         let to = Dest::Replica(from);
@@ -93,25 +93,23 @@ impl<S: Service> Replica<S> {
         // our vote to become stable; those beyond it tell a peer that fell
         // behind the garbage-collected log where to transfer state to. At most
         // L/K + 1 of them.
-        for votes in self.checkpoints.range(s.stable.next()..).map(|(_, v)| v) {
-            if let Some((_, raw)) = &votes.mine {
-                out.send(to, raw.clone());
-                sent += 1;
-            }
+        for raw in self.checkpoints.mine_after(s.stable) {
+            out.send(to, raw.clone());
+            sent += 1;
         }
 
         // Protocol messages for the sequence numbers it has not finished. Its slot
         // list may be shorter than its window: an absent flag byte means "nothing".
-        let first = s.first_open.0.max(self.low_water_mark.0 + 1);
+        let first = s.first_open.0.max(self.log.low_water_mark().0 + 1);
         let last = self.high_water_mark().0.min(s.first_open.0.saturating_add(MAX_STATUS_SLOTS - 1));
         for seq in first..=last {
-            let Some(slot) = self.log.get(&SeqNo(seq)) else { continue };
+            let Some(slot) = self.log.get(SeqNo(seq)) else { continue };
             let flags = s.slots.get((seq - s.first_open.0) as usize).copied().unwrap_or(0);
             // The batch itself, even for a slot the peer committed: a NEW-VIEW
             // may have chosen it by digest, and the peer cannot execute it yet.
             if flags & slot_flags::PRE_PREPARED == 0 {
-                if let Some(b) = slot.batch.as_ref().filter(|b| !b.raw.is_empty()) {
-                    out.send(to, b.raw.clone());
+                if let Some(b) = slot.batch().filter(|b| !b.raw().is_empty()) {
+                    out.send(to, b.raw().clone());
                     sent += 1;
                 }
             }
@@ -119,12 +117,12 @@ impl<S: Service> Replica<S> {
                 continue;
             }
             if flags & slot_flags::PREPARED == 0 {
-                if let Some(raw) = &slot.my_prepare {
+                if let Some(raw) = slot.my_prepare() {
                     out.send(to, raw.clone());
                     sent += 1;
                 }
             }
-            if let Some(raw) = &slot.my_commit {
+            if let Some(raw) = slot.my_commit() {
                 out.send(to, raw.clone());
                 sent += 1;
             }
@@ -141,10 +139,10 @@ impl<S: Service> Replica<S> {
     }
 
     fn find_request_raw(&self, d: &Digest) -> Option<bytes::Bytes> {
-        if let Some((_, raw)) = self.known.get(d) {
+        if let Some((_, raw)) = self.requests.body(d) {
             return Some(raw.clone());
         }
-        self.log.values().filter_map(|s| s.batch.as_ref()).flat_map(|b| b.entries.iter()).find_map(|e| {
+        self.log.slots().filter_map(|(_, s)| s.batch()).flat_map(|b| b.requests().iter()).find_map(|e| {
             (e.digest == *d).then(|| e.body.as_ref().map(|(_, raw)| raw.clone())).flatten()
         })
     }

@@ -37,19 +37,19 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
+use super::log::MAX_Q_PER_SEQ;
 use super::Replica;
-use crate::auth::Audience;
-use crate::effects::{Dest, Effect, Outbox, Timer};
+use crate::auth::{Audience, Vouched};
+use crate::effects::{Dest, Outbox, Timer};
 use crate::metrics::DropReason;
 use crate::service::Service;
-use crate::types::{ClientId, Digest, NodeId, ReplicaId, SeqNo, View};
+use crate::tally::{Inserted, Tally};
+use crate::types::{Digest, NodeId, ReplicaId, SeqNo, View};
 use crate::view_change::{decide, NewViewDecision, Undecided, ViewChangeInfo};
-use crate::wire::{self, Message, NewView, VcEntry, ViewChange, ViewChangeAck, MAX_VC_CHECKPOINTS};
+use crate::wire::{self, Message, NewView, Request, VcEntry, ViewChange, ViewChangeAck, MAX_VC_CHECKPOINTS};
 
 /// Views ahead of the current one for which messages are kept.
 const MAX_VIEWS_AHEAD: u64 = 16;
-/// Distinct batches remembered per sequence number for Q.
-pub(super) const MAX_Q_PER_SEQ: usize = 4;
 /// The view-change timeout stops doubling at this many times the configured one.
 const MAX_TIMEOUT_FACTOR: u64 = 64;
 /// Timeouts a lagging backup lets pass before it blames the primary anyway.
@@ -72,16 +72,22 @@ pub(super) struct Installed {
     pub(super) view_changes: Vec<Bytes>,
 }
 
-/// The view-change state of a replica.
+/// The view-change state of a replica: its view, whether that view is
+/// installed, and what it gathered to change views.
 #[derive(Debug)]
 pub(super) struct ViewChanges {
+    /// The current view, or the one this replica is changing to.
+    view: View,
+    /// False from sending a VIEW-CHANGE for `view` until its NEW-VIEW installs:
+    /// meanwhile no normal-case message is sent or accepted.
+    active: bool,
     /// VIEW-CHANGE messages whose MAC this replica checked, by (view, sender).
     pub(super) msgs: BTreeMap<(View, ReplicaId), StoredVc>,
     /// VIEW-CHANGE messages a pending NEW-VIEW names, received relayed or
     /// with a MAC that did not check for us: trusted once f+1 acks vouch.
     pub(super) relayed: BTreeMap<(View, ReplicaId), StoredVc>,
-    /// acks[(view, sender of the VIEW-CHANGE)][acker] = its digest.
-    pub(super) acks: BTreeMap<(View, ReplicaId), BTreeMap<ReplicaId, Digest>>,
+    /// acks[(view, sender of the VIEW-CHANGE)]: each acker's digest.
+    pub(super) acks: BTreeMap<(View, ReplicaId), Tally<Digest>>,
     /// A NEW-VIEW waiting for the VIEW-CHANGE messages it names.
     pub(super) pending: Option<(NewView, Bytes)>,
     pub(super) installed: Option<Installed>,
@@ -90,7 +96,6 @@ pub(super) struct ViewChanges {
     pub(super) choices: BTreeMap<SeqNo, Digest>,
     /// The current timeout (doubled by each view that fails to install).
     pub(super) timeout_us: u64,
-    pub(super) timer_running: bool,
     /// Timeouts let pass since the last execution because this replica lagged.
     pub(super) deferrals: u32,
 }
@@ -98,6 +103,8 @@ pub(super) struct ViewChanges {
 impl ViewChanges {
     pub(super) fn new(timeout_us: u64) -> ViewChanges {
         ViewChanges {
+            view: View(0),
+            active: true,
             msgs: BTreeMap::new(),
             relayed: BTreeMap::new(),
             acks: BTreeMap::new(),
@@ -105,9 +112,29 @@ impl ViewChanges {
             installed: None,
             choices: BTreeMap::new(),
             timeout_us,
-            timer_running: false,
             deferrals: 0,
         }
+    }
+
+    pub(super) fn view(&self) -> View {
+        self.view
+    }
+    pub(super) fn active(&self) -> bool {
+        self.active
+    }
+
+    /// Leaves the current view for `v`, not yet installed.
+    pub(super) fn leave_for(&mut self, v: View) {
+        assert!(v > self.view || (v == self.view && self.active), "views only move forward");
+        self.view = v;
+        self.active = false;
+    }
+
+    /// View `v` is installed.
+    pub(super) fn install_view(&mut self, v: View) {
+        assert!(v >= self.view, "views only move forward");
+        self.view = v;
+        self.active = true;
     }
 
     /// Forgets everything about views below `v`.
@@ -145,50 +172,45 @@ impl<S: Service> Replica<S> {
 
     /// A backup that holds a request not yet executed starts the timer, unless
     /// it is running.
-    pub(super) fn start_view_change_timer(&mut self, out: &mut Outbox) {
-        if self.vc.timer_running || !self.view_active || self.is_primary() {
+    pub(super) fn start_view_change_timer(&mut self) {
+        if self.timers.is_set(Timer::ViewChange) || !self.view_active() || self.is_primary() {
             return;
         }
-        self.vc.timer_running = true;
-        out.push(Effect::SetTimer { timer: Timer::ViewChange, at: self.now.plus_us(self.vc.timeout_us) });
+        self.timers.set(Timer::ViewChange, self.now.plus_us(self.view_changes.timeout_us));
     }
 
     /// Re-arms the view-change timer after a restart: for the view change
     /// under way, or for the requests waiting.
-    pub(super) fn restart_view_change_timer(&mut self, out: &mut Outbox) {
-        self.vc.timer_running = false;
-        if self.view_active {
+    pub(super) fn restart_view_change_timer(&mut self) {
+        self.timers.cancel(Timer::ViewChange);
+        if self.view_active() {
             if self.waiting_for_execution() {
-                self.start_view_change_timer(out);
+                self.start_view_change_timer();
             }
         } else {
-            self.arm_timer_for_quorum(out);
+            self.arm_timer_for_quorum();
         }
     }
 
     /// After a request executed in an installed view: the view works, so the
     /// timeout goes back to its configured value and the timer restarts for
     /// the requests still waiting, or stops.
-    pub(super) fn view_change_timer_after_progress(&mut self, out: &mut Outbox) {
-        if !self.view_active {
+    pub(super) fn view_change_timer_after_progress(&mut self) {
+        if !self.view_active() {
             return;
         }
-        self.vc.timeout_us = self.cfg.view_change_timeout_us;
-        self.vc.deferrals = 0;
+        self.view_changes.timeout_us = self.cfg.view_change_timeout_us;
+        self.view_changes.deferrals = 0;
         if !self.waiting_for_execution() {
-            if self.vc.timer_running {
-                self.vc.timer_running = false;
-                out.push(Effect::CancelTimer { timer: Timer::ViewChange });
-            }
+            self.timers.cancel(Timer::ViewChange);
         } else {
-            self.vc.timer_running = true;
-            out.push(Effect::SetTimer { timer: Timer::ViewChange, at: self.now.plus_us(self.vc.timeout_us) });
+            self.timers.set(Timer::ViewChange, self.now.plus_us(self.view_changes.timeout_us));
         }
     }
 
     pub(super) fn on_view_change_timer(&mut self, out: &mut Outbox) {
-        self.vc.timer_running = false;
-        if self.view_active {
+        self.timers.cancel(Timer::ViewChange);
+        if self.view_active() {
             self.forget_executed_requests();
             if !self.waiting_for_execution() {
                 return;
@@ -198,16 +220,16 @@ impl<S: Service> Replica<S> {
             // (retransmission brings it). Leaving the view alone would only
             // take it out of service until the next view change, and clients
             // need 2f+1 correct replicas to answer.
-            if self.transfer.is_some() || (self.lagging() && self.vc.deferrals < MAX_DEFERRALS) {
-                self.vc.deferrals += 1;
-                return self.start_view_change_timer(out);
+            if self.transfer.is_some() || (self.lagging() && self.view_changes.deferrals < MAX_DEFERRALS) {
+                self.view_changes.deferrals += 1;
+                return self.start_view_change_timer();
             }
         } else {
             // The view we moved to did not install in time: try the next one,
             // with more patience.
-            self.vc.timeout_us = (self.vc.timeout_us * 2).min(self.cfg.view_change_timeout_us * MAX_TIMEOUT_FACTOR);
+            self.view_changes.timeout_us = (self.view_changes.timeout_us * 2).min(self.cfg.view_change_timeout_us * MAX_TIMEOUT_FACTOR);
         }
-        let next = View(self.view.0 + 1);
+        let next = View(self.view().0 + 1);
         self.start_view_change(next, out);
     }
 
@@ -217,34 +239,28 @@ impl<S: Service> Replica<S> {
     /// report in STATUS that they executed further in this view (one of them
     /// is correct).
     fn lagging(&self) -> bool {
-        let ahead = self
-            .peer_progress
-            .values()
-            .filter(|(v, executed)| *v == self.view && *executed > self.last_executed)
-            .count();
-        ahead > self.cfg.f || self.certified_batch(self.last_executed.next()).is_some_and(|(v, _)| v == self.view)
+        let ahead =
+            self.peers.progress().weak_where(self.cfg.f, |_, (v, executed)| *v == self.view() && *executed > self.executed.last());
+        ahead || self.certified_batch(self.executed.next()).is_some_and(|(v, _)| v == self.view())
     }
 
     /// Whether this backup waits for the primary: a request it holds has not
     /// executed, or its tentative execution has not committed.
     pub(super) fn waiting_for_execution(&self) -> bool {
-        !self.is_primary() && (!self.known.is_empty() || self.tentative.is_some())
+        !self.is_primary() && (self.requests.has_bodies() || self.executed.tentative().is_some())
     }
 
     /// Drops request bodies whose requests have executed (by another path, a
     /// state transfer for example), so that they do not keep the timer going.
     fn forget_executed_requests(&mut self) {
-        let stale: Vec<(ClientId, Digest)> = self
-            .known
-            .iter()
+        let stale: Vec<(Request, Digest)> = self
+            .requests
+            .bodies()
             .filter(|(_, (r, _))| r.timestamp <= self.last_timestamp(r.client))
-            .map(|(d, (r, _))| (r.client, *d))
+            .map(|(d, (r, _))| (r.clone(), *d))
             .collect();
-        for (client, d) in stale {
-            self.known.remove(&d);
-            if self.known_by_client.get(&client) == Some(&d) {
-                self.known_by_client.remove(&client);
-            }
+        for (req, d) in stale {
+            self.requests.forget(&req, &d);
         }
     }
 
@@ -253,49 +269,42 @@ impl<S: Service> Replica<S> {
     /// Leaves the current view for `v` (> the current view, or equal while the
     /// view change to it has not started here) and multicasts VIEW-CHANGE.
     pub(super) fn start_view_change(&mut self, v: View, out: &mut Outbox) {
-        debug_assert!(v > self.view || (v == self.view && self.view_active));
-        self.view = v;
-        self.view_active = false;
+        self.view_changes.leave_for(v);
         // The old primary's queued requests stay known, for whoever proposes them.
-        for (req, raw) in std::mem::take(&mut self.request_queue) {
+        for (req, raw) in self.requests.leave_view() {
             self.remember_request(&req, &raw);
         }
-        self.assigned.clear();
         let msg = self.build_view_change(v);
         let raw = self.multicast(&Message::ViewChange(msg.clone()), out);
         let digest = view_change_digest(self.id, &msg);
-        self.vc.forget_below(v);
-        self.vc.msgs.insert((v, self.id), StoredVc { msg, digest, raw });
+        self.view_changes.forget_below(v);
+        self.view_changes.msgs.insert((v, self.id), StoredVc { msg, digest, raw });
         self.metrics.view_changes += 1;
-        if self.vc.timer_running {
-            self.vc.timer_running = false;
-            out.push(Effect::CancelTimer { timer: Timer::ViewChange });
-        }
-        self.arm_timer_for_quorum(out);
+        self.timers.cancel(Timer::ViewChange);
+        self.arm_timer_for_quorum();
         self.try_new_view(out);
         self.try_pending_new_view(out);
     }
 
     /// While changing view: once 2f+1 replicas (this one included) ask for
     /// the view, the timer runs for it to install.
-    fn arm_timer_for_quorum(&mut self, out: &mut Outbox) {
-        if self.view_active || self.vc.timer_running {
+    fn arm_timer_for_quorum(&mut self) {
+        if self.view_active() || self.timers.is_set(Timer::ViewChange) {
             return;
         }
-        let v = self.view;
-        let asking = self.vc.msgs.range((v, ReplicaId(0))..=(v, ReplicaId(u16::MAX))).count();
+        let v = self.view();
+        let asking = self.view_changes.msgs.range((v, ReplicaId(0))..=(v, ReplicaId(u16::MAX))).count();
         if asking >= self.cfg.quorum() {
-            self.vc.timer_running = true;
-            out.push(Effect::SetTimer { timer: Timer::ViewChange, at: self.now.plus_us(self.vc.timeout_us) });
+            self.timers.set(Timer::ViewChange, self.now.plus_us(self.view_changes.timeout_us));
         }
     }
 
     /// VIEW-CHANGE(v, h, C, P, Q) from this replica's log.
     fn build_view_change(&self, v: View) -> ViewChange {
-        let h = self.low_water_mark;
+        let h = self.log.low_water_mark();
         // Checkpoints of states this replica reached by executing (a damaged
         // state restored from disk is none), within its window.
-        let checkpoints: Vec<(SeqNo, Digest)> = if self.needs_transfer {
+        let checkpoints: Vec<(SeqNo, Digest)> = if self.executed.awaits_trusted_state() {
             Vec::new()
         } else {
             self.state
@@ -307,12 +316,12 @@ impl<S: Service> Replica<S> {
         };
         let mut prepared = Vec::new();
         let mut pre_prepared = Vec::new();
-        for (n, slot) in self.log.range(h.next()..) {
-            if let Some((digest, view)) = slot.prepared_cert {
-                prepared.push(VcEntry { seq: *n, digest, view });
+        for (n, slot) in self.log.range(h.next()) {
+            if let Some((digest, view)) = slot.prepared_cert() {
+                prepared.push(VcEntry { seq: n, digest, view });
             }
-            for (digest, view) in &slot.pre_prepared_in {
-                pre_prepared.push(VcEntry { seq: *n, digest: *digest, view: *view });
+            for (digest, view) in slot.pre_prepared_in() {
+                pre_prepared.push(VcEntry { seq: n, digest: *digest, view: *view });
             }
         }
         ViewChange { view: v, stable: h, checkpoints, prepared, pre_prepared }
@@ -337,7 +346,7 @@ impl<S: Service> Replica<S> {
     /// Whether messages about view `v` are of interest: a view ahead (within
     /// bounds), or the one being changed to.
     fn view_change_relevant(&self, v: View) -> bool {
-        (v > self.view || (v == self.view && !self.view_active)) && v.0 <= self.view.0 + MAX_VIEWS_AHEAD
+        (v > self.view() || (v == self.view() && !self.view_active())) && v.0 <= self.view().0 + MAX_VIEWS_AHEAD
     }
 
     pub(super) fn on_view_change(&mut self, from: ReplicaId, vc: ViewChange, raw: Bytes, out: &mut Outbox) {
@@ -349,7 +358,7 @@ impl<S: Service> Replica<S> {
         }
         let digest = view_change_digest(from, &vc);
         let key = (vc.view, from);
-        if let Some(stored) = self.vc.msgs.get(&key) {
+        if let Some(stored) = self.view_changes.msgs.get(&key) {
             if stored.digest == digest {
                 // A retransmission: its sender is still changing view, so our
                 // ack may have been lost.
@@ -358,34 +367,45 @@ impl<S: Service> Replica<S> {
             }
             // The sender equivocates. Keep the first, unless a NEW-VIEW names this one.
             self.metrics.drop(DropReason::Conflicting);
-            return self.keep_if_named(StoredVc { msg: vc, digest, raw }, from, out);
+            self.keep_if_named(from, vc, raw, digest, out);
+            return;
         }
-        self.vc.msgs.insert(key, StoredVc { msg: vc.clone(), digest, raw });
+        self.view_changes.msgs.insert(key, StoredVc { msg: vc.clone(), digest, raw });
         self.send_ack(vc.view, from, digest, out);
         self.maybe_join(out);
-        self.arm_timer_for_quorum(out);
+        self.arm_timer_for_quorum();
         self.try_new_view(out);
         self.try_pending_new_view(out);
     }
 
-    /// A VIEW-CHANGE whose MAC did not check for us (relayed, or from a sender
-    /// that broke our MAC): of use only if a pending NEW-VIEW names it.
-    pub(super) fn on_relayed_view_change(&mut self, env: wire::Envelope, out: &mut Outbox) {
-        let (NodeId::Replica(from), Message::ViewChange(vc)) = (env.sender, env.message) else { return };
+    /// A VIEW-CHANGE from `from` whose MAC did not check for us (relayed, or
+    /// from a sender that broke our MAC): of use only if a pending NEW-VIEW
+    /// names it by digest. Returns whether one did.
+    pub(super) fn on_relayed_view_change(
+        &mut self,
+        from: ReplicaId,
+        vc: ViewChange,
+        raw: Bytes,
+        digest: Digest,
+        out: &mut Outbox,
+    ) -> bool {
         if !self.cfg.is_replica(from) || !self.view_change_well_formed(&vc) {
-            return;
+            return false;
         }
-        self.keep_if_named(StoredVc { msg: vc, digest: env.auth_digest, raw: env.raw }, from, out);
+        self.keep_if_named(from, vc, raw, digest, out)
     }
 
-    fn keep_if_named(&mut self, stored: StoredVc, from: ReplicaId, out: &mut Outbox) {
-        let named = self.vc.pending.as_ref().is_some_and(|(nv, _)| {
-            nv.view == stored.msg.view && nv.view_changes.contains(&(from, stored.digest))
-        });
-        if named {
-            self.vc.relayed.insert((stored.msg.view, from), stored);
-            self.try_pending_new_view(out);
-        }
+    /// Keeps `from`'s VIEW-CHANGE if the pending NEW-VIEW names it by digest.
+    fn keep_if_named(&mut self, from: ReplicaId, vc: ViewChange, raw: Bytes, digest: Digest, out: &mut Outbox) -> bool {
+        let view = vc.view;
+        let named = |d: &Digest| {
+            self.view_changes.pending.as_ref().is_some_and(|(nv, _)| nv.view == view && nv.view_changes.contains(&(from, *d)))
+        };
+        let Some(vouched) = Vouched::by_digest(vc, raw, digest, named) else { return false };
+        let (msg, raw, digest) = vouched.into_parts();
+        self.view_changes.relayed.insert((view, from), StoredVc { msg, digest, raw });
+        self.try_pending_new_view(out);
+        true
     }
 
     fn send_ack(&mut self, v: View, subject: ReplicaId, digest: Digest, out: &mut Outbox) {
@@ -402,12 +422,10 @@ impl<S: Service> Replica<S> {
         if ack.replica == from || !self.cfg.is_replica(ack.replica) {
             return self.metrics.drop(DropReason::Invalid);
         }
-        let acks = self.vc.acks.entry((ack.view, ack.replica)).or_default();
-        if acks.get(&from) == Some(&ack.digest) {
+        // One ack per acker: a later one (after a relay) replaces the first.
+        if self.view_changes.acks.entry((ack.view, ack.replica)).or_default().insert(from, ack.digest) == Inserted::Same {
             return self.metrics.drop(DropReason::Duplicate);
         }
-        // One ack per acker: a later one (after a relay) replaces the first.
-        acks.insert(from, ack.digest);
         self.try_new_view(out);
         self.try_pending_new_view(out);
     }
@@ -415,24 +433,16 @@ impl<S: Service> Replica<S> {
     /// Acks for `subject`'s VIEW-CHANGE for `v` with `digest`, from replicas
     /// other than the subject and `also_not`.
     fn acks_for(&self, v: View, subject: ReplicaId, digest: Digest, also_not: ReplicaId) -> usize {
-        self.vc.acks.get(&(v, subject)).map_or(0, |a| {
-            a.iter().filter(|(r, d)| **r != subject && **r != also_not && **d == digest).count()
-        })
+        self.view_changes.acks.get(&(v, subject)).map_or(0, |a| a.count_excluding(&digest, &[subject, also_not]))
     }
 
     /// Joins a view change once f+1 other replicas ask for views above ours:
     /// the highest view that f+1 of them ask for at least.
     fn maybe_join(&mut self, out: &mut Outbox) {
-        let mut highest: BTreeMap<ReplicaId, View> = BTreeMap::new();
-        for (v, r) in self.vc.msgs.keys() {
-            if *r != self.id && *v > self.view {
-                let e = highest.entry(*r).or_insert(*v);
-                *e = (*e).max(*v);
-            }
-        }
-        let mut views: Vec<View> = highest.into_values().collect();
-        views.sort_unstable_by(|a, b| b.cmp(a));
-        if let Some(v) = views.get(self.cfg.f).copied() {
+        // Keys ascend by view, so each replica's last entry is its highest.
+        let asking: Tally<View> =
+            self.view_changes.msgs.keys().filter(|(v, r)| *r != self.id && *v > self.view()).map(|(v, r)| (*r, *v)).collect();
+        if let Some(v) = asking.highest_reached_by(self.cfg.f + 1) {
             self.start_view_change(v, out);
         }
     }
@@ -442,13 +452,13 @@ impl<S: Service> Replica<S> {
     /// The new primary sends NEW-VIEW once 2f+1 admitted VIEW-CHANGE messages
     /// decide every sequence number.
     fn try_new_view(&mut self, out: &mut Outbox) {
-        if self.view_active || !self.is_primary() {
+        if self.view_active() || !self.is_primary() {
             return;
         }
-        let v = self.view;
+        let v = self.view();
         let needed = self.admission_acks();
         let admitted: Vec<(ReplicaId, &StoredVc)> = self
-            .vc
+            .view_changes
             .msgs
             .range((v, ReplicaId(0))..=(v, ReplicaId(u16::MAX)))
             .filter(|((_, j), s)| *j == self.id || self.acks_for(v, *j, s.digest, self.id) >= needed)
@@ -497,7 +507,7 @@ impl<S: Service> Replica<S> {
         if !self.view_change_relevant(nv.view) {
             return self.metrics.drop(DropReason::WrongView);
         }
-        if self.vc.pending.as_ref().is_some_and(|(p, _)| p.view >= nv.view) {
+        if self.view_changes.pending.as_ref().is_some_and(|(p, _)| p.view >= nv.view) {
             return self.metrics.drop(DropReason::Duplicate);
         }
         let mut senders = BTreeSet::new();
@@ -507,24 +517,24 @@ impl<S: Service> Replica<S> {
         if !well_formed {
             return self.metrics.drop(DropReason::Invalid);
         }
-        self.vc.pending = Some((nv, raw));
+        self.view_changes.pending = Some((nv, raw));
         self.try_pending_new_view(out);
     }
 
     /// The body of the VIEW-CHANGE (v, j, d) if this replica may trust it: its
     /// own copy, or a relayed one that f+1 replicas other than j acked.
     pub(super) fn trusted_view_change(&self, v: View, j: ReplicaId, d: Digest) -> Option<&StoredVc> {
-        if let Some(s) = self.vc.msgs.get(&(v, j)).filter(|s| s.digest == d) {
+        if let Some(s) = self.view_changes.msgs.get(&(v, j)).filter(|s| s.digest == d) {
             return Some(s);
         }
-        let s = self.vc.relayed.get(&(v, j)).filter(|s| s.digest == d)?;
+        let s = self.view_changes.relayed.get(&(v, j)).filter(|s| s.digest == d)?;
         (self.acks_for(v, j, d, j) > self.cfg.f).then_some(s)
     }
 
     fn try_pending_new_view(&mut self, out: &mut Outbox) {
-        let Some((nv, raw)) = self.vc.pending.clone() else { return };
+        let Some((nv, raw)) = self.view_changes.pending.clone() else { return };
         if !self.view_change_relevant(nv.view) {
-            self.vc.pending = None;
+            self.view_changes.pending = None;
             return;
         }
         let mut infos = Vec::with_capacity(nv.view_changes.len());
@@ -534,7 +544,7 @@ impl<S: Service> Replica<S> {
                 None => return, // wait for it (STATUS brings relays)
             }
         }
-        self.vc.pending = None;
+        self.view_changes.pending = None;
         match self.decide(&infos) {
             Ok(decision) => self.install(nv, raw, decision, out),
             // A primary that sends an undecidable NEW-VIEW is faulty: the timer
@@ -548,10 +558,10 @@ impl<S: Service> Replica<S> {
     /// On each status tick while changing view: our VIEW-CHANGE again (it or
     /// its acks may have been lost).
     pub(super) fn retransmit_view_change(&mut self, out: &mut Outbox) {
-        if self.view_active {
+        if self.view_active() {
             return;
         }
-        if let Some(s) = self.vc.msgs.get(&(self.view, self.id)) {
+        if let Some(s) = self.view_changes.msgs.get(&(self.view(), self.id)) {
             out.send(Dest::AllReplicas, s.raw.clone());
             self.metrics.retransmitted += 1;
         }
@@ -560,7 +570,7 @@ impl<S: Service> Replica<S> {
     /// Sends a replica that has not installed our view what installed it:
     /// the NEW-VIEW, the VIEW-CHANGE messages it names, and our acks for them.
     pub(super) fn send_installed_view(&mut self, to: ReplicaId, out: &mut Outbox) {
-        let Some(installed) = &self.vc.installed else { return };
+        let Some(installed) = &self.view_changes.installed else { return };
         let dest = Dest::Replica(to);
         out.send(dest, installed.raw.clone());
         for vc in &installed.view_changes {

@@ -338,6 +338,11 @@ impl PagedState {
         self.undo = Some(BTreeMap::new());
     }
 
+    /// Whether an undo mark is set.
+    pub fn has_undo_mark(&self) -> bool {
+        self.undo.is_some()
+    }
+
     /// Forgets the undo mark (the batch it guarded committed).
     pub fn clear_undo_mark(&mut self) {
         self.undo = None;

@@ -23,6 +23,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::tally::Tally;
 use crate::types::{Digest, ReplicaId, SeqNo, View};
 
 /// A (sequence number, digest, view) entry of a P or Q set.
@@ -88,9 +89,9 @@ pub fn decide_without_a2(f: usize, log_window: u64, msgs: &[ViewChangeInfo]) -> 
 }
 
 fn decide_rules(f: usize, log_window: u64, msgs: &[ViewChangeInfo], rule_a2: bool) -> Result<NewViewDecision, Undecided> {
-    let distinct: BTreeSet<ReplicaId> = msgs.iter().map(|m| m.replica).collect();
-    debug_assert_eq!(distinct.len(), msgs.len(), "one view-change message per replica");
-    let checkpoint = choose_checkpoint(f, msgs).ok_or(Undecided::NoCheckpoint)?;
+    let votes: Tally<&ViewChangeInfo> = msgs.iter().map(|m| (m.replica, m)).collect();
+    debug_assert_eq!(votes.len(), msgs.len(), "one view-change message per replica");
+    let checkpoint = choose_checkpoint(f, &votes).ok_or(Undecided::NoCheckpoint)?;
     let (h, _) = checkpoint;
     let last = msgs
         .iter()
@@ -102,9 +103,9 @@ fn decide_rules(f: usize, log_window: u64, msgs: &[ViewChangeInfo], rule_a2: boo
     let mut choices = Vec::new();
     for n in h.0.saturating_add(1)..=last.0 {
         let seq = SeqNo(n);
-        let choice = choose_request(f, msgs, seq, rule_a2)
+        let choice = choose_request(f, &votes, seq, rule_a2)
             .map(Choice::Request)
-            .or_else(|| choose_null(f, msgs, seq).then_some(Choice::Null))
+            .or_else(|| choose_null(f, &votes, seq).then_some(Choice::Null))
             .ok_or(Undecided::Seq(seq))?;
         choices.push((seq, choice));
     }
@@ -112,47 +113,39 @@ fn decide_rules(f: usize, log_window: u64, msgs: &[ViewChangeInfo], rule_a2: boo
 }
 
 /// The highest (n, d) listed in C by f+1 messages with 2f+1 messages at h ≤ n.
-fn choose_checkpoint(f: usize, msgs: &[ViewChangeInfo]) -> Option<(SeqNo, Digest)> {
-    let candidates: BTreeSet<(SeqNo, Digest)> = msgs.iter().flat_map(|m| m.checkpoints.iter().copied()).collect();
+fn choose_checkpoint(f: usize, msgs: &Tally<&ViewChangeInfo>) -> Option<(SeqNo, Digest)> {
+    let candidates: BTreeSet<(SeqNo, Digest)> = msgs.iter().flat_map(|(_, m)| m.checkpoints.iter().copied()).collect();
     candidates.into_iter().rev().find(|(n, d)| {
-        let listed = msgs.iter().filter(|m| m.checkpoints.contains(&(*n, *d))).count();
-        let below = msgs.iter().filter(|m| m.stable <= *n).count();
-        listed > f && below > 2 * f
+        msgs.weak_where(f, |_, m| m.checkpoints.contains(&(*n, *d))) && msgs.quorum_where(f, |_, m| m.stable <= *n)
     })
 }
 
 /// Rule A at `seq`: a prepared digest that no message contradicts and that f+1
 /// messages pre-prepared in its view or later.
-fn choose_request(f: usize, msgs: &[ViewChangeInfo], seq: SeqNo, rule_a2: bool) -> Option<Digest> {
-    let mut candidates: Vec<Entry> = msgs.iter().flat_map(|m| m.prepared.iter()).filter(|e| e.seq == seq).copied().collect();
+fn choose_request(f: usize, msgs: &Tally<&ViewChangeInfo>, seq: SeqNo, rule_a2: bool) -> Option<Digest> {
+    let mut candidates: Vec<Entry> =
+        msgs.iter().flat_map(|(_, m)| m.prepared.iter()).filter(|e| e.seq == seq).copied().collect();
     // Deterministic order: the newest view first, then by digest.
     candidates.sort_by(|a, b| b.view.cmp(&a.view).then(a.digest.cmp(&b.digest)));
     candidates.dedup();
     candidates.into_iter().find(|p| {
-        let a1 = msgs
-            .iter()
-            .filter(|m| {
-                m.stable < seq
-                    && m.prepared
-                        .iter()
-                        .filter(|e| e.seq == seq)
-                        .all(|e| e.view < p.view || (e.view == p.view && e.digest == p.digest))
-            })
-            .count()
-            > 2 * f;
+        let a1 = msgs.quorum_where(f, |_, m| {
+            m.stable < seq
+                && m.prepared
+                    .iter()
+                    .filter(|e| e.seq == seq)
+                    .all(|e| e.view < p.view || (e.view == p.view && e.digest == p.digest))
+        });
         let a2 = msgs
-            .iter()
-            .filter(|m| m.pre_prepared.iter().any(|q| q.seq == seq && q.digest == p.digest && q.view >= p.view))
-            .count()
-            > f;
+            .weak_where(f, |_, m| m.pre_prepared.iter().any(|q| q.seq == seq && q.digest == p.digest && q.view >= p.view));
         a1 && (a2 || !rule_a2)
     })
     .map(|p| p.digest)
 }
 
 /// Rule B at `seq`: 2f+1 messages with h < seq and nothing prepared at seq.
-fn choose_null(f: usize, msgs: &[ViewChangeInfo], seq: SeqNo) -> bool {
-    msgs.iter().filter(|m| m.stable < seq && m.prepared.iter().all(|e| e.seq != seq)).count() > 2 * f
+fn choose_null(f: usize, msgs: &Tally<&ViewChangeInfo>, seq: SeqNo) -> bool {
+    msgs.quorum_where(f, |_, m| m.stable < seq && m.prepared.iter().all(|e| e.seq != seq))
 }
 
 #[cfg(test)]
