@@ -85,6 +85,19 @@ fn error_codes_follow_rfc_1813() {
 }
 
 #[test]
+fn root_squash_maps_uid_0_to_nobody() {
+    let mut t = T::fresh(true);
+    let root = t.root();
+    // The root directory belongs to uid 0, mode 0755: a squashed root is nobody there.
+    assert_eq!(t.chmod(&harness::ROOT, &root, 0o777), Err(nfsstat3::NFS3ERR_PERM));
+    assert_eq!(t.create(&harness::ROOT, &root, b"x"), Err(nfsstat3::NFS3ERR_ACCES));
+    let mut u = T::fresh(false);
+    let uroot = u.root();
+    let x = u.create(&harness::ROOT, &uroot, b"x").expect("unsquashed root creates");
+    assert_eq!(u.getattr(&x).expect("attrs").uid, 0);
+}
+
+#[test]
 fn rename_link_symlink_and_mknod() {
     let mut t = T::new();
     let root = t.root();

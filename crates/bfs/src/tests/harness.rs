@@ -39,14 +39,21 @@ fn xdr(v: &impl Pack) -> Vec<u8> {
 }
 
 impl T {
+    /// A fresh file system whose root directory everyone may write.
     pub fn new() -> T {
-        let service = BfsService::new(BfsConfig { pages: PAGES, root_squash: false }).expect("config");
-        let state = PagedState::new(PAGES, TreeShape::default()).expect("state");
-        let mut t = T { state, service, now_us: 1_600_000_000_000_000 };
-        t.raw(&request::encode(crate::PROC_NULL, &ROOT, &[]), false);
+        let mut t = T::fresh(false);
         // A fresh file system's root is root's, 0755; the tests' users share it.
         let root = t.root();
         t.chmod(&ROOT, &root, 0o777).expect("chmod /");
+        t
+    }
+
+    /// A fresh file system as formatted, with root squashing on or off.
+    pub fn fresh(root_squash: bool) -> T {
+        let service = BfsService::new(BfsConfig { pages: PAGES, root_squash }).expect("config");
+        let state = PagedState::new(PAGES, TreeShape::default()).expect("state");
+        let mut t = T { state, service, now_us: 1_600_000_000_000_000 };
+        t.raw(&request::encode(crate::PROC_NULL, &ROOT, &[]), false);
         t
     }
 
