@@ -204,6 +204,37 @@ fn readdir_cookies_survive_concurrent_adds_and_removes() {
 }
 
 #[test]
+fn a_directory_of_100_000_entries_lists_whole_while_it_changes() {
+    let mut t = T::new();
+    let root = t.root();
+    let d = t.mkdir(&ALICE, &root, b"huge").expect("mkdir");
+    // Hard links: 100,000 names without 100,000 inodes.
+    let f = t.create(&ALICE, &d, b"target").expect("create");
+    for i in 0..100_000 {
+        t.link(&ALICE, &f, &d, format!("n{i:06}").as_bytes()).expect("link");
+    }
+    assert_eq!(t.lookup(&ALICE, &d, b"n099999"), Ok(f.clone()), "the index finds the last name");
+    let (mut seen, mut cookie, mut round) = (std::collections::BTreeSet::new(), 0, 0);
+    loop {
+        let (names, next, eof) = t.readdir(&ALICE, &d, cookie, 32 * 1024).expect("readdir");
+        for n in names {
+            assert!(seen.insert(n.clone()), "{n:?} listed twice");
+        }
+        if eof {
+            break;
+        }
+        cookie = next;
+        round += 1;
+        // Names from 50,000 on with odd numbers go; new names come.
+        t.remove(&ALICE, &d, format!("n{:06}", 50_001 + 2 * round).as_bytes()).expect("remove during listing");
+        t.link(&ALICE, &f, &d, format!("late{round}").as_bytes()).expect("link during listing");
+    }
+    for i in (0..100_000).filter(|i| *i < 50_000 || i % 2 == 0) {
+        assert!(seen.contains(&format!("n{i:06}")), "n{i:06} existed throughout but was skipped");
+    }
+}
+
+#[test]
 fn garbage_never_panics() {
     let mut t = T::new();
     let root = t.root();
