@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use pbft::adversary::{Liar, Lie};
+use pbft::adversary::{HeldPrePrepares, Liar, Lie};
 use pbft::auth::KeyTable;
 use pbft::service::Service;
 use pbft::{Dest, Effect, Instant, NodeId, Outbox, Received, Replica, ReplicaId, Restored, Timestamp};
@@ -104,8 +104,8 @@ pub struct ReplicaHost<S: Service> {
     local: ReplicaSnapshot,
     shared: SharedSnapshot,
     writer: Option<Writer>,
-    /// A slow primary's held pre-prepares, in the order they are due.
-    held: std::collections::VecDeque<(Instant, Dest, Bytes)>,
+    /// A slow primary's held pre-prepares.
+    held: HeldPrePrepares<Dest>,
 }
 
 impl<S: Service> ReplicaHost<S> {
@@ -157,7 +157,7 @@ impl<S: Service> ReplicaHost<S> {
                 let saved = s.saved();
                 Writer::start(s, saved)
             }),
-            held: std::collections::VecDeque::new(),
+            held: HeldPrePrepares::default(),
         })
     }
 
@@ -192,15 +192,14 @@ impl<S: Service> ReplicaHost<S> {
                 self.carry_out(now);
             }
             self.transport.release_due(now);
-            while self.held.front().is_some_and(|(at, _, _)| *at <= now) {
-                let (_, to, bytes) = self.held.pop_front().expect("front exists");
+            for (to, bytes) in self.held.release_due(now.as_us()) {
                 self.send(now, to, bytes);
             }
             if now >= next_publish {
                 self.publish();
                 next_publish = now.plus_us(HOUSEKEEPING_US);
             }
-            let held = self.held.front().map(|(at, _, _)| *at);
+            let held = self.held.next_release_us().map(Instant);
             let wake = [self.replica.poll_timeout(), self.transport.next_release(), held, Some(next_publish)]
                 .into_iter()
                 .flatten()
@@ -279,9 +278,10 @@ impl<S: Service> ReplicaHost<S> {
     fn carry_out_one(&mut self, now: Instant, effect: Effect) {
         {
             match effect {
-                Effect::Send { to, bytes } if self.faulty == Some(FaultyMode::SlowPrimary) && is_pre_prepare(&bytes) => {
-                    let delay = self.replica.config().view_change_timeout_us * 9 / 10;
-                    self.held.push_back((now.plus_us(delay), to, bytes));
+                Effect::Send { to, bytes } if self.faulty == Some(FaultyMode::SlowPrimary) => {
+                    if let Some((to, bytes)) = self.held.hold(now.as_us(), self.replica.config(), to, bytes) {
+                        self.send(now, to, bytes);
+                    }
                 }
                 Effect::Send { to, bytes } => self.send(now, to, bytes),
                 Effect::Executed(e) => {
@@ -340,9 +340,4 @@ impl<S: Service> ReplicaHost<S> {
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         *shared = self.local.clone();
     }
-}
-
-/// Whether a datagram is a PRE-PREPARE (byte 3 of the envelope is the kind).
-fn is_pre_prepare(bytes: &Bytes) -> bool {
-    bytes.get(3) == Some(&(pbft::wire::Kind::PrePrepare as u8))
 }

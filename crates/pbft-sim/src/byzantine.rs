@@ -6,7 +6,7 @@
 //! clients with real keys that send whatever the adversary likes.
 
 use bytes::Bytes;
-use pbft::adversary::{forge, Liar, Lie};
+use pbft::adversary::{forge, HeldPrePrepares, Liar, Lie};
 use pbft::auth::{Audience, KeyTable};
 use pbft::wire::{self, Checkpoint, Commit, Data, Message, MetaData, NewView, Prepare, PrePrepare, Request, Status, VcEntry, ViewChange, ViewChangeAck};
 use pbft::state::PAGE_SIZE;
@@ -26,8 +26,8 @@ pub struct ByzReplica {
     /// The lies shared with the real runtime, for the modes that rewrite.
     liar: Option<Liar>,
     seen: Vec<Bytes>,
-    /// A slow primary's held pre-prepares: (release time, target, datagram).
-    held: Vec<(u64, Addr, Bytes)>,
+    /// A slow primary's held pre-prepares.
+    held: HeldPrePrepares<Addr>,
     rng: SimRng,
 }
 
@@ -48,14 +48,12 @@ impl ByzReplica {
             _ => None,
         };
         let liar = lie.map(|l| Liar::new(l, keys.clone(), n, seed));
-        ByzReplica { mode, keys, liar, seen: Vec::new(), held: Vec::new(), rng: SimRng::new(seed ^ 0xb1a5) }
+        ByzReplica { mode, keys, liar, seen: Vec::new(), held: HeldPrePrepares::default(), rng: SimRng::new(seed ^ 0xb1a5) }
     }
 
     /// The pre-prepares a slow primary holds that are due at `now`.
     pub fn release_due(&mut self, now: u64) -> Vec<(Addr, Bytes)> {
-        let (due, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held).into_iter().partition(|(at, _, _)| *at <= now);
-        self.held = kept;
-        due.into_iter().map(|(_, t, b)| (t, b)).collect()
+        self.held.release_due(now)
     }
 
     /// The primary's lies, which differ per target or per message kind.
@@ -76,8 +74,9 @@ impl ByzReplica {
                 to_all(seal(&self.keys, Message::PrePrepare(PrePrepare { nondet_time_us, ..p })))
             }
             (ByzMode::SlowPrimary, Message::PrePrepare(_)) => {
-                let at = now + cfg.view_change_timeout_us * 8 / 10;
-                self.held.extend(targets.iter().map(|t| (at, *t, bytes.clone())));
+                for t in targets {
+                    self.held.hold(now, cfg, *t, bytes.clone());
+                }
                 Vec::new()
             }
             // Its pre-prepares are withheld, so the others change view and

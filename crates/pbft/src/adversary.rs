@@ -8,9 +8,12 @@
 //! the real runtime (`pbft replica --faulty ...`) share this one implementation.
 //! Randomness comes from a seed, so the core stays deterministic.
 
+use std::collections::VecDeque;
+
 use bytes::Bytes;
 
 use crate::auth::{Audience, KeyTable};
+use crate::config::Config;
 use crate::types::{Digest, NodeId, ReplicaId};
 use crate::wire::{self, Checkpoint, Commit, Message, Prepare, Reply, ReplyBody, TAG_LEN};
 
@@ -113,5 +116,81 @@ impl Liar {
             }
             _ => vec![bytes],
         }
+    }
+}
+
+/// How long a slow primary holds each PRE-PREPARE: 90% of the view-change
+/// timeout, just under what would make a backup suspect it (the papers'
+/// known weak spot). The simulator and `pbft replica --faulty slow-primary`
+/// both use it.
+pub fn slow_primary_hold_us(cfg: &Config) -> u64 {
+    cfg.view_change_timeout_us * 9 / 10
+}
+
+/// The PRE-PREPAREs a slow primary holds, each with where it goes (`T`: a
+/// host's destination), in the order they are due.
+#[derive(Debug)]
+pub struct HeldPrePrepares<T> {
+    held: VecDeque<(u64, T, Bytes)>,
+}
+
+impl<T> Default for HeldPrePrepares<T> {
+    fn default() -> Self {
+        HeldPrePrepares { held: VecDeque::new() }
+    }
+}
+
+impl<T> HeldPrePrepares<T> {
+    /// Holds `bytes` for `to` if it is a PRE-PREPARE, until `now_us` plus
+    /// [`slow_primary_hold_us`]; gives anything else back.
+    pub fn hold(&mut self, now_us: u64, cfg: &Config, to: T, bytes: Bytes) -> Option<(T, Bytes)> {
+        if wire::claimed_kind(&bytes) != Some(wire::Kind::PrePrepare) {
+            return Some((to, bytes));
+        }
+        self.held.push_back((now_us + slow_primary_hold_us(cfg), to, bytes));
+        None
+    }
+
+    /// When the next held PRE-PREPARE is due.
+    pub fn next_release_us(&self) -> Option<u64> {
+        self.held.front().map(|(at, _, _)| *at)
+    }
+
+    /// The held PRE-PREPAREs due at `now_us`, in order.
+    pub fn release_due(&mut self, now_us: u64) -> Vec<(T, Bytes)> {
+        let mut due = Vec::new();
+        while self.held.front().is_some_and(|(at, _, _)| *at <= now_us) {
+            if let Some((_, to, bytes)) = self.held.pop_front() {
+                due.push((to, bytes));
+            }
+        }
+        due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::public_key;
+    use crate::types::{SeqNo, View};
+    use crate::wire::PrePrepare;
+
+    #[test]
+    fn a_slow_primary_holds_pre_prepares_only_and_releases_them_in_order() {
+        let cfg = Config::new(1);
+        let secret = [9u8; 32];
+        let keys = KeyTable::from_static_dh(NodeId::Replica(ReplicaId(0)), &secret, &[public_key(&secret); 4], &[]);
+        let pp = |seq| keys.seal(&Message::PrePrepare(PrePrepare { view: View(0), seq: SeqNo(seq), nondet_time_us: 1, entries: vec![] }), Audience::Replicas);
+        let prepare = keys.seal(&Message::Prepare(Prepare { view: View(0), seq: SeqNo(1), digest: Digest([1; 32]) }), Audience::Replicas);
+        let mut held = HeldPrePrepares::default();
+        assert_eq!(held.hold(1_000, &cfg, 'a', prepare.clone()), Some(('a', prepare)), "only PRE-PREPAREs are held");
+        assert!(held.hold(1_000, &cfg, 'b', pp(1)).is_none());
+        assert!(held.hold(2_000, &cfg, 'c', pp(2)).is_none());
+        let hold = slow_primary_hold_us(&cfg);
+        assert_eq!(hold, 270_000);
+        assert_eq!(held.next_release_us(), Some(1_000 + hold));
+        assert!(held.release_due(1_000 + hold - 1).is_empty());
+        assert_eq!(held.release_due(2_000 + hold).into_iter().map(|(t, _)| t).collect::<Vec<_>>(), vec!['b', 'c']);
+        assert_eq!(held.next_release_us(), None);
     }
 }

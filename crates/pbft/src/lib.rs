@@ -3,13 +3,17 @@
 //!
 //! The core never reads a clock, opens a socket, spawns a thread or draws random
 //! numbers: time and bytes come in as arguments ([`Replica::on_datagram`],
-//! [`Replica::on_timer`]) and what to do comes out as [`effects::Effect`]s. The
-//! simulator (`pbft-sim`) and the real runtime drive the same code.
+//! [`Replica::handle_timeout`] when [`Replica::poll_timeout`] says) and what
+//! to do comes out as [`effects::Effect`]s (a client's as
+//! [`effects::ClientEffect`]s). The simulator (`pbft-sim`) and the real
+//! runtime drive the same code.
 //!
 //! Map of the crate, following TOCS 2002:
 //! - [`wire`]: messages and their canonical encoding;
 //! - [`auth`]: session keys and MAC authenticators;
-//! - [`replica`]: the replica, one protocol phase per file;
+//! - [`replica`]: the replica: parts that own its state, one protocol phase per file;
+//! - [`tally`]: the one way to count f+1 / 2f+1 distinct replicas;
+//! - [`timers`]: the deadlines a node keeps for itself;
 //! - [`client`]: request submission, retransmission and reply certificates;
 //! - [`state`]: the paged service state, copy-on-write checkpoints, the partition tree;
 //! - [`service`]: the trait an application implements.

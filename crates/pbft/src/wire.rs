@@ -82,6 +82,12 @@ pub enum Kind {
     // Reserved for state transfer and recovery: MetaDataD = 13, NewKey = 15.
 }
 
+/// The kind a datagram's header claims (byte 3), without decoding it: for a
+/// host's own fault injection, never for trust.
+pub fn claimed_kind(bytes: &[u8]) -> Option<Kind> {
+    bytes.get(3).and_then(|b| Kind::from_u8(*b).ok())
+}
+
 impl Kind {
     fn from_u8(b: u8) -> Result<Kind, WireError> {
         Ok(match b {

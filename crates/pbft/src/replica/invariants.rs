@@ -1,8 +1,8 @@
 //! The invariants the papers' proofs rely on, checked after every input
 //! (STYLE.md rule 15, after TigerBeetle's `invariants()`).
 //!
-//! Each part checks its own ([`super::log::Log::check_invariants`],
-//! [`super::checkpoints::Checkpoints::check_invariants`]); this module checks
+//! Each part checks its own (`Log::check_invariants`,
+//! `Checkpoints::check_invariants`, ...); this module checks
 //! those that span parts, and those that compare one input with the next
 //! (the [`Witness`]): the low water mark never moves back, and a batch that
 //! committed at a sequence number is never replaced by another there.

@@ -1,7 +1,25 @@
 //! A PBFT replica (TOCS 2002 §4–5): a deterministic state machine.
 //!
-//! The host hands it datagrams and timer expiries together with the local time;
-//! it returns effects in an [`Outbox`]. Each protocol phase lives in its own file:
+//! The host hands it datagrams ([`Replica::on_datagram`], which says what
+//! became of each) and the time ([`Replica::handle_timeout`], when
+//! [`Replica::poll_timeout`] asks); it returns effects in an [`Outbox`].
+//!
+//! The replica's state is held by parts, each a module with private fields
+//! that keeps its own invariants:
+//!
+//! | part | owns |
+//! |---|---|
+//! | `log.rs` (`Log`) | the slots in (h, h + L], the low water mark h, the batch requests awaiting a body; the only place slots are removed |
+//! | `checkpoints.rs` | own checkpoint digests and CHECKPOINTs, every replica's votes, each replica's latest announcement |
+//! | `request_pool.rs` | the primary's queue, the timestamps it ordered, checked request bodies, read-only requests waiting |
+//! | `executed.rs` | the last executed batch, the tentative one, their non-deterministic value |
+//! | `proposer.rs` | the next sequence number and non-deterministic value a primary proposes |
+//! | `view_change.rs` (`ViewChanges`) | the view, whether it is installed, VIEW-CHANGEs, acks, the installed NEW-VIEW |
+//! | `state_transfer.rs` (`Transfer`) | the transfer under way |
+//! | `peers.rs` | each peer's reported progress, the STATUS and FETCH answer budgets |
+//!
+//! `Replica` dispatches verified messages and timers to the protocol phases,
+//! one per file, which decide and ask the parts to change:
 //!
 //! | file | what |
 //! |---|---|
@@ -13,11 +31,9 @@
 //! | `state_transfer.rs` | FETCH, META-DATA, DATA: catching up over the partition tree |
 //! | `view_change.rs` | VIEW-CHANGE, VIEW-CHANGE-ACK, NEW-VIEW, the view-change timer |
 //! | `new_view.rs` | installing a view: rollback, the chosen batches, the new primary |
+//! | `invariants.rs` | every part's invariants and those across parts, checked after every input |
 //!
-//! Invariants kept here: the low water mark `h` (last stable checkpoint) never
-//! moves back; every log entry has a sequence number in `(h, h + L]`; a batch is
-//! executed only once it is prepared (tentatively) or committed, and in sequence
-//! order; at most one batch is executed tentatively at a time.
+//! Quorums are counted in one way, [`crate::tally::Tally`].
 
 mod checkpoint;
 mod checkpoints;
