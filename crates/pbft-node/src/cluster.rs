@@ -80,6 +80,10 @@ pub struct Protocol {
     pub nondet_skew_ms: u64,
     pub tentative_execution: bool,
     pub read_only_optimization: bool,
+    /// Largest operation a client may send (BFS needs 32 KiB WRITEs to fit).
+    pub max_op_bytes: usize,
+    /// Largest result a replica may return (BFS needs 32 KiB READs to fit).
+    pub max_reply_bytes: usize,
 }
 
 impl Default for Protocol {
@@ -98,6 +102,8 @@ impl Default for Protocol {
             nondet_skew_ms: c.nondet_skew_us / 1000,
             tentative_execution: c.tentative_execution,
             read_only_optimization: c.read_only_optimization,
+            max_op_bytes: c.max_op_bytes,
+            max_reply_bytes: c.max_reply_bytes,
         }
     }
 }
@@ -108,11 +114,15 @@ impl Default for Protocol {
 pub struct ServiceParams {
     /// Pages (4 KiB) of key-value state.
     pub kv_pages: u64,
+    /// Pages (4 KiB) of BFS state; pages never written cost no memory.
+    pub bfs_pages: u64,
+    /// Whether BFS maps AUTH_UNIX uid 0 to the anonymous user.
+    pub bfs_root_squash: bool,
 }
 
 impl Default for ServiceParams {
     fn default() -> Self {
-        ServiceParams { kv_pages: 1024 }
+        ServiceParams { kv_pages: 1024, bfs_pages: 1 << 18, bfs_root_squash: false }
     }
 }
 
@@ -189,6 +199,8 @@ impl Cluster {
         config.nondet_skew_us = p.nondet_skew_ms.saturating_mul(1000);
         config.tentative_execution = p.tentative_execution;
         config.read_only_optimization = p.read_only_optimization;
+        config.max_op_bytes = p.max_op_bytes;
+        config.max_reply_bytes = p.max_reply_bytes;
         config.validate().map_err(|e| invalid(e.to_string()))?;
         if p.status_interval_ms == 0 || p.client_retransmit_ms == 0 {
             return Err(invalid("status_interval_ms and client_retransmit_ms must be positive".into()));

@@ -1,0 +1,282 @@
+//! `bfs bench andrew`: the Andrew benchmark's five phases through the FUSE
+//! mount, against BFS (4 replica processes) and against the same service
+//! without replication, in one run.
+//!
+//! The source tree is generated (its size is a parameter, the content fixed
+//! by a seed): directories of C files with a header each. The phases: (1)
+//! make the directories, (2) copy the files in, (3) stat every file, (4) read
+//! every byte, (5) compile every file with `cc` on the mount and link them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bfs::backend::Pool;
+use bfs::fuse::BfsFuse;
+use bfs::local::LocalCluster;
+use bfs::relay::Relay;
+use clap::Args;
+
+#[derive(Args)]
+pub struct AndrewArgs {
+    /// Directories in the generated tree.
+    #[arg(long, default_value_t = 10)]
+    dirs: usize,
+    /// C files in each directory.
+    #[arg(long, default_value_t = 10)]
+    files: usize,
+    /// Runs of each configuration; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Write the figures as CSV here.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Also run nfs-ganesha (Debian's nfs-ganesha and nfs-ganesha-vfs, and
+    /// rpcbind) exporting a tmpfs folder, through the same client.
+    #[arg(long)]
+    ganesha: bool,
+}
+
+const PHASES: [&str; 5] = ["mkdir", "copy", "stat", "read", "compile"];
+
+/// The generated tree: (relative path, content); directories first.
+fn tree(a: &AndrewArgs) -> (Vec<String>, Vec<(String, String)>) {
+    let mut dirs = vec!["src".to_string()];
+    let mut files = Vec::new();
+    for d in 0..a.dirs {
+        let dir = format!("src/m{d:02}");
+        files.push((format!("{dir}/m{d:02}.h"), format!("int m{d:02}_sum(int n);\n")));
+        for f in 0..a.files {
+            let mut body = format!("#include <stdio.h>\n#include \"m{d:02}.h\"\n\n");
+            for k in 0..40 {
+                body.push_str(&format!(
+                    "static int f{f}_{k}(int x) {{ int s = 0; for (int i = 0; i < x; i++) s += i * {k} ^ {f}; return s; }}\n"
+                ));
+            }
+            body.push_str(&format!("int m{d:02}_f{f}(int n) {{ return f{f}_0(n) + f{f}_39(n); }}\n"));
+            files.push((format!("{dir}/f{f:02}.c"), body));
+        }
+        dirs.push(dir);
+    }
+    let mut main = String::from("#include <stdio.h>\n");
+    for d in 0..a.dirs {
+        for f in 0..a.files {
+            main.push_str(&format!("int m{d:02}_f{f}(int n);\n"));
+        }
+    }
+    main.push_str("int main(void) { int s = 0;\n");
+    for d in 0..a.dirs {
+        for f in 0..a.files {
+            main.push_str(&format!("  s += m{d:02}_f{f}(10);\n"));
+        }
+    }
+    main.push_str("  printf(\"%d\\n\", s); return 0; }\n");
+    files.push(("src/main.c".into(), main));
+    (dirs, files)
+}
+
+fn timed(f: impl FnOnce() -> Result<()>) -> Result<Duration> {
+    let t = Instant::now();
+    f()?;
+    Ok(t.elapsed())
+}
+
+/// The five phases on `root`; the elapsed time of each.
+fn andrew(root: &Path, dirs: &[String], files: &[(String, String)]) -> Result<[Duration; 5]> {
+    let mkdir = timed(|| {
+        for d in dirs {
+            std::fs::create_dir(root.join(d)).with_context(|| format!("mkdir {d}"))?;
+        }
+        Ok(())
+    })?;
+    let copy = timed(|| {
+        for (p, c) in files {
+            std::fs::write(root.join(p), c).with_context(|| format!("write {p}"))?;
+        }
+        Ok(())
+    })?;
+    let stat = timed(|| {
+        for (p, c) in files {
+            let m = std::fs::metadata(root.join(p)).with_context(|| format!("stat {p}"))?;
+            if m.len() != c.len() as u64 {
+                bail!("{p}: size {} instead of {}", m.len(), c.len());
+            }
+        }
+        Ok(())
+    })?;
+    let read = timed(|| {
+        for (p, c) in files {
+            if std::fs::read(root.join(p)).with_context(|| format!("read {p}"))? != c.as_bytes() {
+                bail!("{p} reads back different");
+            }
+        }
+        Ok(())
+    })?;
+    let compile = timed(|| {
+        let mut objects = Vec::new();
+        for (p, _) in files.iter().filter(|(p, _)| p.ends_with(".c")) {
+            let o = format!("{}.o", p.trim_end_matches(".c"));
+            let s =
+                Command::new("cc").current_dir(root).args(["-O1", "-c", p, "-o", &o]).status().context("running cc")?;
+            if !s.success() {
+                bail!("cc {p} failed");
+            }
+            objects.push(o);
+        }
+        let s =
+            Command::new("cc").current_dir(root).args(["-o", "src/prog"]).args(&objects).status().context("linking")?;
+        if !s.success() {
+            bail!("linking failed");
+        }
+        Ok(())
+    })?;
+    Ok([mkdir, copy, stat, read, compile])
+}
+
+fn mounted(dir: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts.lines().any(|l| l.split_whitespace().nth(1) == dir.to_str())
+}
+
+/// Runs the benchmark on a fresh FUSE mount of `pool`'s file service.
+fn on_mount(
+    fs: BfsFuse,
+    base: &Path,
+    name: &str,
+    dirs: &[String],
+    files: &[(String, String)],
+) -> Result<[Duration; 5]> {
+    let dir = base.join(format!("mnt-{name}"));
+    std::fs::create_dir_all(&dir)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, d) = (stop.clone(), dir.clone());
+    let thread = std::thread::spawn(move || bfs::fuse::mount(fs, &d, &s));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !mounted(&dir) {
+        if Instant::now() > deadline || thread.is_finished() {
+            bail!("{} was not mounted", dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = andrew(&dir, dirs, files);
+    stop.store(true, Ordering::Relaxed);
+    let _ = thread.join();
+    r
+}
+
+/// The export `export` of the NFSv3 server at `nfs` (MOUNT at `mount`), as
+/// `bfs mount --nfs` mounts it.
+fn nfs_fs(nfs: SocketAddr, mount: SocketAddr, export: &str) -> Result<BfsFuse> {
+    let pool = Arc::new(Pool::of_nfs_server(nfs, 4)?);
+    Ok(BfsFuse::remote(pool, mount, export)?)
+}
+
+/// A relay serving on a free port of 127.0.0.1 until dropped.
+struct RelayThread {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RelayThread {
+    fn start(pool: Pool, max_op: usize) -> Result<RelayThread> {
+        let relay = Relay::bind(([127, 0, 0, 1], 0).into(), Arc::new(pool), max_op)?;
+        let addr = relay.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = Some(std::thread::spawn(move || {
+            let _ = relay.run(&s);
+        }));
+        Ok(RelayThread { addr, stop, thread })
+    }
+}
+
+impl Drop for RelayThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+pub fn run(a: AndrewArgs) -> Result<()> {
+    anyhow::ensure!(a.runs >= 1 && a.dirs >= 1 && a.files >= 1, "--runs, --dirs and --files must be positive");
+    let (dirs, files) = tree(&a);
+    let bytes: usize = files.iter().map(|(_, c)| c.len()).sum();
+    eprintln!("tree: {} directories, {} files, {} KiB; {} runs each", dirs.len(), files.len(), bytes / 1024, a.runs);
+    let temp = tempfile::tempdir()?;
+    let bin = std::env::current_exe()?;
+    let mut results: Vec<(&str, Vec<[Duration; 5]>)> = vec![("bfs", Vec::new()), ("no-replication", Vec::new())];
+    if a.ganesha {
+        results.push(("nfs-ganesha", Vec::new()));
+    }
+    for run in 0..a.runs {
+        let base = temp.path().join(format!("run-{run}"));
+        std::fs::create_dir_all(&base)?;
+        // Every server is reached the same way: FUSE, then NFSv3 over TCP.
+        let cluster = LocalCluster::start(&bin, &base, 1 << 18, 8, None)?;
+        let relay =
+            RelayThread::start(Pool::of_cluster(&cluster.cluster, (0, 8))?, cluster.cluster.config().max_op_bytes)?;
+        results[0].1.push(on_mount(nfs_fs(relay.addr, relay.addr, "/")?, &base, "bfs", &dirs, &files)?);
+        drop(relay);
+        drop(cluster);
+        let relay = RelayThread::start(Pool::local(1 << 18)?, usize::MAX)?;
+        results[1].1.push(on_mount(nfs_fs(relay.addr, relay.addr, "/")?, &base, "local", &dirs, &files)?);
+        drop(relay);
+        if a.ganesha {
+            let g = crate::ganesha::Ganesha::start(&base)?;
+            let r = on_mount(nfs_fs(g.nfs, g.mount, &g.export)?, &base, "ganesha", &dirs, &files);
+            drop(g);
+            results[2].1.push(r?);
+        }
+    }
+    let table: Vec<(&str, Vec<Duration>)> = results
+        .iter()
+        .map(|(name, runs)| {
+            (
+                *name,
+                (0..5)
+                    .map(|p| median(runs.iter().map(|r| r[p]).collect()))
+                    .chain([median(runs.iter().map(|r| r.iter().sum()).collect())])
+                    .collect(),
+            )
+        })
+        .collect();
+    println!(
+        "{:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+        "server", PHASES[0], PHASES[1], PHASES[2], PHASES[3], PHASES[4], "total"
+    );
+    let mut csv = String::from("server,mkdir_s,copy_s,stat_s,read_s,compile_s,total_s\n");
+    for (name, t) in &table {
+        print!("{name:<16}");
+        csv.push_str(name);
+        for d in t {
+            print!("{:>10.3}", d.as_secs_f64());
+            csv.push_str(&format!(",{:.4}", d.as_secs_f64()));
+        }
+        println!();
+        csv.push('\n');
+    }
+    for (k, label) in [(1, "bfs / no-repl"), (2, "bfs / ganesha")] {
+        if let Some((_, base)) = table.get(k) {
+            let ratio: Vec<String> = (0..6)
+                .map(|i| format!("{:>10.2}", table[0].1[i].as_secs_f64() / base[i].as_secs_f64().max(1e-9)))
+                .collect();
+            println!("{label:<16}{}", ratio.join(""));
+        }
+    }
+    if let Some(path) = a.csv {
+        std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
