@@ -203,8 +203,15 @@ fn a_replica_restarted_from_disk_fetches_only_what_changed() {
         value(2, "pbft_state_transfers_total") >= 1.0 && value(2, "pbft_last_executed") >= value(0, "pbft_last_executed")
     });
     assert!(caught_up, "replica 2 did not catch up\n{}", logs(dir.path()));
+    // The kill lands at any moment, possibly while the writer thread is
+    // saving a newer checkpoint's pages over the last saved one: then the
+    // pages no longer hash to the saved record, and the replica says so and
+    // fetches what differs. Either way it restarted from its pages, and
+    // fetches fewer than a whole state (below).
     let log2 = log_text(dir.path(), 2);
-    assert!(log2.contains("restarted from the state on disk"), "replica 2 did not restart from disk\n{log2}");
+    let from_disk = log2.contains("restarted from the state on disk")
+        || log2.contains("the state on disk does not match its checkpoint: fetching what differs");
+    assert!(from_disk, "replica 2 did not restart from disk\n{log2}");
     let fetched = value(2, "pbft_transfer_pages_total");
     println!("replica 2 restarted from disk: fetched {fetched} pages; it had saved {saved} before the kill");
     assert!(fetched > 0.0 && fetched < saved, "fetched {fetched} pages, saved {saved} before the kill");
