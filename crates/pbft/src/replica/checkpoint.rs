@@ -19,10 +19,9 @@ use crate::wire::{Checkpoint, Message};
 
 impl<S: Service> Replica<S> {
     pub(super) fn take_checkpoint(&mut self, n: SeqNo, out: &mut Outbox) {
-        let digest = match self.state.take_checkpoint(n) {
-            Ok(d) => d,
-            Err(_) => return self.metrics.drop(DropReason::Invalid),
-        };
+        // Checkpoints are taken in execution order, each above the last
+        // (a transfer or a restart moves execution past the last one).
+        let digest = self.state.take_checkpoint(n).expect("checkpoints are taken at increasing sequence numbers");
         let msg = Message::Checkpoint(Checkpoint { seq: n, state_digest: digest });
         let raw = self.multicast(&msg, out);
         self.checkpoints.record_mine(n, digest, raw);

@@ -139,9 +139,8 @@ impl<S: Service> Replica<S> {
     /// the non-deterministic value go back to before it; its requests are
     /// pending again.
     fn undo_tentative(&mut self, t: SeqNo, out: &mut Outbox) {
-        if !self.state.undo() {
-            return self.metrics.drop(DropReason::Invalid);
-        }
+        // A tentative batch always has an undo mark (an invariant checked after every input).
+        assert!(self.state.undo(), "the tentative batch {} has no undo mark", t.0);
         {
             let region = StateRegionRef::new(&self.state, self.service_first_page(), self.service_pages())
                 .expect("service region is inside the state");

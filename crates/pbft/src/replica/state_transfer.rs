@@ -138,9 +138,8 @@ impl<S: Service> Replica<S> {
     pub(super) fn start_transfer(&mut self, seq: SeqNo, digest: Digest, sources: Vec<ReplicaId>, out: &mut Outbox) {
         // Undo tentative execution: the tree is compared with the last checkpoint.
         self.state.clear_undo_mark();
-        if self.state.rollback_to_last_checkpoint().is_err() {
-            return self.metrics.drop(DropReason::Invalid);
-        }
+        // Checkpoint 0 is taken at creation and the stable one is never discarded.
+        self.state.rollback_to_last_checkpoint().expect("a replica always retains a checkpoint");
         self.executed.forget_tentative();
         let Some((base, _)) = self.state.last_checkpoint() else { return };
         let depth = self.state.shape().depth;
@@ -429,10 +428,11 @@ impl<S: Service> Replica<S> {
             return self.request_wanted(out);
         }
         let Some(t) = self.transfer.take() else { return };
-        let installed = match self.state.install_pages(t.seq, t.pages.into_iter().map(|(i, (d, p))| (i, p, d))) {
-            Ok(d) => d,
-            Err(_) => return self.metrics.drop(DropReason::Invalid),
-        };
+        // Every page was asked for by a leaf of the certified tree, so it lies in the state.
+        let installed = self
+            .state
+            .install_pages(t.seq, t.pages.into_iter().map(|(i, (d, p))| (i, p, d)))
+            .expect("fetched pages lie inside the state, above the last checkpoint");
         // Every page was checked against the certified tree, so the root matches.
         assert_eq!(installed, t.digest, "state transfer installed a state that does not match its checkpoint");
         {
