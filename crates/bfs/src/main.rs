@@ -22,7 +22,7 @@ use bfs::fuse::BfsFuse;
 use bfs::local::LocalCluster;
 use bfs::relay::Relay;
 use bfs::{BfsConfig, BfsService};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use pbft_node::cluster::ServiceParams;
 use pbft_node::keygen::{keygen, KeygenSpec};
 use pbft_node::{Cluster, FaultyMode, HostOptions, ReplicaHost};
@@ -96,7 +96,7 @@ struct UpArgs {
     no_replication: bool,
     /// Make replica ID misbehave, as ID:MODE (tests).
     #[arg(long, value_parser = parse_faulty)]
-    faulty: Option<(u16, Faulty)>,
+    faulty: Option<(u16, FaultyMode)>,
     /// Keep the cluster files and replica logs here instead of a temporary directory.
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -119,33 +119,10 @@ struct KeygenArgs {
     pages: u64,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Faulty {
-    Silent,
-    WrongReply,
-    BadDigest,
-    Forge,
-    LyingCheckpoint,
-    SlowPrimary,
-}
-
-impl Faulty {
-    fn mode(self) -> FaultyMode {
-        match self {
-            Faulty::Silent => FaultyMode::Silent,
-            Faulty::WrongReply => FaultyMode::WrongReply,
-            Faulty::BadDigest => FaultyMode::BadDigest,
-            Faulty::Forge => FaultyMode::Forge,
-            Faulty::LyingCheckpoint => FaultyMode::LyingCheckpoint,
-            Faulty::SlowPrimary => FaultyMode::SlowPrimary,
-        }
-    }
-}
-
-fn parse_faulty(s: &str) -> Result<(u16, Faulty), String> {
+fn parse_faulty(s: &str) -> Result<(u16, FaultyMode), String> {
     let (id, mode) = s.split_once(':').ok_or("expected ID:MODE, e.g. 3:wrong-reply")?;
     let id = id.parse().map_err(|_| format!("{id:?} is no replica id"))?;
-    Ok((id, Faulty::from_str(mode, true)?))
+    Ok((id, mode.parse()?))
 }
 
 #[derive(Args)]
@@ -157,8 +134,8 @@ struct ReplicaArgs {
     #[arg(long)]
     key: Option<PathBuf>,
     /// Misbehave on purpose (tests only).
-    #[arg(long, value_enum)]
-    faulty: Option<Faulty>,
+    #[arg(long, value_parser = |s: &str| s.parse::<FaultyMode>())]
+    faulty: Option<FaultyMode>,
     /// Where the replica keeps its state (default: replica-ID-state beside the cluster file).
     #[arg(long, conflicts_with = "in_memory")]
     state_dir: Option<PathBuf>,
@@ -252,7 +229,7 @@ fn run_replica(a: ReplicaArgs) -> Result<()> {
             .clone()
             .unwrap_or_else(|| a.config.parent().unwrap_or(Path::new(".")).join(format!("replica-{}-state", a.id)))
     });
-    let options = HostOptions { faulty: a.faulty.map(Faulty::mode), state_dir, ..HostOptions::default() };
+    let options = HostOptions { faulty: a.faulty, state_dir, ..HostOptions::default() };
     let mut host = ReplicaHost::new(&cluster, a.id, keys, service, &options)?;
     let stop = stop_flag()?;
     let metrics = match cluster.replicas[a.id as usize].metrics_addr {
@@ -323,8 +300,7 @@ fn run_up(a: UpArgs) -> Result<()> {
     let temp = tempfile::tempdir().context("creating a temporary directory")?;
     let dir = a.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
     let bin = std::env::current_exe().context("finding the bfs executable")?;
-    let faulty =
-        a.faulty.map(|(id, mode)| (id, mode.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()));
+    let faulty = a.faulty.map(|(id, mode)| (id, mode.name().to_string()));
     let local = LocalCluster::start(&bin, &dir, a.pages, 16, faulty)?;
     let (cluster, path) = (&local.cluster, &local.path);
     let relay = Relay::bind(listen, Arc::new(Pool::of_cluster(cluster, (0, 8))?), cluster.config().max_op_bytes)?;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use pbft_kv::{KvConfig, KvService};
 use pbft_node::keygen::{keygen, KeygenSpec};
 use pbft_node::{ClientOptions, Cluster, ClusterClient, FaultConfig, FaultyMode, HostOptions, ReplicaHost};
@@ -99,22 +99,6 @@ impl FaultArgs {
     }
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Faulty {
-    /// Receive everything, send nothing.
-    Silent,
-    /// Send clients made-up results.
-    WrongReply,
-    /// Send PREPARE and COMMIT with wrong digests.
-    BadDigest,
-    /// Corrupt MACs and send messages in other replicas' names.
-    Forge,
-    /// Send CHECKPOINT with wrong state digests.
-    LyingCheckpoint,
-    /// As primary, hold every pre-prepare for 90% of the view-change timeout.
-    SlowPrimary,
-}
-
 #[derive(Args)]
 struct ReplicaArgs {
     /// The cluster file.
@@ -126,9 +110,11 @@ struct ReplicaArgs {
     /// Private key file (default: replica-ID.key beside the cluster file).
     #[arg(long)]
     key: Option<PathBuf>,
-    /// Misbehave on purpose (tests only).
-    #[arg(long, value_enum)]
-    faulty: Option<Faulty>,
+    /// Misbehave on purpose (tests only): silent, wrong-reply, bad-digest,
+    /// forge, lying-checkpoint or slow-primary (as primary, hold every
+    /// pre-prepare for 90% of the view-change timeout).
+    #[arg(long, value_parser = |s: &str| s.parse::<FaultyMode>())]
+    faulty: Option<FaultyMode>,
     /// Bind this UDP address instead of the one in the cluster file.
     #[arg(long)]
     bind: Option<std::net::SocketAddr>,
@@ -226,14 +212,7 @@ fn run_replica(a: ReplicaArgs) -> Result<ExitCode> {
         .with_context(|| format!("{}: [service] kv_pages = {pages}", a.config.display()))?;
     let options = HostOptions {
         faults: a.faults.config(),
-        faulty: a.faulty.map(|f| match f {
-            Faulty::Silent => FaultyMode::Silent,
-            Faulty::WrongReply => FaultyMode::WrongReply,
-            Faulty::BadDigest => FaultyMode::BadDigest,
-            Faulty::Forge => FaultyMode::Forge,
-            Faulty::LyingCheckpoint => FaultyMode::LyingCheckpoint,
-            Faulty::SlowPrimary => FaultyMode::SlowPrimary,
-        }),
+        faulty: a.faulty,
         bind: a.bind,
         state_dir: (!a.in_memory).then(|| {
             a.state_dir.clone().unwrap_or_else(|| {

@@ -53,6 +53,28 @@ pub enum FaultyMode {
 }
 
 impl FaultyMode {
+    /// Every mode, as the command lines name them.
+    pub const ALL: [FaultyMode; 6] = [
+        FaultyMode::Silent,
+        FaultyMode::WrongReply,
+        FaultyMode::BadDigest,
+        FaultyMode::Forge,
+        FaultyMode::LyingCheckpoint,
+        FaultyMode::SlowPrimary,
+    ];
+
+    /// The mode's name on a command line (`--faulty NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultyMode::Silent => "silent",
+            FaultyMode::WrongReply => "wrong-reply",
+            FaultyMode::BadDigest => "bad-digest",
+            FaultyMode::Forge => "forge",
+            FaultyMode::LyingCheckpoint => "lying-checkpoint",
+            FaultyMode::SlowPrimary => "slow-primary",
+        }
+    }
+
     /// The lie the shared adversary tells for this mode, if it rewrites messages.
     fn lie(self) -> Option<Lie> {
         match self {
@@ -63,6 +85,19 @@ impl FaultyMode {
             FaultyMode::LyingCheckpoint => Some(Lie::LyingCheckpoints),
             FaultyMode::SlowPrimary => None,
         }
+    }
+}
+
+impl std::str::FromStr for FaultyMode {
+    type Err = String;
+
+    /// A mode by its name (`FaultyMode::name`), for `pbft replica --faulty`
+    /// and `bfs replica --faulty` alike.
+    fn from_str(s: &str) -> Result<FaultyMode, String> {
+        FaultyMode::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = FaultyMode::ALL.iter().map(|m| m.name()).collect();
+            format!("unknown faulty mode {s:?}; one of: {}", names.join(", "))
+        })
     }
 }
 
@@ -339,5 +374,19 @@ impl<S: Service> ReplicaHost<S> {
         self.local.client_addresses = self.clients.iter().flatten().count();
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         *shared = self.local.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FaultyMode;
+
+    #[test]
+    fn every_faulty_mode_parses_from_its_name_and_nothing_else_does() {
+        for mode in FaultyMode::ALL {
+            assert_eq!(mode.name().parse::<FaultyMode>(), Ok(mode));
+        }
+        let err = "bogus".parse::<FaultyMode>().expect_err("no such mode");
+        assert!(err.contains("slow-primary") && err.contains("wrong-reply"), "{err}");
     }
 }
