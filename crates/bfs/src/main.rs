@@ -224,24 +224,10 @@ fn run_replica(a: ReplicaArgs) -> Result<()> {
     let key = a.key.unwrap_or_else(|| cluster.default_replica_key_path(a.id));
     let keys = cluster.replica_keys(a.id, &key)?;
     let service = service_of(&cluster)?;
-    let state_dir = (!a.in_memory).then(|| {
-        a.state_dir
-            .clone()
-            .unwrap_or_else(|| a.config.parent().unwrap_or(Path::new(".")).join(format!("replica-{}-state", a.id)))
-    });
+    let state_dir = (!a.in_memory).then(|| a.state_dir.clone().unwrap_or_else(|| cluster.default_state_dir(a.id)));
     let options = HostOptions { faulty: a.faulty, state_dir, ..HostOptions::default() };
     let mut host = ReplicaHost::new(&cluster, a.id, keys, service, &options)?;
-    let stop = stop_flag()?;
-    let metrics = match cluster.replicas[a.id as usize].metrics_addr {
-        Some(addr) => Some(pbft_node::metrics::serve(addr, host.snapshot(), stop.clone())?),
-        None => None,
-    };
-    let result = host.run(&stop);
-    stop.store(true, Ordering::Relaxed);
-    if let Some(t) = metrics {
-        let _ = t.join();
-    }
-    Ok(result?)
+    Ok(host.run_serving_metrics(&stop_flag()?)?)
 }
 
 fn run_relay(a: RelayArgs) -> Result<()> {

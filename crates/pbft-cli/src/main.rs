@@ -214,38 +214,14 @@ fn run_replica(a: ReplicaArgs) -> Result<ExitCode> {
         faults: a.faults.config(),
         faulty: a.faulty,
         bind: a.bind,
-        state_dir: (!a.in_memory).then(|| {
-            a.state_dir.clone().unwrap_or_else(|| {
-                a.config.parent().unwrap_or(std::path::Path::new(".")).join(format!("replica-{}-state", a.id))
-            })
-        }),
+        state_dir: (!a.in_memory).then(|| a.state_dir.clone().unwrap_or_else(|| cluster.default_state_dir(a.id))),
     };
     options.faults.validate()?;
     let mut host = ReplicaHost::new(&cluster, a.id, keys, service, &options)?;
-    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-    if !tunables.contains(pbft_node::launcher::HUGE_PAGE_HEAP) {
-        tracing::info!(
-            GLIBC_TUNABLES = %tunables,
-            "heap not on transparent huge pages: state transfers run slower (GLIBC_TUNABLES={} turns them on)",
-            pbft_node::launcher::HUGE_PAGE_HEAP
-        );
-    }
     let stop = Arc::new(AtomicBool::new(false));
     let handler_stop = stop.clone();
     ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed)).context("installing the signal handler")?;
-    let metrics = match cluster.replicas[a.id as usize].metrics_addr {
-        Some(addr) => {
-            let thread = pbft_node::metrics::serve(addr, host.snapshot(), stop.clone())?;
-            tracing::info!(%addr, "serving metrics");
-            Some(thread)
-        }
-        None => None,
-    };
-    let result = host.run(&stop);
-    stop.store(true, Ordering::Relaxed);
-    if let Some(t) = metrics {
-        let _ = t.join();
-    }
+    let result = host.run_serving_metrics(&stop);
     result?;
     Ok(ExitCode::SUCCESS)
 }

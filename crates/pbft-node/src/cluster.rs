@@ -288,6 +288,11 @@ impl Cluster {
         self.dir().join(replica_key_file_name(id))
     }
 
+    /// Where replica `id` keeps its state unless told otherwise: beside the cluster file.
+    pub fn default_state_dir(&self, id: u16) -> PathBuf {
+        self.dir().join(format!("replica-{id}-state"))
+    }
+
     /// Where `keygen` puts client `id`'s private key: beside the cluster file.
     pub fn default_client_key_path(&self, id: u32) -> PathBuf {
         self.dir().join(client_key_file_name(id))

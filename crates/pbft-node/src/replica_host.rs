@@ -24,6 +24,7 @@ use pbft::{Dest, Effect, Instant, NodeId, Outbox, Received, Replica, ReplicaId, 
 use crate::cluster::Cluster;
 use crate::error::NodeError;
 use crate::faults::FaultConfig;
+use crate::launcher::HUGE_PAGE_HEAP;
 use crate::metrics::{ReplicaSnapshot, SharedSnapshot};
 use crate::store::{Store, Writer};
 use crate::time::Clock;
@@ -141,6 +142,8 @@ pub struct ReplicaHost<S: Service> {
     writer: Option<Writer>,
     /// A slow primary's held pre-prepares.
     held: HeldPrePrepares<Dest>,
+    /// Where the cluster file says this replica serves its metrics.
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl<S: Service> ReplicaHost<S> {
@@ -193,6 +196,7 @@ impl<S: Service> ReplicaHost<S> {
                 Writer::start(s, saved)
             }),
             held: HeldPrePrepares::default(),
+            metrics_addr: info.metrics_addr,
         })
     }
 
@@ -209,6 +213,34 @@ impl<S: Service> ReplicaHost<S> {
     /// The replica (for inspection in tests).
     pub fn replica(&self) -> &Replica<S> {
         &self.replica
+    }
+
+    /// What a replica process does (`pbft replica`, `bfs replica`): runs
+    /// until `stop` is set, serving the metrics endpoint the cluster file
+    /// gives this replica meanwhile, and says in its log if its heap is not
+    /// on huge pages. Sets `stop` when it returns, so the endpoint stops too.
+    pub fn run_serving_metrics(&mut self, stop: &Arc<AtomicBool>) -> Result<(), NodeError> {
+        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        if !tunables.contains(HUGE_PAGE_HEAP) {
+            tracing::info!(
+                GLIBC_TUNABLES = %tunables,
+                "heap not on transparent huge pages: state transfers run slower (GLIBC_TUNABLES={HUGE_PAGE_HEAP} turns them on)"
+            );
+        }
+        let metrics = match self.metrics_addr {
+            Some(addr) => {
+                let thread = crate::metrics::serve(addr, self.snapshot(), stop.clone())?;
+                tracing::info!(%addr, "serving metrics");
+                Some(thread)
+            }
+            None => None,
+        };
+        let result = self.run(stop);
+        stop.store(true, Ordering::Relaxed);
+        if let Some(t) = metrics {
+            let _ = t.join();
+        }
+        result
     }
 
     /// Runs until `stop` is set. Returns an error only if the socket fails.

@@ -264,18 +264,15 @@ impl Slot {
 
     /// Fills `req` (digest `digest`) into every request of the batch that
     /// names it and lacks a body, or holds one this replica could not
-    /// authenticate while this one is authenticated. Returns whether any was.
-    pub(super) fn fill_request(&mut self, digest: Digest, req: &Request, raw: &Bytes, authenticated: bool) -> bool {
-        let Some(batch) = self.batch.as_mut() else { return false };
-        let mut filled = false;
+    /// authenticate while this one is authenticated.
+    pub(super) fn fill_request(&mut self, digest: Digest, req: &Request, raw: &Bytes, authenticated: bool) {
+        let Some(batch) = self.batch.as_mut() else { return };
         for e in batch.requests.iter_mut() {
             if e.digest == digest && (e.body.is_none() || (authenticated && !e.authenticated)) {
                 e.body = Some((req.clone(), raw.clone()));
                 e.authenticated = authenticated;
-                filled = true;
             }
         }
-        filled
     }
 
     /// Records that batch `d` pre-prepared in view `v`, keeping the latest view
@@ -410,6 +407,10 @@ impl Log {
     /// The slots whose batch waits for the body of request `digest`.
     pub(super) fn awaiting_body(&self, digest: Digest) -> Vec<SeqNo> {
         self.bodies_awaited.range((digest, SeqNo(0))..=(digest, SeqNo(u64::MAX))).map(|(_, seq)| *seq).collect()
+    }
+    /// Whether some batch waits for the body of request `digest`.
+    pub(super) fn is_awaited(&self, digest: Digest) -> bool {
+        self.bodies_awaited.range((digest, SeqNo(0))..=(digest, SeqNo(u64::MAX))).next().is_some()
     }
     /// The body of `digest` arrived (authenticated) for slot `seq`.
     pub(super) fn body_arrived(&mut self, digest: Digest, seq: SeqNo) {

@@ -292,7 +292,7 @@ impl<S: Service> Replica<S> {
                         if self.cfg.is_client(r.client) && NodeId::Client(r.client) == env.sender =>
                     {
                         let digest = r.digest();
-                        Vouched::by_digest(r, env.raw, digest, |d| !self.log.awaiting_body(*d).is_empty())
+                        Vouched::by_digest(r, env.raw, digest, |d| self.log.is_awaited(*d))
                             .map(|v| self.fill_vouched_body(v, out))
                             .is_some()
                     }
