@@ -27,4 +27,5 @@ pub use client_host::{ClientOptions, ClusterClient};
 pub use cluster::{Cluster, ClusterFile};
 pub use error::NodeError;
 pub use faults::FaultConfig;
-pub use replica_host::{FaultyMode, HostOptions, ReplicaHost};
+pub use pbft::adversary::FaultyMode;
+pub use replica_host::{HostOptions, ReplicaHost};

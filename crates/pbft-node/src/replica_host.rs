@@ -16,10 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use pbft::adversary::{HeldPrePrepares, Liar, Lie};
+use pbft::adversary::{Adversary, FaultyMode};
 use pbft::auth::KeyTable;
 use pbft::service::Service;
-use pbft::{Dest, Effect, Instant, NodeId, Outbox, Received, Replica, ReplicaId, Restored, Timestamp};
+use pbft::host::{Host, To};
+use pbft::{ClientId, Effect, Instant, NodeId, Outbox, Received, Replica, ReplicaId, Restored, Timestamp};
 
 use crate::cluster::Cluster;
 use crate::error::NodeError;
@@ -33,74 +34,6 @@ use crate::transport::Transport;
 /// How often the loop wakes up with nothing to do (to notice a stop request)
 /// and publishes its metrics.
 const HOUSEKEEPING_US: u64 = 100_000;
-
-/// A replica that misbehaves on purpose, for tests with real processes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultyMode {
-    /// Receives everything and sends nothing (a crashed or partitioned replica
-    /// that still holds its port).
-    Silent,
-    /// Sends clients a made-up result, with valid MACs.
-    WrongReply,
-    /// Sends PREPARE and COMMIT with wrong digests, with valid MACs.
-    BadDigest,
-    /// Corrupts its MACs and sends every message again in another replica's name.
-    Forge,
-    /// Sends CHECKPOINT with wrong state digests, with valid MACs.
-    LyingCheckpoint,
-    /// As primary, holds every pre-prepare for 90% of the view-change timeout
-    /// before sending it: the slowest primary the backups put up with.
-    SlowPrimary,
-}
-
-impl FaultyMode {
-    /// Every mode, as the command lines name them.
-    pub const ALL: [FaultyMode; 6] = [
-        FaultyMode::Silent,
-        FaultyMode::WrongReply,
-        FaultyMode::BadDigest,
-        FaultyMode::Forge,
-        FaultyMode::LyingCheckpoint,
-        FaultyMode::SlowPrimary,
-    ];
-
-    /// The mode's name on a command line (`--faulty NAME`).
-    pub fn name(self) -> &'static str {
-        match self {
-            FaultyMode::Silent => "silent",
-            FaultyMode::WrongReply => "wrong-reply",
-            FaultyMode::BadDigest => "bad-digest",
-            FaultyMode::Forge => "forge",
-            FaultyMode::LyingCheckpoint => "lying-checkpoint",
-            FaultyMode::SlowPrimary => "slow-primary",
-        }
-    }
-
-    /// The lie the shared adversary tells for this mode, if it rewrites messages.
-    fn lie(self) -> Option<Lie> {
-        match self {
-            FaultyMode::Silent => None,
-            FaultyMode::WrongReply => Some(Lie::WrongReplies),
-            FaultyMode::BadDigest => Some(Lie::WrongDigests),
-            FaultyMode::Forge => Some(Lie::ForgeMacs),
-            FaultyMode::LyingCheckpoint => Some(Lie::LyingCheckpoints),
-            FaultyMode::SlowPrimary => None,
-        }
-    }
-}
-
-impl std::str::FromStr for FaultyMode {
-    type Err = String;
-
-    /// A mode by its name (`FaultyMode::name`), for `pbft replica --faulty`
-    /// and `bfs replica --faulty` alike.
-    fn from_str(s: &str) -> Result<FaultyMode, String> {
-        FaultyMode::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
-            let names: Vec<&str> = FaultyMode::ALL.iter().map(|m| m.name()).collect();
-            format!("unknown faulty mode {s:?}; one of: {}", names.join(", "))
-        })
-    }
-}
 
 /// How to run a replica besides what the cluster file says.
 #[derive(Clone, Debug, Default)]
@@ -132,16 +65,13 @@ pub struct ReplicaHost<S: Service> {
     arrivals: Vec<Option<(Timestamp, Instant)>>,
     clock: Clock,
     out: Outbox,
-    faulty: Option<FaultyMode>,
-    /// Rewrites what this replica sends when it runs a lying faulty mode.
-    liar: Option<Liar>,
+    /// What this replica does wrong on purpose, when it runs a faulty mode.
+    adversary: Option<Adversary<SocketAddr>>,
     /// Host-side metrics (histograms, address table); the core's are copied in
     /// when published.
     local: ReplicaSnapshot,
     shared: SharedSnapshot,
     writer: Option<Writer>,
-    /// A slow primary's held pre-prepares.
-    held: HeldPrePrepares<Dest>,
     /// Where the cluster file says this replica serves its metrics.
     metrics_addr: Option<SocketAddr>,
 }
@@ -157,10 +87,7 @@ impl<S: Service> ReplicaHost<S> {
         options: &HostOptions,
     ) -> Result<Self, NodeError> {
         let info = cluster.replica(id)?;
-        let liar = options
-            .faulty
-            .and_then(FaultyMode::lie)
-            .map(|lie| Liar::new(lie, keys.clone(), cluster.replicas.len(), u64::from(id) + 1));
+        let adversary = options.faulty.map(|mode| Adversary::new(mode, keys.clone(), cluster.config(), u64::from(id) + 1));
         let mut store = options.state_dir.as_deref().map(Store::open).transpose()?;
         let num_pages = Replica::<S>::total_pages(&cluster.config(), &service);
         let replica = match store.as_mut().map(|s| s.load(num_pages)).transpose()?.flatten() {
@@ -187,15 +114,13 @@ impl<S: Service> ReplicaHost<S> {
             arrivals: vec![None; max_clients],
             clock: Clock::new(),
             out: Outbox::new(),
-            faulty: options.faulty,
-            liar,
+            adversary,
             local: ReplicaSnapshot::new(id),
             shared: Arc::new(Mutex::new(ReplicaSnapshot::new(id))),
             writer: store.map(|s| {
                 let saved = s.saved();
                 Writer::start(s, saved)
             }),
-            held: HeldPrePrepares::default(),
             metrics_addr: info.metrics_addr,
         })
     }
@@ -246,11 +171,10 @@ impl<S: Service> ReplicaHost<S> {
     /// Runs until `stop` is set. Returns an error only if the socket fails.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), NodeError> {
         let now = self.clock.now();
-        tracing::info!(replica = self.replica.id().0, addr = %self.transport.local_addr()?, faulty = ?self.faulty, "replica started");
-        if self.faulty.is_none() {
-            self.replica.start(now, &mut self.out);
-            self.carry_out(now);
-        }
+        let faulty = self.adversary.as_ref().map(|a| a.mode().name());
+        tracing::info!(replica = self.replica.id().0, addr = %self.transport.local_addr()?, faulty, "replica started");
+        self.replica.start(now, &mut self.out);
+        self.carry_out(now);
         let mut next_publish = now;
         while !stop.load(Ordering::Relaxed) {
             let now = self.clock.now();
@@ -259,15 +183,17 @@ impl<S: Service> ReplicaHost<S> {
                 self.carry_out(now);
             }
             self.transport.release_due(now);
-            for (to, bytes) in self.held.release_due(now.as_us()) {
-                self.send(now, to, bytes);
+            if let Some(adversary) = self.adversary.as_mut() {
+                for (to, bytes) in adversary.tick(now.as_us(), &self.replica, &self.peers) {
+                    self.transport.send(now, to, bytes);
+                }
             }
             if now >= next_publish {
                 self.publish();
                 next_publish = now.plus_us(HOUSEKEEPING_US);
             }
-            let held = self.held.next_release_us().map(Instant);
-            let wake = [self.replica.poll_timeout(), self.transport.next_release(), held, Some(next_publish)]
+            let adversary = self.adversary.as_ref().and_then(|a| a.next_tick_us()).map(Instant);
+            let wake = [self.replica.poll_timeout(), self.transport.next_release(), adversary, Some(next_publish)]
                 .into_iter()
                 .flatten()
                 .min();
@@ -282,8 +208,8 @@ impl<S: Service> ReplicaHost<S> {
     }
 
     fn on_datagram(&mut self, bytes: Bytes, from: SocketAddr) {
-        if self.faulty == Some(FaultyMode::Silent) {
-            return;
+        if let Some(adversary) = self.adversary.as_mut() {
+            adversary.observe(&bytes);
         }
         let now = self.clock.now();
         let received = self.replica.on_datagram(now, bytes, &mut self.out);
@@ -307,79 +233,10 @@ impl<S: Service> ReplicaHost<S> {
     /// Carries out the core's effects, in order.
     fn carry_out(&mut self, now: Instant) {
         let mut out = std::mem::take(&mut self.out);
-        let max_message_bytes = self.replica.config().max_message_bytes;
-        for effect in out.drain() {
-            // A lying replica sends its rewrites instead (to the same destination).
-            let effects = match (effect, self.liar.as_mut()) {
-                (Effect::Send { to, bytes }, Some(liar)) => liar
-                    .rewrite(bytes, max_message_bytes)
-                    .into_iter()
-                    .map(|bytes| Effect::Send { to, bytes })
-                    .collect::<Vec<_>>(),
-                (effect, _) => vec![effect],
-            };
-            for effect in effects {
-                self.carry_out_one(now, effect);
-            }
-        }
+        let mut adversary = self.adversary.take();
+        pbft::host::carry_out(self, now, &mut out, adversary.as_mut());
+        self.adversary = adversary;
         self.out = out;
-    }
-
-    fn send(&mut self, now: Instant, to: Dest, bytes: Bytes) {
-        match to {
-            Dest::Replica(r) => {
-                if let Some(addr) = self.peers.get(r.index()) {
-                    self.transport.send(now, *addr, bytes);
-                }
-            }
-            Dest::AllReplicas => {
-                self.transport.send_many(now, &self.others, &bytes);
-            }
-            Dest::Client(c) => match self.clients.get(c.0 as usize).copied().flatten() {
-                Some(addr) => self.transport.send(now, addr, bytes),
-                None => self.local.replies_without_address += 1,
-            },
-        }
-    }
-
-    fn carry_out_one(&mut self, now: Instant, effect: Effect) {
-        {
-            match effect {
-                Effect::Send { to, bytes } if self.faulty == Some(FaultyMode::SlowPrimary) => {
-                    if let Some((to, bytes)) = self.held.hold(now.as_us(), self.replica.config(), to, bytes) {
-                        self.send(now, to, bytes);
-                    }
-                }
-                Effect::Send { to, bytes } => self.send(now, to, bytes),
-                Effect::Executed(e) => {
-                    self.local.batch_size.observe(e.requests.len() as f64);
-                    for (client, timestamp) in e.requests {
-                        let Some(arrival) = self.arrivals.get_mut(client.0 as usize) else { continue };
-                        if let Some((t, at)) = *arrival {
-                            if t == timestamp {
-                                self.local.request_latency.observe(now.as_us().saturating_sub(at.as_us()) as f64 / 1e6);
-                                *arrival = None;
-                            }
-                        }
-                    }
-                    tracing::trace!(seq = e.seq.0, tentative = e.tentative, "executed");
-                }
-                Effect::StableCheckpoint { seq, digest } => {
-                    tracing::debug!(seq = seq.0, "stable checkpoint");
-                    if let Some(writer) = self.writer.as_mut() {
-                        match writer.save(self.replica.state(), seq, digest) {
-                            Ok(pages) => self.local.saved_pages += pages,
-                            Err(e) => tracing::warn!(seq = seq.0, error = %e, "could not save the state"),
-                        }
-                    }
-                }
-                Effect::StateTransferStarted { seq } => tracing::info!(seq = seq.0, "state transfer started"),
-                Effect::StateTransferred { seq, pages, .. } => tracing::info!(seq = seq.0, pages, "state transferred"),
-                Effect::ViewInstalled { view } => tracing::info!(view = view.0, "view installed"),
-                Effect::RolledBack { seq } => tracing::info!(seq = seq.0, "tentative execution undone by a view change"),
-                Effect::CommittedTentative { .. } => {}
-            }
-        }
     }
 
     /// Copies the current metrics into the shared slot.
@@ -409,16 +266,62 @@ impl<S: Service> ReplicaHost<S> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::FaultyMode;
+impl<S: Service> Host for ReplicaHost<S> {
+    type Addr = SocketAddr;
 
-    #[test]
-    fn every_faulty_mode_parses_from_its_name_and_nothing_else_does() {
-        for mode in FaultyMode::ALL {
-            assert_eq!(mode.name().parse::<FaultyMode>(), Ok(mode));
+    fn replica(&self, r: ReplicaId) -> Option<SocketAddr> {
+        self.peers.get(r.index()).copied()
+    }
+
+    fn others(&self) -> &[SocketAddr] {
+        &self.others
+    }
+
+    fn client(&mut self, c: ClientId) -> Option<SocketAddr> {
+        let addr = self.clients.get(c.0 as usize).copied().flatten();
+        if addr.is_none() {
+            self.local.replies_without_address += 1;
         }
-        let err = "bogus".parse::<FaultyMode>().expect_err("no such mode");
-        assert!(err.contains("slow-primary") && err.contains("wrong-reply"), "{err}");
+        addr
+    }
+
+    fn transmit(&mut self, now: Instant, to: To<SocketAddr>, bytes: Bytes) {
+        match to {
+            To::Others => self.transport.send_many(now, &self.others, &bytes),
+            To::One(addr) => self.transport.send(now, addr, bytes),
+        }
+    }
+
+    fn observe(&mut self, now: Instant, effect: Effect) {
+        match effect {
+            Effect::Send { .. } => unreachable!("carry_out sends datagrams itself"),
+            Effect::Executed(e) => {
+                self.local.batch_size.observe(e.requests.len() as f64);
+                for (client, timestamp) in e.requests {
+                    let Some(arrival) = self.arrivals.get_mut(client.0 as usize) else { continue };
+                    if let Some((t, at)) = *arrival {
+                        if t == timestamp {
+                            self.local.request_latency.observe(now.as_us().saturating_sub(at.as_us()) as f64 / 1e6);
+                            *arrival = None;
+                        }
+                    }
+                }
+                tracing::trace!(seq = e.seq.0, tentative = e.tentative, "executed");
+            }
+            Effect::StableCheckpoint { seq, digest } => {
+                tracing::debug!(seq = seq.0, "stable checkpoint");
+                if let Some(writer) = self.writer.as_mut() {
+                    match writer.save(self.replica.state(), seq, digest) {
+                        Ok(pages) => self.local.saved_pages += pages,
+                        Err(e) => tracing::warn!(seq = seq.0, error = %e, "could not save the state"),
+                    }
+                }
+            }
+            Effect::StateTransferStarted { seq } => tracing::info!(seq = seq.0, "state transfer started"),
+            Effect::StateTransferred { seq, pages, .. } => tracing::info!(seq = seq.0, pages, "state transferred"),
+            Effect::ViewInstalled { view } => tracing::info!(view = view.0, "view installed"),
+            Effect::RolledBack { seq } => tracing::info!(seq = seq.0, "tentative execution undone by a view change"),
+            Effect::CommittedTentative { .. } => {}
+        }
     }
 }

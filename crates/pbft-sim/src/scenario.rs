@@ -2,77 +2,10 @@
 //! everything the scenario leaves open (cluster size, which replicas are faulty,
 //! loss rates, the workload), so one seed always gives the same run.
 
+use pbft::adversary::FaultyMode;
+
 use crate::rng::SimRng;
 
-/// How a Byzantine replica misbehaves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ByzMode {
-    /// Sends nothing at all.
-    Silent,
-    /// Corrupts the MACs of everything it sends, and sends messages in other
-    /// replicas' names.
-    ForgeMacs,
-    /// Sends PREPARE and COMMIT with wrong digests.
-    WrongDigests,
-    /// Sends CHECKPOINT with wrong state digests.
-    LyingCheckpoints,
-    /// Replays old messages, its own and others', to random replicas.
-    Replay,
-    /// Floods replicas with garbage and with well-authenticated junk.
-    Flood,
-    /// Sends clients wrong results.
-    WrongReplies,
-    /// Sends COMMIT together with PREPARE, before it is prepared.
-    EagerCommit,
-    /// As primary, sends half the backups one pre-prepare and the other half
-    /// another (a different non-deterministic value, so a different digest).
-    Equivocate,
-    /// As primary, sends each pre-prepare one sequence number too far.
-    SkipSeq,
-    /// As primary, proposes non-deterministic values far in the future.
-    BadNondet,
-    /// As primary, holds each pre-prepare for most of the view-change timeout.
-    SlowPrimary,
-    /// Claims prepared batches that never were in its VIEW-CHANGE (just above
-    /// the stable checkpoint, and just above anything really prepared), acks
-    /// digests it never saw, and names made-up messages in its NEW-VIEW. As
-    /// primary it withholds pre-prepares, so that views do change.
-    LyingViewChange,
-    /// Sends a VIEW-CHANGE whose MAC is right for the new primary only, which
-    /// may then name it in NEW-VIEW only if it does not wait for acks. As
-    /// primary it withholds pre-prepares, so that views do change.
-    PrivateViewChange,
-    /// Answers state-transfer requests with corrupt pages and made-up digests.
-    LyingTransfer,
-}
-
-impl ByzMode {
-    pub const ALL: [ByzMode; 9] = [
-        ByzMode::Silent,
-        ByzMode::ForgeMacs,
-        ByzMode::WrongDigests,
-        ByzMode::LyingCheckpoints,
-        ByzMode::Replay,
-        ByzMode::Flood,
-        ByzMode::WrongReplies,
-        ByzMode::EagerCommit,
-        ByzMode::LyingTransfer,
-    ];
-    /// What the faulty primaries of the primary-faults family do.
-    pub const PRIMARY: [ByzMode; 11] = [
-        ByzMode::Silent,
-        ByzMode::ForgeMacs,
-        ByzMode::WrongDigests,
-        ByzMode::Equivocate,
-        ByzMode::SkipSeq,
-        ByzMode::BadNondet,
-        ByzMode::SlowPrimary,
-        ByzMode::LyingViewChange,
-        ByzMode::PrivateViewChange,
-        ByzMode::LyingCheckpoints,
-        ByzMode::LyingTransfer,
-    ];
-}
 
 /// How a faulty client misbehaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,7 +100,7 @@ pub struct Scenario {
     pub min_delay_us: u64,
     pub max_delay_us: u64,
     /// Replicas that may be faulty in this run (never the primary, at most f).
-    pub byzantine: Vec<(usize, ByzMode)>,
+    pub byzantine: Vec<(usize, FaultyMode)>,
     /// Replicas crashed at some time and restarted later.
     pub crashes: Vec<(usize, u64, u64)>,
     /// Of the crashed replicas, those that restart with their state wiped.
@@ -261,16 +194,16 @@ impl Scenario {
                             }
                         }
                         1 => s.partitions.push((r, start, start + 200_000 + rng.below(1_500_000))),
-                        _ => s.byzantine.push((r, ByzMode::PRIMARY[rng.below(ByzMode::PRIMARY.len() as u64) as usize])),
+                        _ => s.byzantine.push((r, FaultyMode::PRIMARY[rng.below(FaultyMode::PRIMARY.len() as u64) as usize])),
                     }
                 }
             }
             Family::Byzantine => {
                 s.lossy_mild(&mut rng);
-                let mode = ByzMode::ALL[rng.below(ByzMode::ALL.len() as u64) as usize];
+                let mode = FaultyMode::ANY_REPLICA[rng.below(FaultyMode::ANY_REPLICA.len() as u64) as usize];
                 for &r in &faulty {
                     // Usually one mode for all, sometimes a mix.
-                    let m = if rng.chance(0.3) { ByzMode::ALL[rng.below(ByzMode::ALL.len() as u64) as usize] } else { mode };
+                    let m = if rng.chance(0.3) { FaultyMode::ANY_REPLICA[rng.below(FaultyMode::ANY_REPLICA.len() as u64) as usize] } else { mode };
                     s.byzantine.push((r, m));
                 }
             }
@@ -286,7 +219,7 @@ impl Scenario {
                 for &r in &faulty {
                     let start = rng.below(window);
                     match rng.below(3) {
-                        0 => s.byzantine.push((r, ByzMode::ALL[rng.below(ByzMode::ALL.len() as u64) as usize])),
+                        0 => s.byzantine.push((r, FaultyMode::ANY_REPLICA[rng.below(FaultyMode::ANY_REPLICA.len() as u64) as usize])),
                         1 => s.crashes.push((r, start, start + 100_000 + rng.below(2_000_000))),
                         _ => s.partitions.push((r, start, start + 200_000 + rng.below(1_500_000))),
                     }

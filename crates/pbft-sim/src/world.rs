@@ -6,11 +6,13 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
 use bytes::Bytes;
+use pbft::adversary::Adversary;
 use pbft::auth::{public_key, KeyTable};
-use pbft::{Client, ClientEffect, ClientId, ClientOutbox, Config, Dest, Effect, Instant, NodeId, Outbox, Replica, ReplicaId, SeqNo};
+use pbft::host::{Host, To};
+use pbft::{Client, ClientEffect, ClientId, ClientOutbox, Config, Effect, Instant, NodeId, Outbox, Replica, ReplicaId, SeqNo};
 use pbft_kv::{KvConfig, KvResult, KvService};
 
-use crate::byzantine::{ByzReplica, FaultyClient};
+use crate::byzantine::FaultyClient;
 use crate::checkers::{Checkers, OpRecord};
 use crate::rng::SimRng;
 use crate::scenario::Scenario;
@@ -60,7 +62,8 @@ impl Ord for Event {
 pub struct ReplicaNode {
     pub replica: Replica<KvService>,
     pub crashed: bool,
-    pub byz: Option<ByzReplica>,
+    /// What it does wrong, if it is Byzantine.
+    pub byz: Option<Adversary<Addr>>,
 }
 
 struct ClientNode {
@@ -110,6 +113,10 @@ pub struct World {
     /// The earliest wake-up scheduled for each node, in virtual time: the
     /// nodes keep their own timers; the world only wakes them.
     wake_at: BTreeMap<Addr, u64>,
+    /// The earliest tick scheduled for each Byzantine replica's adversary.
+    byz_tick_at: BTreeMap<usize, u64>,
+    /// Each replica's address book: every other replica.
+    others: Vec<Vec<Addr>>,
     pub(crate) checkers: Checkers,
     /// Recent client requests seen on the network, for replaying faulty clients.
     pub(crate) recent_requests: Vec<Bytes>,
@@ -182,7 +189,7 @@ impl World {
                 .byzantine
                 .iter()
                 .find(|(r, _)| *r == i)
-                .map(|(_, m)| ByzReplica::new(*m, keys.clone(), n, seed ^ (i as u64 + 1)));
+                .map(|(_, m)| Adversary::new(*m, keys.clone(), cfg.clone(), seed ^ (i as u64 + 1)));
             let replica = Replica::new(cfg.clone(), ReplicaId(i as u16), keys, service).expect("simulator config is valid");
             replicas.push(ReplicaNode { replica, crashed: false, byz });
         }
@@ -208,6 +215,8 @@ impl World {
             clients,
             faulty_clients,
             wake_at: BTreeMap::new(),
+            byz_tick_at: BTreeMap::new(),
+            others: (0..n).map(|i| (0..n).filter(|j| *j != i).map(Addr::Replica).collect()).collect(),
             checkers,
             recent_requests: Vec::new(),
             stats: RunStats::default(),
@@ -225,10 +234,7 @@ impl World {
             let mut out = Outbox::new();
             let now = self.local_time(i);
             self.replicas[i].replica.start(now, &mut out);
-            self.apply(Addr::Replica(i), out);
-            if self.replicas[i].byz.is_some() {
-                self.schedule(1_000, EventKind::ByzTick(i));
-            }
+            self.apply(i, out);
         }
         for c in 0..self.clients.len() {
             let at = self.rng.below(2_000);
@@ -287,7 +293,7 @@ impl World {
         if !self.checkers.violations.is_empty() {
             for node in &self.replicas {
                 let role = match (&node.byz, node.crashed) {
-                    (Some(b), _) => format!("byzantine {:?}", b.mode),
+                    (Some(b), _) => format!("byzantine {:?}", b.mode()),
                     (None, true) => "crashed".into(),
                     (None, false) => "correct".into(),
                 };
@@ -346,7 +352,7 @@ impl World {
                         let mut out = Outbox::new();
                         let now = self.local_time(i);
                         self.replicas[i].replica.handle_timeout(now, &mut out);
-                        self.apply(node, out);
+                        self.apply(i, out);
                     }
                     Addr::Client(c) => {
                         let mut out = ClientOutbox::new();
@@ -373,7 +379,7 @@ impl World {
                 let mut out = Outbox::new();
                 let now = self.local_time(r);
                 self.replicas[r].replica.start(now, &mut out);
-                self.apply(Addr::Replica(r), out);
+                self.apply(r, out);
             }
             EventKind::FaultyClientTick(c) => {
                 let sends = crate::byzantine::faulty_client_tick(self, c);
@@ -386,17 +392,19 @@ impl World {
                 }
             }
             EventKind::ByzTick(r) => {
-                let sends = crate::byzantine::byz_tick(self, r);
-                for (to, bytes) in sends {
-                    self.transmit(Addr::Replica(r), Addr::Replica(to), bytes);
+                if self.byz_tick_at.get(&r) == Some(&self.now) {
+                    self.byz_tick_at.remove(&r);
                 }
-                let now = self.now;
-                let held = self.replicas[r].byz.as_mut().map(|b| b.release_due(now)).unwrap_or_default();
-                for (to, bytes) in held {
+                let peers: Vec<Addr> = (0..self.replicas.len()).map(Addr::Replica).collect();
+                let node = &mut self.replicas[r];
+                let sends = match node.byz.as_mut() {
+                    Some(b) if !node.crashed => b.tick(self.now, &node.replica, &peers),
+                    _ => Vec::new(),
+                };
+                for (to, bytes) in sends {
                     self.transmit(Addr::Replica(r), to, bytes);
                 }
-                let next = self.now + 5_000 + self.rng.below(20_000);
-                self.schedule(next, EventKind::ByzTick(r));
+                self.schedule_byz_tick(r);
             }
         }
     }
@@ -446,7 +454,7 @@ impl World {
                 let now = self.local_time(i);
                 self.replicas[i].replica.on_datagram(now, bytes, &mut out);
                 self.checkers.check_bounds(i, &self.replicas[i].replica);
-                self.apply(to, out);
+                self.apply(i, out);
             }
             Addr::Client(c) => {
                 if c >= self.clients.len() {
@@ -477,39 +485,27 @@ impl World {
         }
     }
 
-    /// Carries out the effects a node produced.
-    fn apply(&mut self, node: Addr, mut out: Outbox) {
-        self.schedule_wake(node);
-        for effect in out.drain() {
-            match effect {
-                Effect::Send { to, bytes } => self.send_from(node, to, bytes),
-                Effect::Executed(e) => {
-                    if let Addr::Replica(i) = node {
-                        if self.replicas[i].byz.is_none() {
-                            self.checkers.on_executed(i, &e, &self.replicas);
-                        }
-                    }
-                }
-                Effect::CommittedTentative { seq } => {
-                    if let Addr::Replica(i) = node {
-                        if self.replicas[i].byz.is_none() {
-                            self.checkers.on_committed_tentative(i, seq, &self.replicas);
-                        }
-                    }
-                }
-                Effect::RolledBack { seq } => {
-                    if let Addr::Replica(i) = node {
-                        if self.replicas[i].byz.is_none() {
-                            self.checkers.on_rolled_back(i, seq);
-                        }
-                    }
-                }
-                Effect::ViewInstalled { .. } => self.stats.views_installed += 1,
-                Effect::StableCheckpoint { .. } => {}
-                Effect::StateTransferStarted { .. } => {}
-                Effect::StateTransferred { .. } => self.stats.state_transfers += 1,
-            }
+    /// Schedules replica `r`'s adversary for when it next has something to
+    /// send, unless an earlier tick is pending.
+    fn schedule_byz_tick(&mut self, r: usize) {
+        let Some(at) = self.replicas[r].byz.as_ref().and_then(|b| b.next_tick_us()) else { return };
+        let at = at.max(self.now);
+        if self.byz_tick_at.get(&r).is_none_or(|pending| at < *pending) {
+            self.byz_tick_at.insert(r, at);
+            self.schedule(at, EventKind::ByzTick(r));
         }
+    }
+
+    /// Carries out the effects replica `i` produced, through the host path
+    /// the real runtime uses too.
+    fn apply(&mut self, i: usize, mut out: Outbox) {
+        self.schedule_wake(Addr::Replica(i));
+        let mut byz = self.replicas[i].byz.take();
+        let correct = byz.is_none();
+        let now = Instant(self.now);
+        pbft::host::carry_out(&mut SimHost { world: self, i, correct }, now, &mut out, byz.as_mut());
+        self.replicas[i].byz = byz;
+        self.schedule_byz_tick(i);
     }
 
     /// Carries out the effects client `c` produced.
@@ -517,30 +513,9 @@ impl World {
         self.schedule_wake(Addr::Client(c));
         for effect in out.drain() {
             match effect {
-                ClientEffect::Send { to, bytes } => self.send_from(Addr::Client(c), Dest::Replica(to), bytes),
+                ClientEffect::Send { to, bytes } => self.transmit(Addr::Client(c), Addr::Replica(to.index()), bytes),
                 ClientEffect::Completed { result, .. } => self.client_completed(c, result),
             }
-        }
-    }
-
-    fn send_from(&mut self, node: Addr, to: Dest, bytes: Bytes) {
-        let targets: Vec<Addr> = match to {
-            Dest::Replica(r) => vec![Addr::Replica(r.index())],
-            Dest::AllReplicas => {
-                (0..self.replicas.len()).filter(|j| node != Addr::Replica(*j)).map(Addr::Replica).collect()
-            }
-            Dest::Client(c) => vec![Addr::Client(c.0 as usize)],
-        };
-        if let Addr::Replica(i) = node {
-            if let Some(byz) = self.replicas[i].byz.as_mut() {
-                for (t, b) in byz.outbound(self.now, &self.cfg, &targets, bytes) {
-                    self.transmit(node, t, b);
-                }
-                return;
-            }
-        }
-        for t in targets {
-            self.transmit(node, t, bytes.clone());
         }
     }
 
@@ -595,5 +570,55 @@ impl World {
         self.clients[c].ops_done += 1;
         let think = self.rng.below(3_000);
         self.schedule(self.now + think, EventKind::ClientNext(c));
+    }
+}
+
+/// The simulated network as replica `i`'s host.
+struct SimHost<'a> {
+    world: &'a mut World,
+    i: usize,
+    /// Whether the replica is correct: only correct replicas' executions are checked.
+    correct: bool,
+}
+
+impl Host for SimHost<'_> {
+    type Addr = Addr;
+
+    fn replica(&self, r: ReplicaId) -> Option<Addr> {
+        (r.index() < self.world.replicas.len()).then_some(Addr::Replica(r.index()))
+    }
+
+    fn others(&self) -> &[Addr] {
+        &self.world.others[self.i]
+    }
+
+    fn client(&mut self, c: ClientId) -> Option<Addr> {
+        Some(Addr::Client(c.0 as usize))
+    }
+
+    fn transmit(&mut self, _now: Instant, to: To<Addr>, bytes: Bytes) {
+        let from = Addr::Replica(self.i);
+        match to {
+            To::One(a) => self.world.transmit(from, a, bytes),
+            To::Others => {
+                for k in 0..self.world.others[self.i].len() {
+                    let a = self.world.others[self.i][k];
+                    self.world.transmit(from, a, bytes.clone());
+                }
+            }
+        }
+    }
+
+    fn observe(&mut self, _now: Instant, effect: Effect) {
+        let (w, i) = (&mut *self.world, self.i);
+        match effect {
+            Effect::Send { .. } => unreachable!("carry_out sends datagrams itself"),
+            Effect::Executed(e) if self.correct => w.checkers.on_executed(i, &e, &w.replicas),
+            Effect::CommittedTentative { seq } if self.correct => w.checkers.on_committed_tentative(i, seq, &w.replicas),
+            Effect::RolledBack { seq } if self.correct => w.checkers.on_rolled_back(i, seq),
+            Effect::ViewInstalled { .. } => w.stats.views_installed += 1,
+            Effect::StateTransferred { .. } => w.stats.state_transfers += 1,
+            _ => {}
+        }
     }
 }

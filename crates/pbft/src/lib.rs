@@ -18,7 +18,6 @@
 //! - [`state`]: the paged service state, copy-on-write checkpoints, the partition tree;
 //! - [`service`]: the trait an application implements.
 
-#[cfg(feature = "adversary")]
 pub mod adversary;
 pub mod auth;
 #[cfg(feature = "deliberate-bugs")]
@@ -26,6 +25,7 @@ pub mod bugs;
 pub mod client;
 pub mod config;
 pub mod effects;
+pub mod host;
 pub mod metrics;
 pub mod replica;
 pub mod service;
