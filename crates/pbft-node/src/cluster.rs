@@ -84,6 +84,10 @@ pub struct Protocol {
     pub max_op_bytes: usize,
     /// Largest result a replica may return (BFS needs 32 KiB READs to fit).
     pub max_reply_bytes: usize,
+    /// What a replica makes durable before it speaks: "process" (survives
+    /// every replica process killed at once), "power" (fdatasync: survives
+    /// every replica losing power at once) or "none" (the papers' behaviour).
+    pub durability: crate::journal::Durability,
 }
 
 impl Default for Protocol {
@@ -104,6 +108,7 @@ impl Default for Protocol {
             read_only_optimization: c.read_only_optimization,
             max_op_bytes: c.max_op_bytes,
             max_reply_bytes: c.max_reply_bytes,
+            durability: crate::journal::Durability::default(),
         }
     }
 }
@@ -201,6 +206,7 @@ impl Cluster {
         config.read_only_optimization = p.read_only_optimization;
         config.max_op_bytes = p.max_op_bytes;
         config.max_reply_bytes = p.max_reply_bytes;
+        config.journal = p.durability != crate::journal::Durability::None;
         config.validate().map_err(|e| invalid(e.to_string()))?;
         if p.status_interval_ms == 0 || p.client_retransmit_ms == 0 {
             return Err(invalid("status_interval_ms and client_retransmit_ms must be positive".into()));

@@ -15,6 +15,7 @@ pub mod client_host;
 pub mod cluster;
 pub mod error;
 pub mod faults;
+pub mod journal;
 pub mod keygen;
 pub mod launcher;
 pub mod metrics;

@@ -27,6 +27,7 @@ use crate::error::NodeError;
 use crate::faults::FaultConfig;
 use crate::launcher::HUGE_PAGE_HEAP;
 use crate::metrics::{ReplicaSnapshot, SharedSnapshot};
+use crate::journal::{Durability, Journal};
 use crate::store::{Store, Writer};
 use crate::time::Clock;
 use crate::transport::Transport;
@@ -71,7 +72,14 @@ pub struct ReplicaHost<S: Service> {
     /// when published.
     local: ReplicaSnapshot,
     shared: SharedSnapshot,
+    /// Saves stable checkpoints in the background (durability "none").
     writer: Option<Writer>,
+    /// The durable log, and the store its checkpoints are saved to before the
+    /// replica speaks again (durability "process" or "power").
+    durable: Option<(Journal, Store)>,
+    /// A failure to make something durable: the replica sends nothing more
+    /// and its loop stops with this error.
+    fatal: Option<NodeError>,
     /// Where the cluster file says this replica serves its metrics.
     metrics_addr: Option<SocketAddr>,
 }
@@ -88,22 +96,49 @@ impl<S: Service> ReplicaHost<S> {
     ) -> Result<Self, NodeError> {
         let info = cluster.replica(id)?;
         let adversary = options.faulty.map(|mode| Adversary::new(mode, keys.clone(), cluster.config(), u64::from(id) + 1));
+        // The port first: a second replica with the same id fails here,
+        // before it touches the state directory.
+        let transport = Transport::bind(options.bind.unwrap_or(info.addr), &options.faults)?;
+        let cfg = cluster.config();
+        let durability = cluster.file.protocol.durability;
         let mut store = options.state_dir.as_deref().map(Store::open).transpose()?;
-        let num_pages = Replica::<S>::total_pages(&cluster.config(), &service);
-        let replica = match store.as_mut().map(|s| s.load(num_pages)).transpose()?.flatten() {
-            Some(saved) => {
-                let (replica, restored) = Replica::restore(cluster.config(), ReplicaId(id), keys, service, saved)?;
+        let journal = match (&options.state_dir, durability) {
+            (Some(dir), Durability::Process | Durability::Power) => {
+                let (journal, records, found) = Journal::open(dir, durability, cfg.log_window)?;
+                if let Some(why) = &found.damaged {
+                    tracing::warn!(%why, "the durable log is damaged: set aside, rejoining without it (counted as faulty until caught up)");
+                } else if found.torn_tail {
+                    tracing::info!("the durable log ends in a record cut short by the crash: dropped (nothing it held was sent)");
+                }
+                Some((journal, records, found))
+            }
+            _ => None,
+        };
+        let num_pages = Replica::<S>::total_pages(&cfg, &service);
+        let saved = store.as_mut().map(|s| s.load(num_pages)).transpose()?.flatten();
+        let replica = match (saved, journal.as_ref()) {
+            (None, None) => Replica::new(cfg, ReplicaId(id), keys, service)?,
+            (saved, _) => {
+                let records = journal.as_ref().map(|(_, r, _)| r.clone()).unwrap_or_default();
+                let count = records.len();
+                let anything = saved.is_some() || count > 0;
+                let saved = saved.unwrap_or_else(|| pbft::SavedState { seq: pbft::SeqNo(0), digest: pbft::Digest::default(), pages: Vec::new() });
+                let (replica, restored) = Replica::recover(cfg, ReplicaId(id), keys, service, saved, records)?;
                 match restored {
-                    Restored::Intact { seq } => tracing::info!(seq = seq.0, "restarted from the state on disk"),
+                    Restored::Intact { .. } if !anything => {}
+                    Restored::Intact { seq } => tracing::info!(
+                        seq = seq.0,
+                        records = count,
+                        view = replica.view().0,
+                        "restarted from the state on disk and its durable log"
+                    ),
                     Restored::Damaged => {
                         tracing::warn!("the state on disk does not match its checkpoint: fetching what differs")
                     }
                 }
                 replica
             }
-            None => Replica::new(cluster.config(), ReplicaId(id), keys, service)?,
         };
-        let transport = Transport::bind(options.bind.unwrap_or(info.addr), &options.faults)?;
         let max_clients = cluster.client_publics.len();
         Ok(ReplicaHost {
             replica,
@@ -117,10 +152,15 @@ impl<S: Service> ReplicaHost<S> {
             adversary,
             local: ReplicaSnapshot::new(id),
             shared: Arc::new(Mutex::new(ReplicaSnapshot::new(id))),
+            durable: match journal {
+                Some((journal, _, _)) => store.take().map(|s| (journal, s)),
+                None => None,
+            },
             writer: store.map(|s| {
                 let saved = s.saved();
                 Writer::start(s, saved)
             }),
+            fatal: None,
             metrics_addr: info.metrics_addr,
         })
     }
@@ -177,6 +217,9 @@ impl<S: Service> ReplicaHost<S> {
         self.carry_out(now);
         let mut next_publish = now;
         while !stop.load(Ordering::Relaxed) {
+            if let Some(e) = self.fatal.take() {
+                return Err(e);
+            }
             let now = self.clock.now();
             if self.replica.poll_timeout().is_some_and(|at| at <= now) {
                 self.replica.handle_timeout(now, &mut self.out);
@@ -266,6 +309,14 @@ impl<S: Service> ReplicaHost<S> {
     }
 }
 
+impl<S: Service> ReplicaHost<S> {
+    /// Something could not be made durable: the replica must not speak again.
+    fn fail(&mut self, e: NodeError) {
+        tracing::error!(error = %e, "could not make the durable log or state durable: stopping");
+        self.fatal.get_or_insert(e);
+    }
+}
+
 impl<S: Service> Host for ReplicaHost<S> {
     type Addr = SocketAddr;
 
@@ -285,7 +336,18 @@ impl<S: Service> Host for ReplicaHost<S> {
         addr
     }
 
+    fn sync(&mut self, _now: Instant) {
+        if let Some((journal, _)) = self.durable.as_mut() {
+            if let Err(e) = journal.sync() {
+                self.fail(e);
+            }
+        }
+    }
+
     fn transmit(&mut self, now: Instant, to: To<SocketAddr>, bytes: Bytes) {
+        if self.fatal.is_some() {
+            return;
+        }
         match to {
             To::Others => self.transport.send_many(now, &self.others, &bytes),
             To::One(addr) => self.transport.send(now, addr, bytes),
@@ -295,6 +357,11 @@ impl<S: Service> Host for ReplicaHost<S> {
     fn observe(&mut self, now: Instant, effect: Effect) {
         match effect {
             Effect::Send { .. } => unreachable!("carry_out sends datagrams itself"),
+            Effect::Persist(records) => {
+                if let Some((journal, _)) = self.durable.as_mut() {
+                    journal.append(&records);
+                }
+            }
             Effect::Executed(e) => {
                 self.local.batch_size.observe(e.requests.len() as f64);
                 for (client, timestamp) in e.requests {
@@ -310,6 +377,18 @@ impl<S: Service> Host for ReplicaHost<S> {
             }
             Effect::StableCheckpoint { seq, digest } => {
                 tracing::debug!(seq = seq.0, "stable checkpoint");
+                if let Some((journal, store)) = self.durable.as_mut() {
+                    // The state first, then the journal moves past it: the
+                    // records since the checkpoint on disk are always kept.
+                    let saved = journal
+                        .sync()
+                        .and_then(|()| store.save(self.replica.state(), seq, digest))
+                        .and_then(|stats| journal.checkpoint_saved(seq).map(|()| stats));
+                    match saved {
+                        Ok(stats) => self.local.saved_pages += stats.pages,
+                        Err(e) => self.fail(e),
+                    }
+                }
                 if let Some(writer) = self.writer.as_mut() {
                     match writer.save(self.replica.state(), seq, digest) {
                         Ok(pages) => self.local.saved_pages += pages,

@@ -61,6 +61,16 @@ impl Store {
             .truncate(false)
             .open(&path)
             .map_err(|source| NodeError::File { path, source })?;
+        // One replica per state directory: a second one would interleave its
+        // pages and durable log with the first's.
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock(2) on a descriptor this function owns.
+        if unsafe { libc::flock(pages.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(NodeError::io(
+                format!("lock the state directory {} (is another replica using it?)", dir.display()),
+                std::io::Error::last_os_error(),
+            ));
+        }
         Ok(Store { dir: dir.to_path_buf(), pages, saved: SeqNo(0) })
     }
 
@@ -295,7 +305,9 @@ mod tests {
         s.write(9 * PAGE_SIZE as u64, &[4; 10]).expect("write");
         let d2 = s.take_checkpoint(SeqNo(16)).expect("checkpoint");
         assert_eq!(store.save(&s, SeqNo(16), d2).expect("save").pages, 1, "only page 9 changed");
+        assert!(Store::open(dir.path()).is_err(), "one store per directory at a time");
 
+        drop(store);
         let mut again = Store::open(dir.path()).expect("reopen");
         let saved = again.load(64).expect("load").expect("saved");
         assert_eq!((saved.seq, saved.digest), (SeqNo(16), d2));
@@ -314,6 +326,7 @@ mod tests {
         store.save(&s, SeqNo(8), d).expect("save");
         // A torn write: a page changed on disk after the record was written.
         store.pages.write_all_at(&[0xff; 16], 2 * PAGE_SIZE as u64).expect("tear");
+        drop(store);
         let saved = Store::open(dir.path()).expect("open").load(64).expect("load").expect("saved");
         let mut restored = PagedState::new(64, s.shape()).expect("state");
         for (i, p) in &saved.pages {

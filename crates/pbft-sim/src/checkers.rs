@@ -12,7 +12,7 @@
 //! - liveness: every correct client's operations complete after the network heals
 //!   (checked by the world when the run ends).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use pbft::{ClientId, Digest, Execution, Replica, SeqNo, Timestamp};
 use pbft_kv::{KvOp, KvResult, KvService};
@@ -41,8 +41,8 @@ pub struct Checkers {
     tentative: Vec<Option<TentativeRecord>>,
     /// Per replica: what it executed at each sequence number (for the commit invariant).
     executed: Vec<BTreeMap<SeqNo, Digest>>,
-    /// Per replica: the requests it executed.
-    requests: Vec<BTreeSet<(ClientId, Timestamp)>>,
+    /// Per replica: the requests it executed, each with where.
+    requests: Vec<BTreeMap<(ClientId, Timestamp), SeqNo>>,
     pub history: Vec<OpRecord>,
     pub violations: Vec<String>,
 }
@@ -54,7 +54,7 @@ impl Checkers {
             decided: BTreeMap::new(),
             tentative: vec![None; s.n()],
             executed: vec![BTreeMap::new(); s.n()],
-            requests: vec![BTreeSet::new(); s.n()],
+            requests: vec![BTreeMap::new(); s.n()],
             history: Vec::new(),
             violations: Vec::new(),
         }
@@ -87,6 +87,14 @@ impl Checkers {
         self.tentative[r] = None;
     }
 
+    /// Replica `r` restarted from its disk at checkpoint `h`: its state is
+    /// that of `h`, and it executes again what it had executed after it.
+    pub fn on_restored(&mut self, r: usize, h: SeqNo) {
+        self.executed[r].retain(|seq, _| *seq <= h);
+        self.requests[r].retain(|_, seq| *seq <= h);
+        self.tentative[r] = None;
+    }
+
     /// A view change undid replica `r`'s tentative execution at `seq`.
     pub fn on_rolled_back(&mut self, r: usize, seq: SeqNo) {
         match self.tentative[r].take() {
@@ -110,7 +118,7 @@ impl Checkers {
         }
         self.executed[r].insert(e.seq, e.batch);
         for req in &e.requests {
-            if !self.requests[r].insert(*req) {
+            if self.requests[r].insert(*req, e.seq).is_some() {
                 self.violate(format!("exactly-once: replica {r} executed request {:?} of client {} twice", req.1, req.0 .0));
             }
         }

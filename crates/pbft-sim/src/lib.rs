@@ -155,6 +155,7 @@ pub fn bug_by_name(name: &str) -> Option<Bugs> {
         "new-view-skips-a2" => b.new_view_skips_a2 = true,
         "view-change-without-acks" => b.view_change_without_acks = true,
         "low-water-mark-moves-back" => b.low_water_mark_moves_back = true,
+        "forgetful-restart" => b.forgetful_restart = true,
         _ => return None,
     }
     Some(b)

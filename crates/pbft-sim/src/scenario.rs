@@ -52,10 +52,17 @@ pub enum Family {
     /// The primaries of the first views crash, are cut off, restart with their
     /// state wiped, or lie (up to f of them, so several view changes in a row).
     Primaries,
+    /// One replica at a time (the primary often) crashes and restarts from
+    /// its disk (saved state and durable log) at random points, every replica
+    /// several times; never more than f down at once.
+    Rotating,
+    /// Every replica crashes at the same moment, once or more, and restarts
+    /// from its disk.
+    ClusterCrash,
 }
 
 impl Family {
-    pub const ALL: [Family; 8] = [
+    pub const ALL: [Family; 10] = [
         Family::Clean,
         Family::Lossy,
         Family::Partitions,
@@ -64,6 +71,8 @@ impl Family {
         Family::FaultyClients,
         Family::Mixed,
         Family::Primaries,
+        Family::Rotating,
+        Family::ClusterCrash,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +85,8 @@ impl Family {
             Family::FaultyClients => "faulty-clients",
             Family::Mixed => "mixed",
             Family::Primaries => "primaries",
+            Family::Rotating => "rotating",
+            Family::ClusterCrash => "cluster-crash",
         }
     }
 
@@ -197,6 +208,40 @@ impl Scenario {
                         _ => s.byzantine.push((r, FaultyMode::PRIMARY[rng.below(FaultyMode::PRIMARY.len() as u64) as usize])),
                     }
                 }
+            }
+            Family::Rotating => {
+                s.lossy_mild(&mut rng);
+                // Many operations, so that the crashes land all through the run.
+                s.ops_per_client = 60 + rng.below(60) as usize;
+                let mut at = rng.below(100_000);
+                for round in 0..2 + rng.below(2) {
+                    let mut order: Vec<usize> = (0..n).collect();
+                    rng.shuffle(&mut order);
+                    // The primary of view 0 first, half the time.
+                    if round == 0 && rng.chance(0.5) {
+                        order.retain(|r| *r != 0);
+                        order.insert(0, 0);
+                    }
+                    for r in order {
+                        let down = 50_000 + rng.below(600_000);
+                        s.crashes.push((r, at, at + down));
+                        at += down + rng.below(300_000);
+                    }
+                }
+                s.from_disk = (0..n).map(|r| (r, false)).collect();
+            }
+            Family::ClusterCrash => {
+                s.lossy_mild(&mut rng);
+                s.ops_per_client = 60 + rng.below(60) as usize;
+                let mut at = 20_000 + rng.below(300_000);
+                for _ in 0..1 + rng.below(3) {
+                    let down = 10_000 + rng.below(300_000);
+                    for r in 0..n {
+                        s.crashes.push((r, at, at + down));
+                    }
+                    at += down + 50_000 + rng.below(800_000);
+                }
+                s.from_disk = (0..n).map(|r| (r, false)).collect();
             }
             Family::Byzantine => {
                 s.lossy_mild(&mut rng);

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use pbft::adversary::Adversary;
 use pbft::auth::{public_key, KeyTable};
 use pbft::host::{Host, To};
+use pbft::journal::Record;
 use pbft::{Client, ClientEffect, ClientId, ClientOutbox, Config, Effect, Instant, NodeId, Outbox, Replica, ReplicaId, SeqNo};
 use pbft_kv::{KvConfig, KvResult, KvService};
 
@@ -64,6 +65,9 @@ pub struct ReplicaNode {
     pub crashed: bool,
     /// What it does wrong, if it is Byzantine.
     pub byz: Option<Adversary<Addr>>,
+    /// Its durable log on disk, in segments by the checkpoint each starts
+    /// at, as a host keeps it (see `pbft::journal`).
+    pub journal: Vec<(SeqNo, Vec<Record>)>,
 }
 
 struct ClientNode {
@@ -191,7 +195,7 @@ impl World {
                 .find(|(r, _)| *r == i)
                 .map(|(_, m)| Adversary::new(*m, keys.clone(), cfg.clone(), seed ^ (i as u64 + 1)));
             let replica = Replica::new(cfg.clone(), ReplicaId(i as u16), keys, service).expect("simulator config is valid");
-            replicas.push(ReplicaNode { replica, crashed: false, byz });
+            replicas.push(ReplicaNode { replica, crashed: false, byz, journal: vec![(SeqNo(0), Vec::new())] });
         }
         let mut clients = Vec::new();
         let mut faulty_clients = Vec::new();
@@ -371,6 +375,7 @@ impl World {
                     let service = KvService::new(KvConfig { pages: KV_PAGES });
                     self.replicas[r].replica =
                         Replica::new(self.cfg.clone(), ReplicaId(r as u16), keys, service).expect("simulator config is valid");
+                    self.replicas[r].journal = vec![(SeqNo(0), Vec::new())];
                     self.checkers.on_wiped(r);
                 }
                 if let Some(&(_, corrupt)) = self.scenario.from_disk.iter().find(|(d, _)| *d == r) {
@@ -416,11 +421,10 @@ impl World {
         let seq = old.low_water_mark();
         let state = old.state();
         let digest = state.checkpoint_digest(seq).unwrap_or_default();
-        let mut pages: Vec<(u64, Box<pbft::state::Page>)> = state
-            .pages_modified_after(seq, SeqNo(0))
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|i| state.page_at(seq, i).ok().map(|p| (i, Box::new(*p))))
+        // Every page that is not zero (a replica restored before has its
+        // restored pages as checkpoint 0, so "modified since 0" is not all).
+        let mut pages: Vec<(u64, Box<pbft::state::Page>)> = (0..state.num_pages())
+            .filter_map(|i| state.page_at(seq, i).ok().filter(|p| **p != pbft::state::ZERO_PAGE).map(|p| (i, Box::new(*p))))
             .collect();
         if corrupt && !pages.is_empty() {
             for _ in 0..1 + self.rng.below(3) {
@@ -432,10 +436,18 @@ impl World {
         let keys = old.keys().clone();
         let service = KvService::new(KvConfig { pages: KV_PAGES });
         let saved = pbft::SavedState { seq, digest, pages };
-        let (replica, _) =
-            Replica::restore(self.cfg.clone(), ReplicaId(r as u16), keys, service, saved).expect("simulator config is valid");
+        let records: Vec<Record> = self.replicas[r].journal.iter().flat_map(|(_, s)| s.iter().cloned()).collect();
+        let (replica, restored) = Replica::recover(self.cfg.clone(), ReplicaId(r as u16), keys, service, saved, records)
+            .expect("simulator config is valid");
         self.replicas[r].replica = replica;
-        self.checkers.on_wiped(r);
+        match restored {
+            pbft::Restored::Intact { seq } => self.checkers.on_restored(r, seq),
+            // The state is untrusted and the log ignored: a new incarnation.
+            pbft::Restored::Damaged => {
+                self.replicas[r].journal = vec![(SeqNo(0), Vec::new())];
+                self.checkers.on_wiped(r);
+            }
+        }
     }
 
     fn deliver(&mut self, to: Addr, from: Addr, bytes: Bytes) {
@@ -596,6 +608,8 @@ impl Host for SimHost<'_> {
         Some(Addr::Client(c.0 as usize))
     }
 
+    fn sync(&mut self, _now: Instant) {}
+
     fn transmit(&mut self, _now: Instant, to: To<Addr>, bytes: Bytes) {
         let from = Addr::Replica(self.i);
         match to {
@@ -612,6 +626,20 @@ impl Host for SimHost<'_> {
     fn observe(&mut self, _now: Instant, effect: Effect) {
         let (w, i) = (&mut *self.world, self.i);
         match effect {
+            Effect::Persist(records) => {
+                if let Some((_, segment)) = w.replicas[i].journal.last_mut() {
+                    segment.extend(records);
+                }
+            }
+            // The state of a stable checkpoint is on disk (the simulator
+            // restores it from the replica): a new segment starts, and the
+            // segments that can hold nothing above it within the log window go.
+            Effect::StableCheckpoint { seq, .. } => {
+                let window = w.cfg.log_window;
+                let journal = &mut w.replicas[i].journal;
+                journal.push((seq, Vec::new()));
+                journal.retain(|(start, _)| start.0 + window > seq.0 || *start == seq);
+            }
             Effect::Send { .. } => unreachable!("carry_out sends datagrams itself"),
             Effect::Executed(e) if self.correct => w.checkers.on_executed(i, &e, &w.replicas),
             Effect::CommittedTentative { seq } if self.correct => w.checkers.on_committed_tentative(i, seq, &w.replicas),

@@ -45,6 +45,11 @@ pub struct Bugs {
     /// shrinks), so no checker of outcomes notices: only the replica's
     /// invariant check catches it, at the input that broke it.
     pub low_water_mark_moves_back: bool,
+    /// Replicas keep no durable log, as before it existed: a replica
+    /// restarted from disk has forgotten its view, its log and what it said
+    /// (caught by agreement, liveness or linearizability when every replica,
+    /// or one at a time, restarts from disk).
+    pub forgetful_restart: bool,
     /// Not a bug: replicas skip their per-input invariant checks, so that a
     /// test can show that an outcome checker (agreement, liveness, ...)
     /// catches a bug on its own, where an invariant would catch it first.

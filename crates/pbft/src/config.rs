@@ -61,6 +61,11 @@ pub struct Config {
     /// trip). Clients then need 2f+1 matching replies for every request; see
     /// `client.rs` for why.
     pub read_only_optimization: bool,
+    /// Record every change to the log and the view for the durable log
+    /// ([`crate::journal`]): the host persists the records before it sends
+    /// what depends on them. Off, a restarted replica has forgotten what it
+    /// said and counts as faulty until it has caught up.
+    pub journal: bool,
     /// Shape of the partition tree over the paged state.
     pub tree: TreeShape,
     /// Deliberate protocol bugs (simulator tests only).
@@ -92,10 +97,21 @@ impl Config {
             view_change_timeout_us: 300_000,
             tentative_execution: true,
             read_only_optimization: true,
+            journal: true,
             tree: TreeShape::default(),
             #[cfg(feature = "deliberate-bugs")]
             bugs: Default::default(),
         }
+    }
+
+    /// Whether replicas record for the durable log ([`Config::journal`],
+    /// unless a deliberate bug says otherwise).
+    pub fn journaling(&self) -> bool {
+        #[cfg(feature = "deliberate-bugs")]
+        if self.bugs.forgetful_restart {
+            return false;
+        }
+        self.journal
     }
 
     /// n = 3f + 1.

@@ -61,6 +61,9 @@ pub enum Received {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
     Send { to: Dest, bytes: Bytes },
+    /// Records for the durable log ([`crate::journal`]): the host makes them
+    /// durable before it sends any datagram of the same outbox.
+    Persist(Vec<crate::journal::Record>),
     /// A replica executed a batch.
     Executed(Execution),
     /// A replica committed a batch it had executed tentatively.

@@ -33,18 +33,34 @@ pub trait Host {
     fn client(&mut self, c: ClientId) -> Option<Self::Addr>;
     /// Sends `bytes`.
     fn transmit(&mut self, now: Instant, to: To<Self::Addr>, bytes: Bytes);
-    /// Whatever the replica reported that is not a datagram to send.
+    /// Whatever the replica reported that is not a datagram to send. Records
+    /// for the durable log ([`Effect::Persist`]) and stable checkpoints come
+    /// first, before [`Host::sync`].
     fn observe(&mut self, now: Instant, effect: Effect);
+    /// Makes what [`Host::observe`] just took to disk durable, as the host's
+    /// durability setting says: after this, the outbox's datagrams may leave.
+    fn sync(&mut self, now: Instant);
 }
 
-/// Carries out `out`'s effects in order, at `now`. A faulty replica's datagrams
-/// go through its `adversary`, which decides what really leaves.
+/// Carries out `out`'s effects at `now`: first what must be on disk before
+/// the replica speaks (records for the durable log, stable checkpoints), then
+/// [`Host::sync`], then the rest in order. A faulty replica's datagrams go
+/// through its `adversary`, which decides what really leaves.
 pub fn carry_out<H: Host>(
     host: &mut H,
     now: Instant,
     out: &mut Outbox,
     mut adversary: Option<&mut Adversary<H::Addr>>,
 ) {
+    let durable = |e: &Effect| matches!(e, Effect::Persist(_) | Effect::StableCheckpoint { .. });
+    if out.effects.iter().any(durable) {
+        let (first, rest): (Vec<Effect>, Vec<Effect>) = out.drain().partition(durable);
+        for effect in first {
+            host.observe(now, effect);
+        }
+        host.sync(now);
+        out.effects = rest;
+    }
     for effect in out.drain() {
         let Effect::Send { to, bytes } = effect else {
             host.observe(now, effect);

@@ -26,6 +26,7 @@ pub mod client;
 pub mod config;
 pub mod effects;
 pub mod host;
+pub mod journal;
 pub mod metrics;
 pub mod replica;
 pub mod service;

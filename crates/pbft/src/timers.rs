@@ -6,14 +6,31 @@
 use crate::effects::Timer;
 use crate::types::Instant;
 
-/// The deadlines of a node's timers, one per kind. A node has only a
-/// handful of timer kinds, so a small vector beats any map.
+/// The time of the input a node is handling, and the deadlines of its
+/// timers, one per kind. A node has only a handful of timer kinds, so a small
+/// vector beats any map.
 #[derive(Clone, Debug, Default)]
 pub struct Timers {
+    now: Instant,
     deadlines: Vec<(Timer, Instant)>,
 }
 
 impl Timers {
+    /// The time the host handed in with the current input.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Records the time of a new input.
+    pub fn advance(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    /// Sets (or moves) `timer` to fire `us` microseconds after now.
+    pub fn set_in(&mut self, timer: Timer, us: u64) {
+        self.set(timer, self.now.plus_us(us));
+    }
+
     /// Sets (or moves) `timer` to fire at `at`.
     pub fn set(&mut self, timer: Timer, at: Instant) {
         match self.deadlines.iter_mut().find(|(t, _)| *t == timer) {

@@ -21,7 +21,7 @@ impl<S: Service> Replica<S> {
     pub(super) fn take_checkpoint(&mut self, n: SeqNo, out: &mut Outbox) {
         // Checkpoints are taken in execution order, each above the last
         // (a transfer or a restart moves execution past the last one).
-        let digest = self.state.take_checkpoint(n).expect("checkpoints are taken at increasing sequence numbers");
+        let digest = self.machine.state_mut().take_checkpoint(n).expect("checkpoints are taken at increasing sequence numbers");
         let msg = Message::Checkpoint(Checkpoint { seq: n, state_digest: digest });
         let raw = self.multicast(&msg, out);
         self.checkpoints.record_mine(n, digest, raw);
@@ -84,7 +84,7 @@ impl<S: Service> Replica<S> {
         assert!(n <= self.executed.last(), "a stable checkpoint is one this replica took");
         self.log.advance_to(n);
         self.checkpoints.discard_below(n);
-        self.state.discard_checkpoints_before(n);
+        self.machine.state_mut().discard_checkpoints_before(n);
         self.metrics.checkpoints_stable += 1;
         out.push(Effect::StableCheckpoint { seq: n, digest });
         // Batches the current view chose beyond the old window enter it now.

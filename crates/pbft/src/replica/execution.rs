@@ -1,72 +1,29 @@
 //! Executing batches (TOCS 2002 §4.2, §5.1): in sequence order, tentatively once
-//! prepared and all earlier batches committed, or for good once committed; and the
-//! replicated reply table that gives exactly-once semantics.
-//!
-//! The reply table lives in the paged state, ahead of the service's pages, one
-//! slot per client: `timestamp u64 | result length u32 | reserved u32 | result`.
-//! Because it is part of the state, it is covered by checkpoints and will travel
-//! with state transfer; every correct replica decides alike whether a request is
-//! new, a duplicate or stale.
+//! prepared and all earlier batches committed, or for good once committed; and
+//! replies, from the replicated reply table (`machine.rs`) that gives
+//! exactly-once semantics.
 
 use bytes::Bytes;
 
 use super::Replica;
 use crate::effects::{Dest, Effect, Execution, Outbox};
 use crate::metrics::DropReason;
-use crate::service::{ExecContext, ReadContext, Service, StateRegion, StateRegionRef};
+use crate::service::Service;
 use crate::types::{ClientId, Digest, NodeId, SeqNo, Timestamp};
 use crate::wire::{Message, Reply, ReplyBody, Request};
-use crate::{auth::Audience, state::PAGE_SIZE};
-
-/// Bytes of a reply-table slot before the cached result.
-pub const REPLY_HEADER_LEN: usize = 16;
+use crate::auth::Audience;
 
 impl<S: Service> Replica<S> {
-    fn reply_slot_offset(&self, client: ClientId) -> u64 {
-        client.0 as u64 * self.reply_slot_pages * PAGE_SIZE as u64
-    }
-
     /// The last timestamp executed for `client` (0 if none). `client` must
-    /// be one of the configuration's (callers check `is_client`): the table
-    /// has a slot for each, inside the state.
+    /// be one of the configuration's (callers check `is_client`).
     pub(super) fn last_timestamp(&self, client: ClientId) -> Timestamp {
-        assert!(self.cfg.is_client(client), "client {} has no reply-table slot", client.0);
-        let mut b = [0u8; 8];
-        self.state.read(self.reply_slot_offset(client), &mut b).expect("the reply table is inside the state");
-        Timestamp(u64::from_le_bytes(b))
+        self.machine.last_timestamp(client)
     }
 
     /// Clients with a cached reply (a request executed for them). Reads one
     /// slot header per configured client: for metrics, not the hot path.
     pub fn reply_cache_entries(&self) -> usize {
-        (0..self.cfg.max_clients).filter(|c| self.last_timestamp(ClientId(*c)).0 > 0).count()
-    }
-
-    /// The cached result of `client`'s last executed request.
-    fn cached_result(&self, client: ClientId) -> Option<Bytes> {
-        let at = self.reply_slot_offset(client);
-        let mut hdr = [0u8; REPLY_HEADER_LEN];
-        self.state.read(at, &mut hdr).expect("the reply table is inside the state");
-        let len = u32::from_le_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]) as usize;
-        // A length above the bound can only come from a state that a faulty
-        // replica sent (a state transfer checks digests, not contents): no reply.
-        if len > self.cfg.max_reply_bytes {
-            return None;
-        }
-        let mut result = vec![0u8; len];
-        self.state.read(at + REPLY_HEADER_LEN as u64, &mut result).expect("the reply slot holds max_reply_bytes");
-        Some(Bytes::from(result))
-    }
-
-    fn store_reply(&mut self, client: ClientId, ts: Timestamp, result: &[u8]) {
-        let at = self.reply_slot_offset(client);
-        let mut hdr = [0u8; REPLY_HEADER_LEN];
-        hdr[..8].copy_from_slice(&ts.0.to_le_bytes());
-        hdr[8..12].copy_from_slice(&(result.len() as u32).to_le_bytes());
-        // Both writes are inside the slot: the client id and result length were
-        // checked against the configuration, which sized the table.
-        self.state.write(at, &hdr).expect("the reply table is inside the state");
-        self.state.write(at + REPLY_HEADER_LEN as u64, result).expect("the reply slot holds max_reply_bytes");
+        self.machine.reply_cache_entries()
     }
 
     /// Executes every batch that can be: the next one in sequence order, once it is
@@ -80,15 +37,13 @@ impl<S: Service> Replica<S> {
         loop {
             if let Some(t) = self.executed.tentative() {
                 if self.checkpoint_proves_commit(t) {
-                    if let Some(slot) = self.log.get_mut(t) {
-                        slot.mark_committed();
-                    }
+                    self.log.mark_committed(t);
                 }
                 if !self.log.get(t).is_some_and(|s| s.committed()) {
                     break;
                 }
                 self.executed.commit_tentative();
-                self.state.clear_undo_mark();
+                self.machine.state_mut().clear_undo_mark();
                 out.push(Effect::CommittedTentative { seq: t });
                 self.after_commit(t, out);
                 continue;
@@ -107,7 +62,7 @@ impl<S: Service> Replica<S> {
                 && self.view_active()
             {
                 // A view change may undo this batch: keep what it overwrites.
-                self.state.set_undo_mark();
+                self.machine.state_mut().set_undo_mark();
                 self.execute_batch(n, true, out);
             } else {
                 break;
@@ -145,18 +100,13 @@ impl<S: Service> Replica<S> {
             if req.timestamp <= self.last_timestamp(req.client) && !self.bug_execute_twice() {
                 continue;
             }
-            let (first_page, pages) = (self.service_first_page(), self.service_pages());
-            let mut result = {
-                let region = StateRegion::new(&mut self.state, first_page, pages).expect("service region is inside the state");
-                let mut ctx = ExecContext { client: req.client, nondet_time_us: nondet, state: region };
-                self.service.execute(&req.op, &mut ctx)
-            };
+            let mut result = self.machine.execute(req.client, nondet, &req.op);
             if result.len() > self.cfg.max_reply_bytes {
                 // Deterministic at every replica: an oversized result becomes empty.
                 self.metrics.drop(DropReason::Invalid);
                 result.clear();
             }
-            self.store_reply(req.client, req.timestamp, &result);
+            self.machine.store_reply(req.client, req.timestamp, &result);
             self.requests.forget(&req, &req.digest());
             self.send_reply(&req, Bytes::from(result), tentative, out);
             executed.push((req.client, req.timestamp));
@@ -197,7 +147,7 @@ impl<S: Service> Replica<S> {
 
     /// Resends the cached reply to a retransmitted request that already executed.
     pub(super) fn resend_reply(&mut self, req: &Request, out: &mut Outbox) {
-        let Some(result) = self.cached_result(req.client) else { return };
+        let Some(result) = self.machine.cached_result(req.client) else { return };
         // Still tentative if the batch that executed it has not committed.
         let tentative = self.executed.tentative().is_some();
         self.metrics.replies_resent += 1;
@@ -217,9 +167,7 @@ impl<S: Service> Replica<S> {
     }
 
     fn execute_read_only(&mut self, req: &Request, out: &mut Outbox) {
-        let region = StateRegionRef::new(&self.state, self.service_first_page(), self.service_pages()).expect("service region is inside the state");
-        let ctx = ReadContext { client: req.client, state: region };
-        match self.service.execute_read_only(&req.op, &ctx) {
+        match self.machine.execute_read_only(req.client, &req.op) {
             Some(result) if result.len() <= self.cfg.max_reply_bytes => {
                 self.metrics.read_only_executed += 1;
                 // Read-only replies need 2f+1 matching: they travel as tentative.

@@ -40,7 +40,7 @@ impl<S: Service> Replica<S> {
             return;
         }
         if let Err(e) = self.check_invariants() {
-            panic!("invariant violated at replica {} after input {input} at t={}us: {e}", self.id.0, self.now.as_us());
+            panic!("invariant violated at replica {} after input {input} at t={}us: {e}", self.id.0, self.timers.now().as_us());
         }
         self.update_witness();
     }
@@ -65,7 +65,7 @@ impl<S: Service> Replica<S> {
             .check_invariants(h, self.cfg.checkpoint_interval, self.cfg.log_window, f)
             .map_err(|e| format!("checkpoints: {e}"))?;
         if h > SeqNo(0) {
-            let (ours, state) = (self.checkpoints.mine(h), self.state.checkpoint_digest(h));
+            let (ours, state) = (self.checkpoints.mine(h), self.machine.state().checkpoint_digest(h));
             if state.is_some() && ours != state {
                 return Err(format!("the stable checkpoint {}'s digest is not the state's", h.0));
             }
@@ -80,7 +80,7 @@ impl<S: Service> Replica<S> {
     fn check_execution(&self) -> Result<(), String> {
         self.executed.check_invariants().map_err(|e| format!("execution: {e}"))?;
         if let Some(t) = self.executed.tentative() {
-            if !self.state.has_undo_mark() {
+            if !self.machine.state().has_undo_mark() {
                 return Err(format!("the tentative batch {} cannot be undone: no undo mark", t.0));
             }
         }

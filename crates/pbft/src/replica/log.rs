@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
+use crate::journal::{Entry, JournalRequest, Record};
 use crate::tally::{Inserted, Tally};
 use crate::types::{Digest, ReplicaId, SeqNo, View};
 use crate::wire::Request;
@@ -180,48 +181,48 @@ impl Slot {
     }
 
     /// Accepts a pre-prepared batch (the slot held none) and notes it in Q.
-    pub(super) fn accept_batch(&mut self, batch: Batch) {
+    fn accept_batch(&mut self, batch: Batch) {
         debug_assert!(self.batch.is_none(), "a slot accepts one pre-prepare");
         self.note_pre_prepared(batch.digest, batch.view);
         self.batch = Some(batch);
     }
 
     /// Records a replica's PREPARE; its first one stands.
-    pub(super) fn add_prepare(&mut self, from: ReplicaId, view: View, digest: Digest) -> Inserted {
+    fn add_prepare(&mut self, from: ReplicaId, view: View, digest: Digest) -> Inserted {
         self.prepares.insert_first(from, (view, digest))
     }
     /// Records a replica's COMMIT; its first one stands.
-    pub(super) fn add_commit(&mut self, from: ReplicaId, view: View, digest: Digest) -> Inserted {
+    fn add_commit(&mut self, from: ReplicaId, view: View, digest: Digest) -> Inserted {
         self.commits.insert_first(from, (view, digest))
     }
 
     /// This replica sent `raw`, its PREPARE for the slot's batch.
-    pub(super) fn prepare_sent(&mut self, me: ReplicaId, raw: Bytes) {
+    fn prepare_sent(&mut self, me: ReplicaId, raw: Bytes) {
         let Some(id) = self.batch_id() else { return };
         self.my_prepare = Some(raw);
         self.prepares.insert(me, id);
     }
     /// This replica sent `raw`, its COMMIT for the slot's batch.
-    pub(super) fn commit_sent(&mut self, me: ReplicaId, raw: Bytes) {
+    fn commit_sent(&mut self, me: ReplicaId, raw: Bytes) {
         let Some(id) = self.batch_id() else { return };
         self.my_commit = Some(raw);
         self.commits.insert(me, id);
     }
     /// The slot's batch is prepared here: it becomes P.
-    pub(super) fn mark_prepared(&mut self) {
+    fn mark_prepared(&mut self) {
         let Some((view, digest)) = self.batch_id() else { return };
         self.prepared = true;
         self.prepared_cert = Some((digest, view));
     }
     /// The slot's batch committed (2f+1 COMMITs, or f+1 CHECKPOINTs after it).
-    pub(super) fn mark_committed(&mut self) {
+    fn mark_committed(&mut self) {
         debug_assert!(self.batch.is_some(), "only a batch commits");
         self.committed = self.batch.is_some();
     }
 
     /// Takes the batch 2f+1 COMMITs certify, by digest if this slot holds
     /// no batch or another one, and marks it committed.
-    pub(super) fn adopt_certified(&mut self, view: View, digest: Digest) {
+    fn adopt_certified(&mut self, view: View, digest: Digest) {
         if self.batch.as_ref().is_none_or(|b| b.digest != digest) {
             self.batch = Some(Batch::by_digest(view, digest));
             self.my_prepare = None;
@@ -234,7 +235,7 @@ impl Slot {
     /// keeps the body this slot holds when its digest matches, and restarts
     /// the three phases. `executed` says whether this replica executed the
     /// slot already (then it stays committed if it was).
-    pub(super) fn repropose(&mut self, view: View, digest: Digest, executed: bool) {
+    fn repropose(&mut self, view: View, digest: Digest, executed: bool) {
         let batch = match self.batch.take().filter(|b| b.digest == digest && !b.body_pending) {
             Some(mut b) => {
                 b.view = view;
@@ -254,7 +255,7 @@ impl Slot {
     }
 
     /// Fills the body of a batch known by digest from its pre-prepare.
-    pub(super) fn fill_batch(&mut self, requests: Vec<BatchRequest>, nondet_time_us: u64, raw: Bytes) {
+    fn fill_batch(&mut self, requests: Vec<BatchRequest>, nondet_time_us: u64, raw: Bytes) {
         let Some(batch) = self.batch.as_mut() else { return };
         batch.requests = requests;
         batch.nondet_time_us = nondet_time_us;
@@ -265,7 +266,7 @@ impl Slot {
     /// Fills `req` (digest `digest`) into every request of the batch that
     /// names it and lacks a body, or holds one this replica could not
     /// authenticate while this one is authenticated.
-    pub(super) fn fill_request(&mut self, digest: Digest, req: &Request, raw: &Bytes, authenticated: bool) {
+    fn fill_request(&mut self, digest: Digest, req: &Request, raw: &Bytes, authenticated: bool) {
         let Some(batch) = self.batch.as_mut() else { return };
         for e in batch.requests.iter_mut() {
             if e.digest == digest && (e.body.is_none() || (authenticated && !e.authenticated)) {
@@ -328,11 +329,201 @@ pub(super) struct Log {
     /// Batch requests waiting for a body, or for one that passes this
     /// replica's MAC check: (request digest, sequence number).
     bodies_awaited: BTreeSet<(Digest, SeqNo)>,
+    /// Whether changes are recorded for the durable log.
+    journaling: bool,
+    /// Changes recorded since the replica last took them.
+    records: Vec<Record>,
 }
 
 impl Log {
-    pub(super) fn new(low_water_mark: SeqNo, window: u64) -> Log {
-        Log { slots: BTreeMap::new(), low_water_mark, window, bodies_awaited: BTreeSet::new() }
+    pub(super) fn new(low_water_mark: SeqNo, window: u64, journaling: bool) -> Log {
+        Log {
+            slots: BTreeMap::new(),
+            low_water_mark,
+            window,
+            bodies_awaited: BTreeSet::new(),
+            journaling,
+            records: Vec::new(),
+        }
+    }
+
+    /// The changes recorded since the last call, for the durable log.
+    pub(super) fn take_records(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.records)
+    }
+
+    fn record(&mut self, entry: impl FnOnce() -> Entry) {
+        if self.journaling {
+            self.records.push(Record(entry()));
+        }
+    }
+
+    /// Records a change of view for the durable log (the log and the view are
+    /// replayed together).
+    pub(super) fn record_view(&mut self, entry: Entry) {
+        self.record(|| entry);
+    }
+
+    // ----- changes, each recorded -----
+
+    /// Accepts a pre-prepared batch at `seq` (the slot holds none).
+    pub(super) fn accept_batch(&mut self, seq: SeqNo, batch: Batch) {
+        self.record(|| Entry::Accept {
+            seq,
+            view: batch.view,
+            digest: batch.digest,
+            nondet_time_us: batch.nondet_time_us,
+            nondet_ok: batch.nondet_ok,
+            raw: batch.raw.clone(),
+            requests: journal_requests(&batch.requests),
+        });
+        self.slot(seq).accept_batch(batch);
+    }
+
+    /// Records replica `from`'s PREPARE (`commit` false) or COMMIT at `seq`;
+    /// its first one stands.
+    pub(super) fn add_vote(&mut self, seq: SeqNo, commit: bool, from: ReplicaId, view: View, digest: Digest) -> Inserted {
+        let slot = self.slot(seq);
+        let inserted =
+            if commit { slot.add_commit(from, view, digest) } else { slot.add_prepare(from, view, digest) };
+        if inserted == Inserted::New {
+            self.record(|| Entry::Vote { seq, commit, from, view, digest });
+        }
+        inserted
+    }
+
+    /// This replica (`me`) sent `raw`, its PREPARE (`commit` false) or COMMIT
+    /// for the batch at `seq`.
+    pub(super) fn sent(&mut self, seq: SeqNo, commit: bool, me: ReplicaId, raw: Bytes) {
+        let Some(slot) = self.slots.get_mut(&seq) else { return };
+        if commit {
+            slot.commit_sent(me, raw.clone());
+        } else {
+            slot.prepare_sent(me, raw.clone());
+        }
+        self.record(|| Entry::Sent { seq, commit, me, raw });
+    }
+
+    /// The batch at `seq` is prepared here: it becomes P.
+    pub(super) fn mark_prepared(&mut self, seq: SeqNo) {
+        let Some(slot) = self.slots.get_mut(&seq) else { return };
+        slot.mark_prepared();
+        self.record(|| Entry::Prepared { seq });
+    }
+
+    /// The batch at `seq` committed.
+    pub(super) fn mark_committed(&mut self, seq: SeqNo) {
+        let Some(slot) = self.slots.get_mut(&seq) else { return };
+        slot.mark_committed();
+        self.record(|| Entry::Committed { seq });
+    }
+
+    /// Takes the batch 2f+1 COMMITs certify at `seq` (see [`Slot::adopt_certified`]).
+    pub(super) fn adopt_certified(&mut self, seq: SeqNo, view: View, digest: Digest) {
+        let Some(slot) = self.slots.get_mut(&seq) else { return };
+        slot.adopt_certified(view, digest);
+        self.record(|| Entry::AdoptCertified { seq, view, digest });
+    }
+
+    /// Re-proposes batch `digest` at `seq` in `view` (see [`Slot::repropose`]).
+    pub(super) fn repropose(&mut self, seq: SeqNo, view: View, digest: Digest, executed: bool) {
+        self.slot(seq).repropose(view, digest, executed);
+        self.record(|| Entry::Repropose { seq, view, digest, executed });
+    }
+
+    /// Fills the body of the batch at `seq`, known by digest, from its pre-prepare.
+    pub(super) fn fill_batch(&mut self, seq: SeqNo, requests: Vec<BatchRequest>, nondet_time_us: u64, raw: Bytes) {
+        let Some(slot) = self.slots.get_mut(&seq) else { return };
+        let recorded = self.journaling.then(|| journal_requests(&requests));
+        slot.fill_batch(requests, nondet_time_us, raw.clone());
+        if let Some(requests) = recorded {
+            self.record(|| Entry::FillBatch { seq, nondet_time_us, raw, requests });
+        }
+    }
+
+    /// Fills request `digest`'s body into the batch at `seq` (see [`Slot::fill_request`]).
+    pub(super) fn fill_request(&mut self, seq: SeqNo, digest: Digest, req: &Request, raw: &Bytes, authenticated: bool) {
+        let Some(slot) = self.slots.get_mut(&seq) else { return };
+        slot.fill_request(digest, req, raw, authenticated);
+        self.record(|| Entry::FillRequest { seq, digest, raw: raw.clone(), authenticated });
+    }
+
+    // ----- replay -----
+
+    /// Applies one recorded change after a restart, without recording it
+    /// again. Changes to slots outside the window are skipped, and so is
+    /// truncation past the checkpoint the replica restarted from (the crash
+    /// came before its state was saved: keeping slots never contradicts what
+    /// was said). `request` decodes a request's envelope.
+    pub(super) fn replay(&mut self, entry: Entry, request: impl Fn(&Bytes) -> Option<Request>) {
+        let journaling = std::mem::replace(&mut self.journaling, false);
+        let requests = |list: Vec<JournalRequest>| -> Vec<BatchRequest> {
+            list.into_iter()
+                .map(|q| {
+                    let body = q.body.and_then(|raw| request(&raw).map(|r| (r, raw)));
+                    BatchRequest { digest: q.digest, authenticated: q.authenticated && body.is_some(), body }
+                })
+                .collect()
+        };
+        match entry {
+            Entry::Accept { seq, view, digest, nondet_time_us, nondet_ok, raw, requests: list } => {
+                if self.in_window(seq) && self.batch(seq).is_none() {
+                    let batch = Batch::pre_prepared(view, digest, nondet_time_us, raw, requests(list), nondet_ok);
+                    self.accept_batch(seq, batch);
+                }
+            }
+            Entry::Vote { seq, commit, from, view, digest } => {
+                if self.in_window(seq) {
+                    self.add_vote(seq, commit, from, view, digest);
+                }
+            }
+            Entry::Sent { seq, commit, me, raw } => self.sent(seq, commit, me, raw),
+            Entry::Prepared { seq } => {
+                if self.batch(seq).is_some() {
+                    self.mark_prepared(seq);
+                }
+            }
+            Entry::Committed { seq } => {
+                if self.batch(seq).is_some() {
+                    self.mark_committed(seq);
+                }
+            }
+            Entry::AdoptCertified { seq, view, digest } => self.adopt_certified(seq, view, digest),
+            Entry::Repropose { seq, view, digest, executed } => {
+                if self.in_window(seq) {
+                    self.repropose(seq, view, digest, executed);
+                }
+            }
+            Entry::FillBatch { seq, nondet_time_us, raw, requests: list } => {
+                self.fill_batch(seq, requests(list), nondet_time_us, raw)
+            }
+            Entry::FillRequest { seq, digest, raw, authenticated } => {
+                if let Some(req) = request(&raw) {
+                    self.fill_request(seq, digest, &req, &raw, authenticated);
+                }
+            }
+            // Up to the restart point the log is already truncated; beyond it
+            // the state was not saved.
+            Entry::AdvanceTo { .. } | Entry::DiscardThrough { .. } => {}
+            Entry::DiscardAbove { seq } => self.discard_above(seq),
+            Entry::Awaited { seq, digest, arrived: false } => {
+                if self.slots.contains_key(&seq) {
+                    self.await_body(digest, seq);
+                }
+            }
+            Entry::Awaited { seq, digest, arrived: true } => self.body_arrived(digest, seq),
+            Entry::ViewChangeSent { .. } | Entry::ViewInstalled { .. } => {}
+        }
+        self.journaling = journaling;
+    }
+
+    /// The highest sequence number holding a batch, and the highest
+    /// non-deterministic value of any batch: what a restarted primary must
+    /// never propose again or go below.
+    pub(super) fn highest_proposal(&self) -> (SeqNo, u64) {
+        let seq = self.slots.iter().rev().find(|(_, s)| s.batch.is_some()).map_or(SeqNo(0), |(n, _)| *n);
+        let nondet = self.slots.values().filter_map(|s| s.batch.as_ref()).map(|b| b.nondet_time_us).max().unwrap_or(0);
+        (seq, nondet)
     }
 
     pub(super) fn low_water_mark(&self) -> SeqNo {
@@ -349,11 +540,8 @@ impl Log {
     pub(super) fn get(&self, seq: SeqNo) -> Option<&Slot> {
         self.slots.get(&seq)
     }
-    pub(super) fn get_mut(&mut self, seq: SeqNo) -> Option<&mut Slot> {
-        self.slots.get_mut(&seq)
-    }
     /// The slot at `seq`, created empty if absent. `seq` must be in the window.
-    pub(super) fn slot(&mut self, seq: SeqNo) -> &mut Slot {
+    fn slot(&mut self, seq: SeqNo) -> &mut Slot {
         debug_assert!(self.in_window(seq), "slot {seq:?} outside the window");
         self.slots.entry(seq).or_default()
     }
@@ -378,7 +566,8 @@ impl Log {
     pub(super) fn advance_to(&mut self, n: SeqNo) {
         assert!(n > self.low_water_mark, "the low water mark never moves back");
         self.low_water_mark = n;
-        self.discard_through(n);
+        self.forget_through(n);
+        self.record(|| Entry::AdvanceTo { seq: n });
     }
 
     /// The deliberate bug `low_water_mark_moves_back`.
@@ -389,6 +578,11 @@ impl Log {
 
     /// Forgets the slots up to `n` (executed, or replaced by a fetched state).
     pub(super) fn discard_through(&mut self, n: SeqNo) {
+        self.forget_through(n);
+        self.record(|| Entry::DiscardThrough { seq: n });
+    }
+
+    fn forget_through(&mut self, n: SeqNo) {
         self.slots = self.slots.split_off(&n.next());
         self.bodies_awaited.retain(|(_, seq)| *seq > n);
     }
@@ -397,12 +591,14 @@ impl Log {
     pub(super) fn discard_above(&mut self, n: SeqNo) {
         self.slots.split_off(&n.next());
         self.bodies_awaited.retain(|(_, seq)| *seq <= n);
+        self.record(|| Entry::DiscardAbove { seq: n });
     }
 
     /// The request `digest` of the batch at `seq` waits for a body.
     pub(super) fn await_body(&mut self, digest: Digest, seq: SeqNo) {
         debug_assert!(self.slots.contains_key(&seq), "a body is awaited for a slot in the log");
         self.bodies_awaited.insert((digest, seq));
+        self.record(|| Entry::Awaited { seq, digest, arrived: false });
     }
     /// The slots whose batch waits for the body of request `digest`.
     pub(super) fn awaiting_body(&self, digest: Digest) -> Vec<SeqNo> {
@@ -414,7 +610,9 @@ impl Log {
     }
     /// The body of `digest` arrived (authenticated) for slot `seq`.
     pub(super) fn body_arrived(&mut self, digest: Digest, seq: SeqNo) {
-        self.bodies_awaited.remove(&(digest, seq));
+        if self.bodies_awaited.remove(&(digest, seq)) {
+            self.record(|| Entry::Awaited { seq, digest, arrived: true });
+        }
     }
     pub(super) fn bodies_awaited(&self) -> usize {
         self.bodies_awaited.len()
@@ -441,4 +639,12 @@ impl Log {
         }
         Ok(())
     }
+}
+
+/// A batch's requests as the journal keeps them.
+fn journal_requests(requests: &[BatchRequest]) -> Vec<JournalRequest> {
+    requests
+        .iter()
+        .map(|q| JournalRequest { digest: q.digest, body: q.body.as_ref().map(|(_, raw)| raw.clone()), authenticated: q.authenticated })
+        .collect()
 }

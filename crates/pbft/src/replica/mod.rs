@@ -12,6 +12,7 @@
 //! | `log.rs` (`Log`) | the slots in (h, h + L], the low water mark h, the batch requests awaiting a body; the only place slots are removed |
 //! | `checkpoints.rs` | own checkpoint digests and CHECKPOINTs, every replica's votes, each replica's latest announcement |
 //! | `request_pool.rs` | the primary's queue, the timestamps it ordered, checked request bodies, read-only requests waiting |
+//! | `machine.rs` (`Machine`) | the service, the paged state it lives in, the reply table; tells the service when its pages change under it |
 //! | `executed.rs` | the last executed batch, the tentative one, their non-deterministic value |
 //! | `proposer.rs` | the next sequence number and non-deterministic value a primary proposes |
 //! | `view_change.rs` (`ViewChanges`) | the view, whether it is installed, VIEW-CHANGEs, acks, the installed NEW-VIEW |
@@ -25,7 +26,7 @@
 //! |---|---|
 //! | `requests.rs` | client requests, the primary's batching, read-only requests |
 //! | `normal_case.rs` | PRE-PREPARE, PREPARE, COMMIT |
-//! | `execution.rs` | executing batches in order, tentative execution, replies, the reply table |
+//! | `execution.rs` | executing batches in order, tentative execution, replies |
 //! | `checkpoint.rs` | CHECKPOINT messages, stable checkpoints, garbage collection |
 //! | `status.rs` | STATUS messages and the retransmission they drive |
 //! | `state_transfer.rs` | FETCH, META-DATA, DATA: catching up over the partition tree |
@@ -41,6 +42,7 @@ mod executed;
 mod execution;
 mod invariants;
 mod log;
+mod machine;
 mod new_view;
 mod normal_case;
 mod peers;
@@ -59,18 +61,19 @@ use crate::config::{Config, ConfigError};
 use crate::effects::{Dest, Outbox, Received, Timer};
 use crate::metrics::{DropReason, Metrics};
 use crate::service::Service;
-use crate::state::{PagedState, StateError, PAGE_SIZE};
-use crate::types::{ClientId, Digest, Instant, NodeId, ReplicaId, SeqNo, View};
+use crate::state::{PagedState, StateError};
+use crate::types::{Digest, Instant, NodeId, ReplicaId, SeqNo, View};
 
 use checkpoints::Checkpoints;
 use executed::Executed;
 use log::Log;
+use machine::Machine;
 use peers::Peers;
 use proposer::Proposer;
 use request_pool::{PoolBounds, RequestPool};
 use crate::wire::{self, Envelope, Message};
 
-pub use execution::REPLY_HEADER_LEN;
+pub use machine::REPLY_HEADER_LEN;
 
 /// Why a replica could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -112,10 +115,8 @@ pub struct Replica<S: Service> {
     cfg: Config,
     id: ReplicaId,
     keys: KeyTable,
-    service: S,
-    state: PagedState,
-    /// Pages per client slot of the reply table, which precedes the service's pages.
-    reply_slot_pages: u64,
+    /// The service, its paged state and the reply table.
+    machine: Machine<S>,
     /// The view, whether it is installed, and what was gathered to change views.
     view_changes: view_change::ViewChanges,
     /// The last batch executed, the tentative one, their non-deterministic value.
@@ -129,12 +130,11 @@ pub struct Replica<S: Service> {
     requests: RequestPool,
     /// Each peer's reported progress, and the budgets for answering it.
     peers: Peers,
-    /// The time of the input being handled (an input like any other).
-    now: Instant,
     /// The state transfer under way, if any.
     transfer: Option<state_transfer::Transfer>,
     metrics: Metrics,
-    /// Its timers: the host asks when to wake it ([`Replica::poll_timeout`]).
+    /// The time of the input being handled (an input like any other) and its
+    /// timers: the host asks when to wake it ([`Replica::poll_timeout`]).
     timers: crate::timers::Timers,
     /// What the invariants compare from one input to the next.
     witness: invariants::Witness,
@@ -150,21 +150,16 @@ impl<S: Service> Replica<S> {
         if keys.me() != NodeId::Replica(id) {
             return Err(ReplicaError::WrongKeys(keys.me()));
         }
-        let reply_slot_pages = Self::reply_slot_pages(&cfg);
-        let pages = Self::total_pages(&cfg, &service);
-        let mut state = PagedState::new(pages, cfg.tree)?;
         // Checkpoint 0, the initial state: the base a state transfer compares with.
-        state.take_checkpoint(SeqNo(0))?;
+        let machine = Machine::new(&cfg, service)?;
         Ok(Replica {
             id,
             keys,
-            service,
-            state,
-            reply_slot_pages,
+            machine,
             view_changes: view_change::ViewChanges::new(cfg.view_change_timeout_us),
             executed: Executed::default(),
             proposer: Proposer::after(SeqNo(0)),
-            log: Log::new(SeqNo(0), cfg.log_window),
+            log: Log::new(SeqNo(0), cfg.log_window, cfg.journaling()),
             checkpoints: Checkpoints::new(id),
             requests: RequestPool::new(PoolBounds {
                 queue: cfg.max_request_queue,
@@ -176,7 +171,6 @@ impl<S: Service> Replica<S> {
                 unbounded_queue: false,
             }),
             peers: Peers::default(),
-            now: Instant(0),
             transfer: None,
             metrics: Metrics::default(),
             timers: crate::timers::Timers::default(),
@@ -185,13 +179,9 @@ impl<S: Service> Replica<S> {
         })
     }
 
-    fn reply_slot_pages(cfg: &Config) -> u64 {
-        (REPLY_HEADER_LEN + cfg.max_reply_bytes).div_ceil(PAGE_SIZE) as u64
-    }
-
     /// Pages of a replica's state: the reply table, then the service's pages.
     pub fn total_pages(cfg: &Config, service: &S) -> u64 {
-        Self::reply_slot_pages(cfg) * cfg.max_clients as u64 + service.state_pages()
+        Machine::total_pages(cfg, service)
     }
 
     /// A replica restarted from the state its host saved at a stable
@@ -213,23 +203,14 @@ impl<S: Service> Replica<S> {
         }
         // The pages become checkpoint 0, the base a state transfer compares
         // with; if they hash to the saved checkpoint they are that one too.
-        r.state = PagedState::new(r.state.num_pages(), r.cfg.tree)?;
-        for (index, page) in &saved.pages {
-            r.state.replace_page(*index, page)?;
-        }
-        let digest = r.state.take_checkpoint(SeqNo(0))?;
-        {
-            let region = crate::service::StateRegionRef::new(&r.state, r.service_first_page(), r.service_pages())
-                .expect("service region is inside the state");
-            r.service.state_replaced(&crate::service::ReadContext { client: ClientId(0), state: region });
-        }
+        let digest = r.machine.restore(&r.cfg, &saved.pages)?;
         if digest != saved.digest {
             r.executed.distrust_state();
             return Ok((r, Restored::Damaged));
         }
-        r.state.take_checkpoint(saved.seq)?;
-        r.state.discard_checkpoints_before(saved.seq);
-        r.log = Log::new(saved.seq, r.cfg.log_window);
+        r.machine.state_mut().take_checkpoint(saved.seq)?;
+        r.machine.state_mut().discard_checkpoints_before(saved.seq);
+        r.log = Log::new(saved.seq, r.cfg.log_window, r.cfg.journaling());
         r.executed.jump_to(saved.seq);
         r.proposer.skip_past(saved.seq);
         // Our vote for the checkpoint, for peers that still need it.
@@ -239,16 +220,87 @@ impl<S: Service> Replica<S> {
         Ok((r, Restored::Intact { seq: saved.seq }))
     }
 
+    /// A replica restarted from the state its host saved at a stable
+    /// checkpoint and the records of its durable log since ([`crate::journal`]):
+    /// it has its log, its view and what it sent back, so it rejoins as a
+    /// correct replica. What it committed but had not saved executes again at
+    /// [`Replica::start`]. A damaged state ([`Restored::Damaged`]) is
+    /// restored as [`Replica::restore`] does, without the records.
+    pub fn recover(
+        cfg: Config,
+        id: ReplicaId,
+        keys: KeyTable,
+        service: S,
+        saved: SavedState,
+        records: Vec<crate::journal::Record>,
+    ) -> Result<(Self, Restored), ReplicaError> {
+        let (mut r, restored) = Self::restore(cfg, id, keys, service, saved)?;
+        if restored == Restored::Damaged {
+            return Ok((r, restored));
+        }
+        let max = r.cfg.max_message_bytes;
+        let request = |raw: &Bytes| match wire::decode(raw.clone(), max).map(|env| env.message) {
+            Ok(Message::Request(req)) => Some(req),
+            _ => None,
+        };
+        for crate::journal::Record(entry) in records {
+            match entry {
+                crate::journal::Entry::ViewChangeSent { raw } => r.replay_view_change(raw),
+                crate::journal::Entry::ViewInstalled { view } => {
+                    if view >= r.view() {
+                        r.view_changes.install_view(view);
+                    }
+                }
+                entry => r.log.replay(entry, request),
+            }
+        }
+        // A restarted primary never proposes at a number or below a value it used.
+        let (seq, nondet) = r.log.highest_proposal();
+        r.proposer.skip_past(seq);
+        r.proposer.take_over(r.proposer.next_seq(), nondet);
+        r.after_input("recover");
+        Ok((r, restored))
+    }
+
+    /// The VIEW-CHANGE this replica sent before a restart: it is in that view
+    /// change again, and retransmits it.
+    fn replay_view_change(&mut self, raw: Bytes) {
+        let Ok(Message::ViewChange(msg)) = wire::decode(raw.clone(), self.cfg.max_message_bytes).map(|e| e.message) else {
+            return;
+        };
+        let v = msg.view;
+        if v < self.view() || (v == self.view() && !self.view_active()) {
+            return;
+        }
+        self.view_changes.leave_for(v);
+        self.view_changes.forget_below(v);
+        let digest = view_change::view_change_digest(self.id, &msg);
+        self.view_changes.msgs.insert((v, self.id), view_change::StoredVc { msg, digest, raw });
+    }
+
     /// Arms the replica's timers and announces its progress. Call before
     /// anything else, and again when the host resumes a replica it had
     /// stopped.
     pub fn start(&mut self, now: Instant, out: &mut Outbox) {
         self.handle_start(now, out);
+        self.persist(out);
         self.after_input("start");
     }
 
+    /// Hands the records of the input just handled to the host, which makes
+    /// them durable before it sends anything the input produced.
+    fn persist(&mut self, out: &mut Outbox) {
+        let records = self.log.take_records();
+        if !records.is_empty() {
+            out.push(crate::effects::Effect::Persist(records));
+        }
+    }
+
     fn handle_start(&mut self, now: Instant, out: &mut Outbox) {
-        self.now = now;
+        self.timers.advance(now);
+        // What a replica recovered from its durable log and did not execute
+        // before the crash executes now.
+        self.try_execute(out);
         // A STATUS at once: a replica that restarts behind hears of the
         // checkpoints it missed (and starts a transfer) without waiting a tick.
         self.send_status(out);
@@ -263,12 +315,13 @@ impl<S: Service> Replica<S> {
         if let Received::Dropped(reason) = received {
             self.metrics.drop(reason);
         }
+        self.persist(out);
         self.after_input("datagram");
         received
     }
 
     fn handle_datagram(&mut self, now: Instant, bytes: Bytes, out: &mut Outbox) -> Received {
-        self.now = now;
+        self.timers.advance(now);
         let env = match wire::decode(bytes, self.cfg.max_message_bytes) {
             Ok(env) => env,
             Err(_) => return Received::Dropped(DropReason::Malformed),
@@ -339,6 +392,7 @@ impl<S: Service> Replica<S> {
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) {
         while let Some(timer) = self.timers.pop_due(now) {
             self.handle_timer(now, timer, out);
+            self.persist(out);
             self.after_input(match timer {
                 Timer::Status => "status timer",
                 Timer::ViewChange => "view-change timer",
@@ -348,7 +402,7 @@ impl<S: Service> Replica<S> {
     }
 
     fn handle_timer(&mut self, now: Instant, timer: Timer, out: &mut Outbox) {
-        self.now = now;
+        self.timers.advance(now);
         match timer {
             Timer::Status => {
                 self.send_status(out);
@@ -421,10 +475,10 @@ impl<S: Service> Replica<S> {
         &self.metrics
     }
     pub fn service(&self) -> &S {
-        &self.service
+        self.machine.service()
     }
     pub fn state(&self) -> &PagedState {
-        &self.state
+        self.machine.state()
     }
     /// Entries in the log (each within the water marks).
     pub fn log_len(&self) -> usize {

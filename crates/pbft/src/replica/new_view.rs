@@ -20,10 +20,11 @@ use bytes::Bytes;
 use super::view_change::{null_batch_digest, Installed};
 use super::Replica;
 use crate::auth::Vouched;
+use crate::journal::Entry;
 use crate::effects::{Effect, Outbox, Received, Timer};
 use crate::metrics::DropReason;
-use crate::service::{ReadContext, Service, StateRegionRef};
-use crate::types::{ClientId, Digest, ReplicaId, SeqNo, View};
+use crate::service::Service;
+use crate::types::{Digest, ReplicaId, SeqNo, View};
 use crate::view_change::{Choice, NewViewDecision};
 use crate::wire::{self, Message, NewView};
 
@@ -45,6 +46,7 @@ impl<S: Service> Replica<S> {
             .filter(|j| *j != self.id)
             .collect();
         self.view_changes.install_view(v);
+        self.log.record_view(Entry::ViewInstalled { view: v });
         self.view_changes.forget_below(View(v.0 + 1));
         self.view_changes.installed = Some(Installed { new_view: nv, raw, view_changes });
         self.view_changes.pending = None;
@@ -92,7 +94,7 @@ impl<S: Service> Replica<S> {
         if self.waiting_for_execution() {
             self.start_view_change_timer();
         }
-        self.try_send_batches(self.now, out);
+        self.try_send_batches(self.timers.now(), out);
         self.try_execute(out);
     }
 
@@ -102,7 +104,7 @@ impl<S: Service> Replica<S> {
         let Some(d) = self.view_changes.choices.get(&n).copied() else { return };
         let executed = n <= self.executed.last();
         let view = self.view();
-        self.log.slot(n).repropose(view, d, executed);
+        self.log.repropose(n, view, d, executed);
     }
 
     /// The new primary continues after the last chosen batch, with a
@@ -140,12 +142,7 @@ impl<S: Service> Replica<S> {
     /// pending again.
     fn undo_tentative(&mut self, t: SeqNo, out: &mut Outbox) {
         // A tentative batch always has an undo mark (an invariant checked after every input).
-        assert!(self.state.undo(), "the tentative batch {} has no undo mark", t.0);
-        {
-            let region = StateRegionRef::new(&self.state, self.service_first_page(), self.service_pages())
-                .expect("service region is inside the state");
-            self.service.state_replaced(&ReadContext { client: ClientId(0), state: region });
-        }
+        assert!(self.machine.undo(), "the tentative batch {} has no undo mark", t.0);
         self.executed.undo_tentative();
         let bodies: Vec<(crate::wire::Request, Bytes)> =
             self.log.batch(t).map(|b| b.requests().iter().filter_map(|e| e.body.clone()).collect()).unwrap_or_default();
@@ -184,8 +181,7 @@ impl<S: Service> Replica<S> {
             _ => None,
         };
         let Some((view, digest)) = certified else { return };
-        let Some(slot) = self.log.get_mut(seq) else { return };
-        slot.adopt_certified(view, digest);
+        self.log.adopt_certified(seq, view, digest);
         self.proposer.skip_past(seq);
     }
 
@@ -206,8 +202,8 @@ impl<S: Service> Replica<S> {
         };
         let (p, raw, _) = vouched.into_parts();
         let unauthenticated: Vec<Digest> = entries.iter().filter(|e| !e.authenticated).map(|e| e.digest).collect();
-        if let Some(slot) = self.log.get_mut(p.seq) {
-            slot.fill_batch(entries, p.nondet_time_us, raw);
+        if self.log.get(p.seq).is_some() {
+            self.log.fill_batch(p.seq, entries, p.nondet_time_us, raw);
         }
         for d in unauthenticated {
             self.log.await_body(d, p.seq);

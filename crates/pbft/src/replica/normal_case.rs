@@ -42,7 +42,7 @@ impl<S: Service> Replica<S> {
         let msg = Message::PrePrepare(PrePrepare { view: self.view(), seq, nondet_time_us, entries: inline });
         let raw = self.multicast(&msg, out);
         let batch = Batch::pre_prepared(self.view(), digest, nondet_time_us, raw, entries, true);
-        self.log.slot(seq).accept_batch(batch);
+        self.log.accept_batch(seq, batch);
         self.advance_slot(seq, out);
     }
 
@@ -68,7 +68,7 @@ impl<S: Service> Replica<S> {
             return self.metrics.drop(reason);
         }
         let unauthenticated: Vec<Digest> = entries.iter().filter(|e| !e.authenticated).map(|e| e.digest).collect();
-        self.log.slot(p.seq).accept_batch(Batch::pre_prepared(p.view, digest, p.nondet_time_us, raw, entries, nondet_ok));
+        self.log.accept_batch(p.seq, Batch::pre_prepared(p.view, digest, p.nondet_time_us, raw, entries, nondet_ok));
         for d in unauthenticated {
             self.log.await_body(d, p.seq);
         }
@@ -134,7 +134,7 @@ impl<S: Service> Replica<S> {
         if !self.in_window(p.seq) {
             return self.metrics.drop(DropReason::OutOfWindow);
         }
-        if self.log.slot(p.seq).add_prepare(from, p.view, p.digest) != Inserted::New {
+        if self.log.add_vote(p.seq, false, from, p.view, p.digest) != Inserted::New {
             return self.metrics.drop(DropReason::Duplicate);
         }
         self.advance_slot(p.seq, out);
@@ -147,7 +147,7 @@ impl<S: Service> Replica<S> {
         if !self.in_window(c.seq) {
             return self.metrics.drop(DropReason::OutOfWindow);
         }
-        if self.log.slot(c.seq).add_commit(from, c.view, c.digest) != Inserted::New {
+        if self.log.add_vote(c.seq, true, from, c.view, c.digest) != Inserted::New {
             return self.metrics.drop(DropReason::Duplicate);
         }
         self.advance_slot(c.seq, out);
@@ -176,7 +176,7 @@ impl<S: Service> Replica<S> {
         let vouched = slot.matching_prepares() > f;
         if !is_primary && slot.my_prepare().is_none() && (batch.validated() || vouched || batch.reproposed()) {
             let raw = self.multicast(&Message::Prepare(Prepare { view, seq, digest }), out);
-            self.log.slot(seq).prepare_sent(self.id, raw);
+            self.log.sent(seq, false, self.id, raw);
         }
 
         // A batch this replica knows committed without having sent its own
@@ -186,26 +186,25 @@ impl<S: Service> Replica<S> {
         // at once. The others may need it to commit, and nothing would be
         // retransmitted to this replica for a slot it finished, so its own
         // prepared certificate might never form.
-        let slot = self.log.slot(seq);
+        let Some(slot) = self.log.get(seq) else { return };
         if slot.committed() && slot.my_commit().is_none() {
             let raw = self.multicast(&Message::Commit(Commit { view, seq, digest }), out);
-            self.log.slot(seq).commit_sent(self.id, raw);
+            self.log.sent(seq, true, self.id, raw);
         }
 
         // Prepared: the pre-prepare and 2f matching prepares from distinct backups.
         // A backup's own prepare counts among the 2f; the primary sends none.
-        let slot = self.log.slot(seq);
+        let Some(slot) = self.log.get(seq) else { return };
         if !slot.prepared() && slot.matching_prepares() >= 2 * f {
             let raw = self.multicast(&Message::Commit(Commit { view, seq, digest }), out);
-            let slot = self.log.slot(seq);
-            slot.mark_prepared();
-            slot.commit_sent(self.id, raw);
+            self.log.mark_prepared(seq);
+            self.log.sent(seq, true, self.id, raw);
         }
 
         let quorum = self.commit_quorum();
-        let slot = self.log.slot(seq);
+        let Some(slot) = self.log.get(seq) else { return };
         if slot.prepared() && !slot.committed() && slot.matching_commits() >= quorum {
-            slot.mark_committed();
+            self.log.mark_committed(seq);
         }
         self.try_execute(out);
     }

@@ -72,8 +72,8 @@ impl<S: Service> Replica<S> {
         for seq in waiting.iter().copied() {
             // Fill what is missing, and replace a body that failed our MAC check
             // (a forged copy may arrive first) with one that passes.
-            if let Some(slot) = self.log.get_mut(seq) {
-                slot.fill_request(digest, req, raw, authenticated);
+            if self.log.get(seq).is_some() {
+                self.log.fill_request(seq, digest, req, raw, authenticated);
             }
             if authenticated {
                 self.log.body_arrived(digest, seq);
@@ -143,7 +143,7 @@ impl<S: Service> Replica<S> {
     /// After execution or a stable checkpoint the window may have room again.
     pub(super) fn try_send_batches_after_execution(&mut self, out: &mut Outbox) {
         if self.is_primary() && !self.requests.queue_is_empty() {
-            self.try_send_batches(self.now, out);
+            self.try_send_batches(self.timers.now(), out);
         }
     }
 }

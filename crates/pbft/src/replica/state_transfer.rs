@@ -31,7 +31,7 @@ use std::sync::Arc;
 use super::Replica;
 use crate::effects::{Dest, Effect, Outbox};
 use crate::metrics::DropReason;
-use crate::service::{ReadContext, Service, StateRegionRef};
+use crate::service::Service;
 use crate::state::{PagedState, Page, PAGE_SIZE, ZERO_PAGE};
 use crate::types::{Digest, Instant, ReplicaId, SeqNo};
 use crate::wire::{Checkpoint, Data, Fetch, Message, MetaData};
@@ -137,12 +137,12 @@ impl<S: Service> Replica<S> {
 
     pub(super) fn start_transfer(&mut self, seq: SeqNo, digest: Digest, sources: Vec<ReplicaId>, out: &mut Outbox) {
         // Undo tentative execution: the tree is compared with the last checkpoint.
-        self.state.clear_undo_mark();
+        self.machine.state_mut().clear_undo_mark();
         // Checkpoint 0 is taken at creation and the stable one is never discarded.
-        self.state.rollback_to_last_checkpoint().expect("a replica always retains a checkpoint");
+        self.machine.state_mut().rollback_to_last_checkpoint().expect("a replica always retains a checkpoint");
         self.executed.forget_tentative();
-        let Some((base, _)) = self.state.last_checkpoint() else { return };
-        let depth = self.state.shape().depth;
+        let Some((base, _)) = self.machine.state().last_checkpoint() else { return };
+        let depth = self.machine.state().shape().depth;
         let rotate = (self.id.index() + seq.0 as usize) % sources.len();
         // A transfer retargeted to a newer checkpoint keeps what it learned:
         // the pages it fetched (those the new tree still names are not fetched
@@ -195,8 +195,8 @@ impl<S: Service> Replica<S> {
     /// queued to be fetched (or counted as in flight, if an earlier target
     /// asked for that very page).
     fn want(&mut self, mut nodes: Vec<(Node, Digest)>) {
-        let depth = self.state.shape().depth;
-        let fanout = self.state.shape().fanout as u64;
+        let depth = self.machine.state().shape().depth;
+        let fanout = self.machine.state().shape().fanout as u64;
         let Some(t) = self.transfer.as_mut() else { return };
         while let Some(((level, index), d)) = nodes.pop() {
             if level == depth {
@@ -221,8 +221,8 @@ impl<S: Service> Replica<S> {
                         let child = index * fanout + k as u64;
                         // Beyond the state: an all-zero subtree, checked by the
                         // node's hash. Equal to ours: nothing to fetch.
-                        if self.state.contains_node(level + 1, child)
-                            && self.state.node_digest_at(t.base, level + 1, child).ok() != Some(*cd)
+                        if self.machine.state().contains_node(level + 1, child)
+                            && self.machine.state().node_digest_at(t.base, level + 1, child).ok() != Some(*cd)
                         {
                             nodes.push(((level + 1, child), *cd));
                         }
@@ -239,7 +239,7 @@ impl<S: Service> Replica<S> {
     /// Sends FETCH for queued nodes while fewer than the window are in flight.
     fn request_wanted(&mut self, out: &mut Outbox) {
         let Some(t) = self.transfer.as_mut() else { return };
-        let depth = self.state.shape().depth;
+        let depth = self.machine.state().shape().depth;
         let mut fetches: Vec<(ReplicaId, Fetch)> = Vec::new();
         while t.requested.len() < FETCH_WINDOW {
             let Some(&key) = t.queue.first() else { break };
@@ -291,10 +291,10 @@ impl<S: Service> Replica<S> {
         if budget.left(FETCH_ANSWERS_PER_INTERVAL) == 0 {
             return self.metrics.drop(DropReason::RateLimited);
         }
-        let depth = self.state.shape().depth;
+        let depth = self.machine.state().shape().depth;
         if f.level != depth {
             budget.spend(1);
-            let reply = match self.state.children_at(f.seq, f.level, f.index) {
+            let reply = match self.machine.state().children_at(f.seq, f.level, f.index) {
                 Ok(children) => Message::MetaData(MetaData { seq: f.seq, level: f.level, index: f.index, children }),
                 Err(_) => return self.metrics.drop(DropReason::Unexpected),
             };
@@ -305,11 +305,11 @@ impl<S: Service> Replica<S> {
         // discarded it, from our oldest one after it: the receiver takes
         // pages by digest, and most did not change in between, so a
         // transfer that is retargeting loses none of its requests.
-        let Some(seq) = self.state.retained_from(f.seq) else {
+        let Some(seq) = self.machine.state().retained_from(f.seq) else {
             return self.metrics.drop(DropReason::Unexpected);
         };
         let count = usize::from(f.count).clamp(1, PAGES_PER_FETCH) as u64;
-        let end = f.index.saturating_add(count).min(self.state.num_pages()).max(f.index.saturating_add(1));
+        let end = f.index.saturating_add(count).min(self.machine.state().num_pages()).max(f.index.saturating_add(1));
         let mut first = f.index;
         let mut zero: Option<Arc<Page>> = None;
         // One DATA for every PAGES_PER_DATA pages, while the budget lasts.
@@ -321,7 +321,7 @@ impl<S: Service> Replica<S> {
             // The pages are shared, not copied; the digests come from the
             // tree (the MAC covers them), so the pages are not hashed here.
             for index in first..last {
-                match (self.state.shared_page_at(seq, index), self.state.node_digest_at(seq, depth, index)) {
+                match (self.machine.state().shared_page_at(seq, index), self.machine.state().node_digest_at(seq, depth, index)) {
                     (Ok(page), Ok(digest)) => {
                         pages.push(page.unwrap_or_else(|| zero.get_or_insert_with(|| Arc::new(ZERO_PAGE)).clone()));
                         digests.push(digest);
@@ -354,8 +354,8 @@ impl<S: Service> Replica<S> {
     }
 
     pub(super) fn on_meta_data(&mut self, from: ReplicaId, m: MetaData, out: &mut Outbox) {
-        let fanout = self.state.shape().fanout as u64;
-        let depth = self.state.shape().depth;
+        let fanout = self.machine.state().shape().fanout as u64;
+        let depth = self.machine.state().shape().depth;
         let Some(t) = self.transfer.as_mut() else { return self.metrics.drop(DropReason::Unexpected) };
         let Some(expected) = (m.seq == t.seq).then(|| t.wanted.get(&(m.level, m.index))).flatten().copied() else {
             return self.metrics.drop(DropReason::Unexpected);
@@ -372,7 +372,7 @@ impl<S: Service> Replica<S> {
     }
 
     pub(super) fn on_data(&mut self, from: ReplicaId, d: Data, out: &mut Outbox) {
-        let depth = self.state.shape().depth;
+        let depth = self.machine.state().shape().depth;
         let Some(t) = self.transfer.as_mut() else { return self.metrics.drop(DropReason::Unexpected) };
         if d.pages.is_empty() || d.pages.len() > PAGES_PER_DATA || d.digests.len() != d.pages.len() {
             return self.reject_source(from, out);
@@ -430,15 +430,11 @@ impl<S: Service> Replica<S> {
         let Some(t) = self.transfer.take() else { return };
         // Every page was asked for by a leaf of the certified tree, so it lies in the state.
         let installed = self
-            .state
-            .install_pages(t.seq, t.pages.into_iter().map(|(i, (d, p))| (i, p, d)))
+            .machine
+            .install(t.seq, t.pages.into_iter().map(|(i, (d, p))| (i, p, d)))
             .expect("fetched pages lie inside the state, above the last checkpoint");
         // Every page was checked against the certified tree, so the root matches.
         assert_eq!(installed, t.digest, "state transfer installed a state that does not match its checkpoint");
-        {
-            let region = StateRegionRef::new(&self.state, self.service_first_page(), self.service_pages()).expect("service region is inside the state");
-            self.service.state_replaced(&ReadContext { client: crate::types::ClientId(0), state: region });
-        }
         // The last value is unknown after a transfer: the next batch's is
         // checked only against the clock.
         self.executed.jump_to(t.seq);
@@ -454,13 +450,5 @@ impl<S: Service> Replica<S> {
         self.proposer.skip_past(t.seq);
         self.check_stable(t.seq, out);
         self.try_execute(out);
-    }
-
-    pub(super) fn service_first_page(&self) -> u64 {
-        self.reply_slot_pages * self.cfg.max_clients as u64
-    }
-
-    pub(super) fn service_pages(&self) -> u64 {
-        self.state.num_pages() - self.service_first_page()
     }
 }

@@ -40,6 +40,7 @@ use bytes::Bytes;
 use super::log::MAX_Q_PER_SEQ;
 use super::Replica;
 use crate::auth::{Audience, Vouched};
+use crate::journal::Entry;
 use crate::effects::{Dest, Outbox, Timer};
 use crate::metrics::DropReason;
 use crate::service::Service;
@@ -176,7 +177,7 @@ impl<S: Service> Replica<S> {
         if self.timers.is_set(Timer::ViewChange) || !self.view_active() || self.is_primary() {
             return;
         }
-        self.timers.set(Timer::ViewChange, self.now.plus_us(self.view_changes.timeout_us));
+        self.timers.set_in(Timer::ViewChange, self.view_changes.timeout_us);
     }
 
     /// Re-arms the view-change timer after a restart: for the view change
@@ -204,7 +205,7 @@ impl<S: Service> Replica<S> {
         if !self.waiting_for_execution() {
             self.timers.cancel(Timer::ViewChange);
         } else {
-            self.timers.set(Timer::ViewChange, self.now.plus_us(self.view_changes.timeout_us));
+            self.timers.set_in(Timer::ViewChange, self.view_changes.timeout_us);
         }
     }
 
@@ -276,6 +277,7 @@ impl<S: Service> Replica<S> {
         }
         let msg = self.build_view_change(v);
         let raw = self.multicast(&Message::ViewChange(msg.clone()), out);
+        self.log.record_view(Entry::ViewChangeSent { raw: raw.clone() });
         let digest = view_change_digest(self.id, &msg);
         self.view_changes.forget_below(v);
         self.view_changes.msgs.insert((v, self.id), StoredVc { msg, digest, raw });
@@ -295,7 +297,7 @@ impl<S: Service> Replica<S> {
         let v = self.view();
         let asking = self.view_changes.msgs.range((v, ReplicaId(0))..=(v, ReplicaId(u16::MAX))).count();
         if asking >= self.cfg.quorum() {
-            self.timers.set(Timer::ViewChange, self.now.plus_us(self.view_changes.timeout_us));
+            self.timers.set_in(Timer::ViewChange, self.view_changes.timeout_us);
         }
     }
 
@@ -307,7 +309,7 @@ impl<S: Service> Replica<S> {
         let checkpoints: Vec<(SeqNo, Digest)> = if self.executed.awaits_trusted_state() {
             Vec::new()
         } else {
-            self.state
+            self.machine.state()
                 .checkpoints()
                 .into_iter()
                 .filter(|(n, _)| *n >= h && n.0 <= h.0 + self.cfg.log_window)
