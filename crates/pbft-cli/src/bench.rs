@@ -25,6 +25,7 @@ use clap::Args;
 use pbft_kv::KvOp;
 use pbft_node::keygen::{keygen, KeygenSpec};
 use pbft_node::launcher::{replica_command, wait_until_up, Processes};
+use pbft_node::journal::Durability;
 use pbft_node::{ClientOptions, Cluster, ClusterClient};
 
 #[derive(Args)]
@@ -44,6 +45,13 @@ pub struct BenchArgs {
     /// Where to write the SVG plot (default: the CSV's path with .svg).
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// normal: what the replicas make durable before they speak (none,
+    /// process, power); "none" is what the papers and Castro's library measured.
+    #[arg(long, default_value = "none", value_parser = |s: &str| s.parse::<Durability>())]
+    durability: Durability,
+    /// durability: rounds, each running every level once, in turn.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     #[command(flatten)]
     faults: crate::bench_faults::FaultBenchArgs,
 }
@@ -100,8 +108,10 @@ pub(crate) struct Running {
     pub(crate) metrics: Vec<std::net::SocketAddr>,
 }
 
-fn start(replicas: usize, clients: u32) -> Result<Running> {
-    start_with(&KeygenSpec::local(replicas, clients), "warn", |_, _| {})
+fn start(replicas: usize, clients: u32, durability: Durability) -> Result<Running> {
+    let mut spec = KeygenSpec::local(replicas, clients);
+    spec.protocol.durability = durability;
+    start_with(&spec, "warn", |_, _| {})
 }
 
 /// Generates the cluster `spec` in a temporary directory and starts its
@@ -230,7 +240,72 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if matches!(a.faults.scenario, Scenario::Normal | Scenario::All) {
         run_normal(&a)?;
     }
+    if matches!(a.faults.scenario, Scenario::Durability | Scenario::All) {
+        run_durability(&a)?;
+    }
     crate::bench_faults::run(&a.faults)
+}
+
+/// `--scenario durability`: each durability level on a fresh 4-replica
+/// cluster, in turn, for `--rounds` rounds; medians with their spread, and the
+/// median of each round's ratio to "none".
+fn run_durability(a: &BenchArgs) -> Result<()> {
+    anyhow::ensure!((1..=100).contains(&a.rounds), "--rounds must be in 1..=100");
+    let max_clients = *a.clients.iter().max().unwrap_or(&1);
+    let levels = [Durability::None, Durability::Process, Durability::Power];
+    let workloads = [&WORKLOADS[0], &WORKLOADS[2]];
+    // figures[round][level][workload]
+    let mut figures: Vec<Vec<Vec<Figures>>> = Vec::new();
+    for round in 0..a.rounds {
+        let mut per_level = Vec::new();
+        for level in levels {
+            let running = start(4, max_clients, level)?;
+            let mut per_workload = Vec::new();
+            for w in workloads {
+                let fig = measure(&running, w, a).with_context(|| format!("{}, {}", level.name(), w.name))?;
+                eprintln!(
+                    "  round {round} {:8} {:7} p50 {:7.1} us  {:8.0} ops/s ({} clients)",
+                    level.name(),
+                    w.name,
+                    fig.p50_us,
+                    fig.ops_per_s,
+                    fig.best_clients
+                );
+                per_workload.push(fig);
+            }
+            per_level.push(per_workload);
+        }
+        figures.push(per_level);
+    }
+    let median = |mut v: Vec<f64>| -> (f64, f64, f64) {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    println!(
+        "{:8} {:8} {:>22} {:>10} {:>26} {:>10}",
+        "workload", "level", "p50 us (min-max)", "p50 ratio", "ops/s (min-max)", "ops ratio"
+    );
+    let mut csv = String::from("workload,durability,p50_us,p50_min,p50_max,p50_ratio,ops_per_s,ops_min,ops_max,ops_ratio\n");
+    for (k, w) in workloads.iter().enumerate() {
+        for (l, level) in levels.iter().enumerate() {
+            let p50 = median(figures.iter().map(|r| r[l][k].p50_us).collect());
+            let ops = median(figures.iter().map(|r| r[l][k].ops_per_s).collect());
+            let p50_ratio = median(figures.iter().map(|r| r[l][k].p50_us / r[0][k].p50_us.max(1e-9)).collect()).0;
+            let ops_ratio = median(figures.iter().map(|r| r[l][k].ops_per_s / r[0][k].ops_per_s.max(1e-9)).collect()).0;
+            println!(
+                "{:8} {:8} {:>8.1} ({:>5.0}-{:>5.0}) {:>9.2}x {:>8.0} ({:>6.0}-{:>6.0}) {:>9.2}x",
+                w.name, level.name(), p50.0, p50.1, p50.2, p50_ratio, ops.0, ops.1, ops.2, ops_ratio
+            );
+            csv.push_str(&format!(
+                "{},{},{:.1},{:.1},{:.1},{:.3},{:.0},{:.0},{:.0},{:.3}\n",
+                w.name, level.name(), p50.0, p50.1, p50.2, p50_ratio, ops.0, ops.1, ops.2, ops_ratio
+            ));
+        }
+    }
+    let path = a.csv.with_file_name("bench-durability.csv");
+    std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
 }
 
 /// The micro-benchmarks (`--scenario normal`).
@@ -240,7 +315,7 @@ fn run_normal(a: &BenchArgs) -> Result<()> {
     let mut rows = Vec::new();
     for replicas in [4usize, 1] {
         let label = configuration(replicas);
-        let running = start(replicas, max_clients)?;
+        let running = start(replicas, max_clients, a.durability)?;
         eprintln!("{label}: {replicas} replica process(es) up ({})", running.dir.path().display());
         for w in &WORKLOADS {
             let fig = measure(&running, w, a).with_context(|| format!("{label}, {}", w.name))?;

@@ -43,6 +43,9 @@ pub enum Scenario {
     SlowPrimary,
     /// State transfer of a large service state, all of it and ~1% of it.
     Transfer,
+    /// 0/0 and 4/0 read-write latency and throughput at each durability
+    /// level (none, process, power), as ratios to none, in alternating rounds.
+    Durability,
     /// Every scenario above, in that order.
     All,
 }

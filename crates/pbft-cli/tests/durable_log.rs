@@ -132,3 +132,143 @@ fn every_acknowledged_write_survives_every_replica_killed_at_once() {
     println!("{CRASHES} whole-cluster crashes under load: {total} operations, every result checked, every key read back");
     assert!(procs.exited().is_empty(), "a replica exited\n{}", logs(dir.path()));
 }
+
+/// The view of replica `id` if it is installed there, from its metrics.
+fn active_view(cluster: &Cluster, id: u16) -> Option<f64> {
+    let view = common::metric(cluster, id, "pbft_view")?;
+    (common::metric(cluster, id, "pbft_view_active")? == 1.0).then_some(view)
+}
+
+/// Views installed by replicas 0..4, summed (a missing endpoint counts 0).
+fn views_installed(cluster: &Cluster) -> f64 {
+    (0..4).filter_map(|id| common::metric(cluster, id, "pbft_views_installed_total")).sum()
+}
+
+/// Under load: the primary is killed and the others move to view 1; a backup
+/// is then killed and restarted at once from its state directory, and so is
+/// the killed primary. Each is back in view 1, installed, within a second,
+/// with no further view change; the cluster then survives the loss of
+/// another replica (only the two restarted ones and one other are left).
+#[test]
+fn a_restarted_replica_is_back_in_the_current_view_without_a_view_change() {
+    let deadline = Instant::now() + BUDGET;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = keygen(dir.path(), CLIENTS);
+    let cluster = Cluster::load(&path).expect("cluster");
+    let mut procs = Processes::new();
+    start_all(&mut procs, &path, dir.path(), &cluster);
+    let completed = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..2u32)
+        .map(|id| {
+            let (path, completed, stop) = (path.clone(), completed.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut client = open_client(&path, id);
+                let mut model = KvModel::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    run_ops(&mut client, &mut model, id, i..i + 1, deadline);
+                    completed.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let progress = |more: usize, what: &str| {
+        let target = completed.load(Ordering::Relaxed) + more;
+        let ok = poll_until(Duration::from_secs(20), || completed.load(Ordering::Relaxed) >= target);
+        assert!(ok, "{what}: the clients stopped at {}\n{}", completed.load(Ordering::Relaxed), logs(dir.path()));
+    };
+    progress(100, "before any fault");
+    assert!(procs.kill("replica-0"));
+    progress(100, "after the primary was killed");
+    let in_view_1 = |ids: &[u16]| ids.iter().all(|id| active_view(&cluster, *id) == Some(1.0));
+    assert!(poll_until(Duration::from_secs(5), || in_view_1(&[1, 2, 3])), "replicas 1..3 are not in view 1\n{}", logs(dir.path()));
+    let installed = views_installed(&cluster);
+
+    // Backup 2, killed and restarted at once from its state directory.
+    assert!(procs.kill("replica-2"));
+    spawn_replica(&mut procs, &path, dir.path(), 2, &[]);
+    let back = Instant::now();
+    assert!(poll_until(Duration::from_secs(5), || in_view_1(&[2])), "replica 2 did not come back in view 1\n{}", logs(dir.path()));
+    let took = back.elapsed();
+    // The old primary, restarted from its state directory: it missed the view
+    // change and learns view 1 from the others.
+    spawn_replica(&mut procs, &path, dir.path(), 0, &[]);
+    let back0 = Instant::now();
+    assert!(poll_until(Duration::from_secs(5), || in_view_1(&[0])), "replica 0 did not join view 1\n{}", logs(dir.path()));
+    let took0 = back0.elapsed();
+    progress(50, "after the restarts");
+    println!("restarted backup in view 1 after {took:?} (process start included); restarted old primary after {took0:?}");
+    assert!(took < Duration::from_secs(2) && took0 < Duration::from_secs(2), "{took:?}, {took0:?}\n{}", logs(dir.path()));
+    // Replica 2 (journal) and replica 0 (the NEW-VIEW relayed) each installed
+    // view 1 once; nobody asked for view 2.
+    let views = (0..4).map(|id| common::metric(&cluster, id, "pbft_view")).collect::<Vec<_>>();
+    assert!(views.iter().all(|v| *v == Some(1.0)), "views: {views:?}\n{}", logs(dir.path()));
+    assert!(views_installed(&cluster) <= installed + 2.0, "extra view changes\n{}", logs(dir.path()));
+
+    // Another replica lost: 0, 1 and 2 carry on (1 is the primary).
+    assert!(procs.kill("replica-3"));
+    progress(100, "after replica 3 was killed too");
+    stop.store(true, Ordering::Relaxed);
+    for (id, w) in workers.into_iter().enumerate() {
+        if let Err(panic) = w.join() {
+            panic!("client {id}: {}\n{}", panic_text(&*panic), logs(dir.path()));
+        }
+    }
+    assert!(Instant::now() < deadline, "took longer than {BUDGET:?}");
+}
+
+/// The newest journal segment of replica `id` in the test directory `dir`.
+fn newest_segment(dir: &Path, id: u16) -> std::path::PathBuf {
+    let journal = dir.join(format!("replica-{id}-state")).join("journal");
+    let mut files: Vec<_> = std::fs::read_dir(&journal)
+        .expect("journal dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 64))
+        .collect();
+    files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    files.pop().expect("a journal segment with records")
+}
+
+/// A replica's durable log cut short, then with a flipped byte: each time it
+/// starts, says what it found, and catches up with the others; no panic.
+#[test]
+fn a_damaged_durable_log_is_said_and_the_replica_catches_up() {
+    let deadline = Instant::now() + BUDGET;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = keygen(dir.path(), CLIENTS);
+    let cluster = Cluster::load(&path).expect("cluster");
+    let mut procs = Processes::new();
+    start_all(&mut procs, &path, dir.path(), &cluster);
+    let mut client = open_client(&path, 0);
+    let mut model = KvModel::new();
+    let mut next = 0;
+    let executed = |id| common::metric(&cluster, id, "pbft_last_executed").unwrap_or(-1.0);
+    for (damage, said) in [("cut", "cut short by the crash"), ("flip", "durable log is damaged")] {
+        run_ops(&mut client, &mut model, 0, next..next + 60, deadline);
+        next += 60;
+        assert!(procs.kill("replica-3"));
+        let segment = newest_segment(dir.path(), 3);
+        let mut bytes = std::fs::read(&segment).expect("read segment");
+        match damage {
+            "cut" => bytes.truncate(bytes.len() - 5),
+            _ => {
+                let middle = bytes.len() / 2;
+                bytes[middle] ^= 0x20;
+            }
+        }
+        std::fs::write(&segment, &bytes).expect("damage segment");
+        spawn_replica(&mut procs, &path, dir.path(), 3, &[]);
+        let metrics: Vec<_> = cluster.replicas.iter().filter_map(|r| r.metrics_addr).collect();
+        wait_until_up(&mut procs, &metrics, Duration::from_secs(20)).expect("replica 3 up");
+        run_ops(&mut client, &mut model, 0, next..next + 60, deadline);
+        next += 60;
+        let caught_up = poll_until(Duration::from_secs(10), || executed(3) >= executed(0) && executed(0) > 0.0);
+        let log = std::fs::read_to_string(common::log_path(dir.path(), 3)).unwrap_or_default();
+        assert!(log.contains(said), "{damage}: replica 3 did not say {said:?}\n{}", logs(dir.path()));
+        assert!(!log.contains("panicked"), "{damage}: replica 3 panicked\n{}", logs(dir.path()));
+        assert!(caught_up, "{damage}: replica 3 at {} of {}\n{}", executed(3), executed(0), logs(dir.path()));
+    }
+    assert!(procs.exited().is_empty(), "a replica exited\n{}", logs(dir.path()));
+}

@@ -43,6 +43,17 @@ pub enum Durability {
     Power,
 }
 
+impl std::str::FromStr for Durability {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Durability, String> {
+        [Durability::None, Durability::Process, Durability::Power]
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| format!("unknown durability {s:?}; one of: none, process, power"))
+    }
+}
+
 impl Durability {
     pub fn name(self) -> &'static str {
         match self {

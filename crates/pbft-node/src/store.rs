@@ -82,6 +82,7 @@ impl Store {
     /// pages: `None` if nothing was ever saved, or if the record is unreadable
     /// or for another state size (the replica then starts empty).
     pub fn load(&mut self, num_pages: u64) -> Result<Option<SavedState>, NodeError> {
+        self.redo()?;
         let path = self.record_path();
         let mut record = Vec::new();
         match File::open(&path) {
@@ -124,10 +125,31 @@ impl Store {
 
     /// Writes a job collected by [`SaveJob::collect`] (on another thread, so
     /// that the replica does not wait for the disk).
+    ///
+    /// The pages go first to a redo file, `pages.delta` (written whole,
+    /// checksummed, synced, renamed into place), and only then into the pages
+    /// file: a crash while the pages file is being written leaves a complete
+    /// delta, which the next [`Store::load`] applies again; a crash before
+    /// leaves the pages file untouched. Either way the pages on disk are
+    /// those of a checkpoint whose record is whole, never a mixture.
     pub fn save_job(&mut self, job: &SaveJob) -> Result<SaveStats, NodeError> {
         if job.seq <= self.saved {
             return Ok(SaveStats::default());
         }
+        let delta = self.dir.join("pages.delta");
+        let tmp = self.dir.join("pages.delta.tmp");
+        write_delta(&tmp, job).map_err(|source| NodeError::File { path: tmp.clone(), source })?;
+        std::fs::rename(&tmp, &delta).map_err(|source| NodeError::File { path: tmp.clone(), source })?;
+        self.sync_dir()?;
+        let stats = self.apply(job)?;
+        self.write_record(job.seq, job.digest, job.num_pages)?;
+        std::fs::remove_file(&delta).map_err(|source| NodeError::File { path: delta, source })?;
+        self.saved = job.seq;
+        Ok(stats)
+    }
+
+    /// Writes `job`'s pages into the pages file and syncs it.
+    fn apply(&mut self, job: &SaveJob) -> Result<SaveStats, NodeError> {
         let mut stats = SaveStats::default();
         // Runs of consecutive pages go out in one write of up to WRITE_RUN pages.
         let mut run: Vec<u8> = Vec::with_capacity(WRITE_RUN * PAGE_SIZE);
@@ -153,20 +175,100 @@ impl Store {
             stats.bytes += PAGE_SIZE as u64;
         }
         flush(&mut run, run_start)?;
-        let (seq, digest) = (job.seq, job.digest);
         self.pages.sync_data().map_err(|e| NodeError::io("syncing the pages file", e))?;
+        Ok(stats)
+    }
+
+    /// Replaces the checkpoint record atomically.
+    fn write_record(&mut self, seq: SeqNo, digest: Digest, num_pages: u64) -> Result<(), NodeError> {
         let tmp = self.dir.join("checkpoint.tmp");
         let mut f = File::create(&tmp).map_err(|source| NodeError::File { path: tmp.clone(), source })?;
-        f.write_all(&encode_record(seq, digest, job.num_pages))
+        f.write_all(&encode_record(seq, digest, num_pages))
             .and_then(|()| f.sync_all())
             .map_err(|source| NodeError::File { path: tmp.clone(), source })?;
         std::fs::rename(&tmp, self.record_path()).map_err(|source| NodeError::File { path: tmp, source })?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| NodeError::File { path: self.dir.clone(), source })?;
-        self.saved = seq;
-        Ok(stats)
+        self.sync_dir()
     }
+
+    fn sync_dir(&self) -> Result<(), NodeError> {
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|source| NodeError::File { path: self.dir.clone(), source })
+    }
+
+    /// Finishes a save a crash interrupted: a whole delta newer than the
+    /// record is applied again and its record written; a partial one (the
+    /// crash came before it was renamed into place) is removed.
+    fn redo(&mut self) -> Result<(), NodeError> {
+        let _ = std::fs::remove_file(self.dir.join("pages.delta.tmp"));
+        let path = self.dir.join("pages.delta");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(NodeError::File { path, source }),
+        };
+        match read_delta(&bytes) {
+            Some(job) => {
+                tracing::info!(seq = job.seq.0, pages = job.pages.len(), "finishing a save the crash interrupted");
+                self.apply(&job)?;
+                self.write_record(job.seq, job.digest, job.num_pages)?;
+            }
+            None => tracing::warn!(path = %path.display(), "an unreadable save delta: ignored"),
+        }
+        std::fs::remove_file(&path).map_err(|source| NodeError::File { path, source })
+    }
+}
+
+const DELTA_MAGIC: &[u8; 4] = b"PBDL";
+
+/// `magic | version | seq | digest | num_pages | count | (index, page) * count | check`,
+/// the check the digest of everything before it; written and synced.
+fn write_delta(path: &Path, job: &SaveJob) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, File::create(path)?);
+    let mut hasher = blake3::Hasher::new();
+    let mut put = |out: &mut std::io::BufWriter<File>, b: &[u8]| -> std::io::Result<()> {
+        hasher.update(b);
+        out.write_all(b)
+    };
+    put(&mut out, DELTA_MAGIC)?;
+    put(&mut out, &[VERSION])?;
+    put(&mut out, &job.seq.0.to_le_bytes())?;
+    put(&mut out, &job.digest.0)?;
+    put(&mut out, &job.num_pages.to_le_bytes())?;
+    put(&mut out, &(job.pages.len() as u64).to_le_bytes())?;
+    for (index, page) in &job.pages {
+        put(&mut out, &index.to_le_bytes())?;
+        match page {
+            Some(p) => put(&mut out, &p[..])?,
+            None => put(&mut out, &[0u8; PAGE_SIZE])?,
+        }
+    }
+    let check = *hasher.finalize().as_bytes();
+    out.write_all(&check)?;
+    let f = out.into_inner().map_err(|e| e.into_error())?;
+    f.sync_data()
+}
+
+fn read_delta(bytes: &[u8]) -> Option<SaveJob> {
+    let body = bytes.len().checked_sub(32).map(|n| &bytes[..n])?;
+    if blake3::hash(body).as_bytes()[..] != bytes[body.len()..] {
+        return None;
+    }
+    let u64_at = |at: usize| -> Option<u64> { Some(u64::from_le_bytes(body.get(at..at + 8)?.try_into().ok()?)) };
+    if body.get(..4)? != DELTA_MAGIC || *body.get(4)? != VERSION {
+        return None;
+    }
+    let seq = SeqNo(u64_at(5)?);
+    let digest = Digest(body.get(13..45)?.try_into().ok()?);
+    let num_pages = u64_at(45)?;
+    let count = u64_at(53)? as usize;
+    let mut pages = Vec::with_capacity(count.min(1 << 20));
+    let mut at = 61;
+    for _ in 0..count {
+        let index = u64_at(at)?;
+        let page: Box<Page> = body.get(at + 8..at + 8 + PAGE_SIZE)?.try_into().ok().map(|p: &[u8; PAGE_SIZE]| Box::new(*p))?;
+        pages.push((index, Some(Arc::from(page))));
+        at += 8 + PAGE_SIZE;
+    }
+    (at == body.len()).then_some(SaveJob { seq, digest, num_pages, pages })
 }
 
 /// Pages written to the pages file in one call, at most (1 MiB).
@@ -316,6 +418,39 @@ mod tests {
             assert_eq!(&p[..], &s.page(*i).expect("page")[..]);
         }
         assert!(again.load(65).expect("load").is_none(), "another state size is not loaded");
+    }
+
+    #[test]
+    fn a_save_cut_short_after_its_delta_is_finished_at_the_next_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let (mut s, d1) = state_with(&[(1, 1), (9, 2)], 8);
+        store.save(&s, SeqNo(8), d1).expect("save");
+        s.write(9 * PAGE_SIZE as u64, &[4; 10]).expect("write");
+        s.write(20 * PAGE_SIZE as u64, &[5; 10]).expect("write");
+        let d2 = s.take_checkpoint(SeqNo(16)).expect("checkpoint");
+        // The crash: the delta is in place, the pages file half written (page
+        // 9 only), the record still names checkpoint 8.
+        let job = SaveJob::collect(&s, SeqNo(16), d2, SeqNo(8)).expect("collect");
+        write_delta(&dir.path().join("pages.delta"), &job).expect("delta");
+        store.pages.write_all_at(&s.page(9).expect("page")[..], 9 * PAGE_SIZE as u64).expect("torn");
+        drop(store);
+        let saved = Store::open(dir.path()).expect("open").load(64).expect("load").expect("saved");
+        assert_eq!((saved.seq, saved.digest), (SeqNo(16), d2), "the interrupted save is finished");
+        let mut restored = PagedState::new(64, s.shape()).expect("state");
+        for (i, p) in &saved.pages {
+            restored.replace_page(*i, p).expect("page");
+        }
+        assert_eq!(restored.take_checkpoint(SeqNo(16)).expect("checkpoint"), d2, "the pages are checkpoint 16's");
+        assert!(!dir.path().join("pages.delta").exists());
+
+        // A delta cut short (the crash came while it was written) is dropped,
+        // and the pages and record it did not touch stand.
+        let bytes = std::fs::read(dir.path().join("checkpoint")).expect("record");
+        std::fs::write(dir.path().join("pages.delta"), b"PBDL partial").expect("partial delta");
+        let saved = Store::open(dir.path()).expect("open").load(64).expect("load").expect("saved");
+        assert_eq!(saved.seq, SeqNo(16));
+        assert_eq!(std::fs::read(dir.path().join("checkpoint")).expect("record"), bytes);
     }
 
     #[test]

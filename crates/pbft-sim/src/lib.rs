@@ -156,6 +156,7 @@ pub fn bug_by_name(name: &str) -> Option<Bugs> {
         "view-change-without-acks" => b.view_change_without_acks = true,
         "low-water-mark-moves-back" => b.low_water_mark_moves_back = true,
         "forgetful-restart" => b.forgetful_restart = true,
+        "send-before-durable" => b.send_before_durable = true,
         _ => return None,
     }
     Some(b)

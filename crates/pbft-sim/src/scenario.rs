@@ -127,6 +127,11 @@ pub struct Scenario {
     pub heal_at_us: u64,
     /// Per-replica clock skew, within half the non-determinism bound.
     pub clock_skew_us: Vec<i64>,
+    /// How long a replica's disk takes to make its durable log's records
+    /// durable (`durability = "power"`: a crash before then loses them, and
+    /// the replica's messages wait for them); 0 models "process", where a
+    /// written record survives the crash of the process at once.
+    pub fsync_us: u64,
 }
 
 impl Scenario {
@@ -159,6 +164,7 @@ impl Scenario {
             faulty_clients: Vec::new(),
             heal_at_us: 0,
             clock_skew_us: (0..n).map(|_| rng.below(200_000) as i64 - 100_000).collect(),
+            fsync_us: 0,
         };
         // The backups that may misbehave: at most f of them, never replica 0 (the
         // primary of view 0; a faulty primary needs view changes).
@@ -233,6 +239,9 @@ impl Scenario {
             Family::ClusterCrash => {
                 s.lossy_mild(&mut rng);
                 s.ops_per_client = 60 + rng.below(60) as usize;
+                if rng.chance(0.5) {
+                    s.fsync_us = 200 + rng.below(2_000);
+                }
                 let mut at = 20_000 + rng.below(300_000);
                 for _ in 0..1 + rng.below(3) {
                     let down = 10_000 + rng.below(300_000);
@@ -303,7 +312,7 @@ impl Scenario {
     /// One line describing the run, printed with its result.
     pub fn describe(&self) -> String {
         format!(
-            "{} n={} clients={}x{} K={} loss={:.3} dup={:.3} delay={}..{}us byz={:?} crashes={:?} wiped={:?} from_disk={:?} partitions={:?} faulty_clients={:?}",
+            "{} n={} clients={}x{} K={} loss={:.3} dup={:.3} delay={}..{}us byz={:?} crashes={:?} wiped={:?} from_disk={:?} fsync={}us partitions={:?} faulty_clients={:?}",
             self.family.name(),
             self.n(),
             self.clients,
@@ -317,6 +326,7 @@ impl Scenario {
             self.crashes,
             self.wiped,
             self.from_disk,
+            self.fsync_us,
             self.partitions,
             self.faulty_clients
         )

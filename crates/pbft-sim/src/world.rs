@@ -27,7 +27,10 @@ pub enum Addr {
 
 #[derive(Debug)]
 enum EventKind {
-    Deliver { to: Addr, from: Addr, bytes: Bytes },
+    /// A datagram arrives. One from a replica left at `departs` from the
+    /// replica's incarnation `incarnation`: if that incarnation crashed
+    /// before then (it was waiting for its disk), it never left.
+    Deliver { to: Addr, from: Addr, bytes: Bytes, departs: u64, incarnation: u64 },
     /// A node asked to be woken now (its earliest timer is due).
     Wake(Addr),
     ClientNext(usize),
@@ -67,7 +70,9 @@ pub struct ReplicaNode {
     pub byz: Option<Adversary<Addr>>,
     /// Its durable log on disk, in segments by the checkpoint each starts
     /// at, as a host keeps it (see `pbft::journal`).
-    pub journal: Vec<(SeqNo, Vec<Record>)>,
+    pub journal: Vec<(SeqNo, Vec<(u64, Record)>)>,
+    /// When each of its incarnations crashed.
+    pub crashes: Vec<u64>,
 }
 
 struct ClientNode {
@@ -195,7 +200,7 @@ impl World {
                 .find(|(r, _)| *r == i)
                 .map(|(_, m)| Adversary::new(*m, keys.clone(), cfg.clone(), seed ^ (i as u64 + 1)));
             let replica = Replica::new(cfg.clone(), ReplicaId(i as u16), keys, service).expect("simulator config is valid");
-            replicas.push(ReplicaNode { replica, crashed: false, byz, journal: vec![(SeqNo(0), Vec::new())] });
+            replicas.push(ReplicaNode { replica, crashed: false, byz, journal: vec![(SeqNo(0), Vec::new())], crashes: Vec::new() });
         }
         let mut clients = Vec::new();
         let mut faulty_clients = Vec::new();
@@ -343,7 +348,15 @@ impl World {
 
     fn handle(&mut self, kind: EventKind) {
         match kind {
-            EventKind::Deliver { to, from, bytes } => self.deliver(to, from, bytes),
+            EventKind::Deliver { to, from, bytes, departs, incarnation } => {
+                if let Addr::Replica(r) = from {
+                    let crashed = self.replicas[r].crashes.get(incarnation as usize);
+                    if crashed.is_some_and(|at| departs > *at) {
+                        return;
+                    }
+                }
+                self.deliver(to, from, bytes)
+            }
             EventKind::Wake(node) => {
                 if self.wake_at.get(&node) == Some(&self.now) {
                     self.wake_at.remove(&node);
@@ -366,7 +379,16 @@ impl World {
                 }
             }
             EventKind::ClientNext(c) => self.client_next(c),
-            EventKind::Crash(r) => self.replicas[r].crashed = true,
+            EventKind::Crash(r) => {
+                let now = self.now;
+                let node = &mut self.replicas[r];
+                node.crashed = true;
+                node.crashes.push(now);
+                // What the disk had not made durable is gone.
+                for (_, segment) in node.journal.iter_mut() {
+                    segment.retain(|(durable_at, _)| *durable_at <= now);
+                }
+            }
             EventKind::Restart(r) => {
                 self.replicas[r].crashed = false;
                 if self.scenario.wiped.contains(&r) {
@@ -436,12 +458,24 @@ impl World {
         let keys = old.keys().clone();
         let service = KvService::new(KvConfig { pages: KV_PAGES });
         let saved = pbft::SavedState { seq, digest, pages };
-        let records: Vec<Record> = self.replicas[r].journal.iter().flat_map(|(_, s)| s.iter().cloned()).collect();
+        let records: Vec<Record> =
+            self.replicas[r].journal.iter().flat_map(|(_, s)| s.iter().map(|(_, record)| record.clone())).collect();
         let (replica, restored) = Replica::recover(self.cfg.clone(), ReplicaId(r as u16), keys, service, saved, records)
             .expect("simulator config is valid");
+        let (before, after) = (self.replicas[r].replica.view(), replica.view());
         self.replicas[r].replica = replica;
         match restored {
-            pbft::Restored::Intact { seq } => self.checkers.on_restored(r, seq),
+            pbft::Restored::Intact { seq } => {
+                self.checkers.on_restored(r, seq);
+                // Unless its journal is off (a deliberate bug), a replica
+                // comes back in the view it was in.
+                if after < before && self.cfg.journaling() {
+                    self.checkers.violate(format!(
+                        "durable log: replica {r} restarted in view {} below the view {} it was in",
+                        after.0, before.0
+                    ));
+                }
+            }
             // The state is untrusted and the log ignored: a new incarnation.
             pbft::Restored::Damaged => {
                 self.replicas[r].journal = vec![(SeqNo(0), Vec::new())];
@@ -515,7 +549,7 @@ impl World {
         let mut byz = self.replicas[i].byz.take();
         let correct = byz.is_none();
         let now = Instant(self.now);
-        pbft::host::carry_out(&mut SimHost { world: self, i, correct }, now, &mut out, byz.as_mut());
+        pbft::host::carry_out(&mut SimHost { world: self, i, correct, hold: 0 }, now, &mut out, byz.as_mut());
         self.replicas[i].byz = byz;
         self.schedule_byz_tick(i);
     }
@@ -534,6 +568,12 @@ impl World {
     /// Puts one datagram on the network: lost, duplicated, delayed, or cut by a
     /// partition, as the scenario says (until the network heals).
     pub(crate) fn transmit(&mut self, from: Addr, to: Addr, bytes: Bytes) {
+        self.transmit_after(from, to, bytes, 0);
+    }
+
+    /// Puts a datagram on the network `hold` microseconds from now (a
+    /// replica's messages wait for its disk).
+    fn transmit_after(&mut self, from: Addr, to: Addr, bytes: Bytes, hold: u64) {
         self.stats.datagrams += 1;
         let healed = self.now >= self.scenario.heal_at_us;
         if !healed {
@@ -551,7 +591,12 @@ impl World {
         for _ in 0..copies {
             let spread = self.scenario.max_delay_us - self.scenario.min_delay_us;
             let delay = self.scenario.min_delay_us + self.rng.below(spread.max(1));
-            self.schedule(self.now + delay, EventKind::Deliver { to, from, bytes: bytes.clone() });
+            let incarnation = match from {
+                Addr::Replica(r) => self.replicas[r].crashes.len() as u64,
+                Addr::Client(_) => 0,
+            };
+            let departs = self.now + hold;
+            self.schedule(departs + delay, EventKind::Deliver { to, from, bytes: bytes.clone(), departs, incarnation });
         }
     }
 
@@ -591,6 +636,8 @@ struct SimHost<'a> {
     i: usize,
     /// Whether the replica is correct: only correct replicas' executions are checked.
     correct: bool,
+    /// How long this turn's datagrams wait for the disk.
+    hold: u64,
 }
 
 impl Host for SimHost<'_> {
@@ -613,11 +660,11 @@ impl Host for SimHost<'_> {
     fn transmit(&mut self, _now: Instant, to: To<Addr>, bytes: Bytes) {
         let from = Addr::Replica(self.i);
         match to {
-            To::One(a) => self.world.transmit(from, a, bytes),
+            To::One(a) => self.world.transmit_after(from, a, bytes, self.hold),
             To::Others => {
                 for k in 0..self.world.others[self.i].len() {
                     let a = self.world.others[self.i][k];
-                    self.world.transmit(from, a, bytes.clone());
+                    self.world.transmit_after(from, a, bytes.clone(), self.hold);
                 }
             }
         }
@@ -627,8 +674,16 @@ impl Host for SimHost<'_> {
         let (w, i) = (&mut *self.world, self.i);
         match effect {
             Effect::Persist(records) => {
+                // Durable once the disk has synced ("power"), or at once
+                // ("process": the page cache outlives the process).
+                let durable_at = w.now + w.scenario.fsync_us;
                 if let Some((_, segment)) = w.replicas[i].journal.last_mut() {
-                    segment.extend(records);
+                    segment.extend(records.into_iter().map(|r| (durable_at, r)));
+                }
+                // The turn's datagrams wait for the sync, unless the
+                // deliberate bug sends them first.
+                if !w.cfg.bugs.send_before_durable {
+                    self.hold = w.scenario.fsync_us;
                 }
             }
             // The state of a stable checkpoint is on disk (the simulator

@@ -170,6 +170,15 @@ fn restarting_without_the_durable_log_forks_the_history() {
     caught("forgetful-restart", Some(Family::Rotating), 0..60, "agreement");
 }
 
+/// Half the cluster-crash runs model `durability = "power"`: a record is
+/// durable only once the disk has synced, and a crash before then loses it.
+/// A host that sends a turn's messages before its records are synced lets a
+/// replica forget what it said, and the history forks.
+#[test]
+fn sending_before_the_records_are_durable_forks_the_history() {
+    caught("send-before-durable", Some(Family::ClusterCrash), 40..80, "agreement");
+}
+
 #[test]
 fn without_bugs_the_same_sweeps_are_clean() {
     // The bug tests above prove something only if the same sweeps pass clean.

@@ -50,6 +50,11 @@ pub struct Bugs {
     /// (caught by agreement, liveness or linearizability when every replica,
     /// or one at a time, restarts from disk).
     pub forgetful_restart: bool,
+    /// The simulated host sends a turn's datagrams before its durable-log
+    /// records are synced (a PREPARE before its batch is on disk): a crash in
+    /// between loses what the replica said (caught by linearizability or
+    /// agreement when the whole cluster loses power).
+    pub send_before_durable: bool,
     /// Not a bug: replicas skip their per-input invariant checks, so that a
     /// test can show that an outcome checker (agreement, liveness, ...)
     /// catches a bug on its own, where an invariant would catch it first.

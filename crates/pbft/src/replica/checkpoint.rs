@@ -83,6 +83,7 @@ impl<S: Service> Replica<S> {
     fn make_stable(&mut self, n: SeqNo, digest: Digest, out: &mut Outbox) {
         assert!(n <= self.executed.last(), "a stable checkpoint is one this replica took");
         self.log.advance_to(n);
+        self.record_view_state();
         self.checkpoints.discard_below(n);
         self.machine.state_mut().discard_checkpoints_before(n);
         self.metrics.checkpoints_stable += 1;

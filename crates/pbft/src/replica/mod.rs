@@ -262,6 +262,19 @@ impl<S: Service> Replica<S> {
         Ok((r, restored))
     }
 
+    /// Records the view again (installed, or the VIEW-CHANGE this replica
+    /// sent for it) when the log advances: the host drops the durable log's
+    /// older segments, and the records of the view change may be in them.
+    fn record_view_state(&mut self) {
+        let view = self.view();
+        if self.view_active() {
+            self.log.record_view(crate::journal::Entry::ViewInstalled { view });
+        } else if let Some(vc) = self.view_changes.msgs.get(&(view, self.id)) {
+            let raw = vc.raw.clone();
+            self.log.record_view(crate::journal::Entry::ViewChangeSent { raw });
+        }
+    }
+
     /// The VIEW-CHANGE this replica sent before a restart: it is in that view
     /// change again, and retransmits it.
     fn replay_view_change(&mut self, raw: Bytes) {
