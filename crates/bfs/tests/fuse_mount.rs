@@ -9,70 +9,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{serial, Bfs};
+use common::{mounted, serial, sh, Bfs, Mount};
 use pbft_node::FaultyMode;
-
-/// A `bfs mount` process; unmounted when dropped.
-struct Mount {
-    child: Child,
-    dir: std::path::PathBuf,
-}
-
-fn mounted(dir: &Path) -> bool {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    mounts.lines().any(|l| l.split_whitespace().nth(1) == dir.to_str())
-}
-
-impl Mount {
-    fn start(config: &Path, dir: &Path) -> Mount {
-        let child = Command::new(env!("CARGO_BIN_EXE_bfs"))
-            .arg("mount")
-            .arg("--config")
-            .arg(config)
-            .arg(dir)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("bfs mount starts");
-        let m = Mount { child, dir: dir.into() };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !mounted(dir) {
-            assert!(Instant::now() < deadline, "not mounted within 20 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        m
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        // SIGINT: bfs mount unmounts and exits.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGINT);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if mounted(&self.dir) {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
-
-fn sh(script: &str) {
-    let out = Command::new("sh").arg("-c").arg(script).output().expect("sh runs");
-    assert!(
-        out.status.success(),
-        "{script}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The source trees copied: about 1.5 MiB in 150 files.
 const TREES: &str = "pbft/src pbft/tests pbft-node/src pbft-sim/src pbft-kv/src pbft-cli/src bfs/src bfs/tests";
