@@ -9,6 +9,7 @@
 
 mod bench;
 mod ganesha;
+mod plot;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
