@@ -61,6 +61,15 @@ impl LocalCluster {
         self.path.with_file_name(format!("replica-{id}.log"))
     }
 
+    /// The process id of each running replica, by replica id.
+    pub fn pids(&self) -> Vec<(u16, u32)> {
+        self.procs
+            .pids()
+            .into_iter()
+            .filter_map(|(name, pid)| Some((name.strip_prefix("replica-")?.parse().ok()?, pid)))
+            .collect()
+    }
+
     fn spawn(&mut self, id: u16) -> Result<(), NodeError> {
         let log = self.log_path(id);
         let mut cmd = replica_command(&self.bin, &self.path, id, Some(&log))?;

@@ -70,10 +70,15 @@ pub struct Bfs {
 
 impl Bfs {
     pub fn start(faulty: Option<(u16, &str)>) -> Bfs {
+        Bfs::start_sized(PAGES, faulty)
+    }
+
+    /// A replicated BFS whose state is `pages` pages of 4 KiB.
+    pub fn start_sized(pages: u64, faulty: Option<(u16, &str)>) -> Bfs {
         let dir = tempfile::tempdir().expect("tempdir");
         let bin = Path::new(env!("CARGO_BIN_EXE_bfs"));
         let faulty = faulty.map(|(id, m)| (id, m.to_string()));
-        let cluster = LocalCluster::start(bin, dir.path(), PAGES, 12, faulty).expect("cluster starts");
+        let cluster = LocalCluster::start(bin, dir.path(), pages, 12, faulty).expect("cluster starts");
         let pool = Pool::of_cluster(&cluster.cluster, (0, 8)).expect("clients");
         let relay = RelayHandle::start(pool, cluster.cluster.config().max_op_bytes);
         Bfs { cluster, relay, dir }
