@@ -6,6 +6,8 @@
 //! by a seed): directories of C files with a header each. The phases: (1)
 //! make the directories, (2) copy the files in, (3) stat every file, (4) read
 //! every byte, (5) compile every file with `cc` on the mount and link them.
+//! It prints the median of each phase and the ratios, and writes them as CSV
+//! and as an SVG plot (`crate::plot`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,9 @@ pub struct AndrewArgs {
     /// Write the figures as CSV here.
     #[arg(long)]
     csv: Option<PathBuf>,
+    /// Draw them as SVG here (default: the CSV's path with .svg).
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// Also run nfs-ganesha (Debian's nfs-ganesha and nfs-ganesha-vfs, and
     /// rpcbind) exporting a tmpfs folder, through the same client.
     #[arg(long)]
@@ -275,8 +280,16 @@ pub fn run(a: AndrewArgs) -> Result<()> {
             println!("{label:<16}{}", ratio.join(""));
         }
     }
-    if let Some(path) = a.csv {
-        std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
+    if let Some(path) = &a.csv {
+        std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = a.plot.clone().or_else(|| a.csv.as_ref().map(|c| c.with_extension("svg"))) {
+        let labels: Vec<&str> = PHASES.iter().copied().chain(["total"]).collect();
+        let series: Vec<crate::plot::Series> =
+            table.iter().map(|(server, times)| crate::plot::Series { server, times }).collect();
+        crate::plot::write_svg(&labels, &series, &path).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
     }
     Ok(())
 }

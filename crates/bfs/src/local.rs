@@ -56,14 +56,30 @@ impl LocalCluster {
         Ok(c)
     }
 
+    /// Where replica `id` writes its log (appended to across restarts).
+    pub fn log_path(&self, id: u16) -> PathBuf {
+        self.path.with_file_name(format!("replica-{id}.log"))
+    }
+
+    /// The process id of each running replica, by replica id.
+    pub fn pids(&self) -> Vec<(u16, u32)> {
+        self.procs
+            .pids()
+            .into_iter()
+            .filter_map(|(name, pid)| Some((name.strip_prefix("replica-")?.parse().ok()?, pid)))
+            .collect()
+    }
+
     fn spawn(&mut self, id: u16) -> Result<(), NodeError> {
-        let log = self.path.with_file_name(format!("replica-{id}.log"));
+        let log = self.log_path(id);
         let mut cmd = replica_command(&self.bin, &self.path, id, Some(&log))?;
         if let Some((_, mode)) = self.faulty.as_ref().filter(|(f, _)| *f == id) {
             cmd.arg("--faulty").arg(mode);
         }
         if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "warn");
+            // Warnings, and the host's few lines on restarts, state transfers
+            // and view changes.
+            cmd.env("RUST_LOG", "warn,pbft_node=info");
         }
         self.procs.spawn(format!("replica-{id}"), cmd)
     }

@@ -9,6 +9,7 @@
 
 mod bench;
 mod ganesha;
+mod plot;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -175,7 +176,9 @@ fn main() -> ExitCode {
     let default_log = if matches!(cli.command, Command::Replica(_)) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // No colour codes when stderr is a file (a replica's log).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
     let result = match cli.command {
         Command::Up(a) => run_up(a),
         Command::Keygen(a) => run_keygen(a),

@@ -1,77 +1,48 @@
 //! `bfs mount` (FUSE) with the tools people use: a real source tree (the
 //! workspace's crates) copied in and out with tar and compared with diff -r
-//! while one replica lies and another is killed with SIGKILL and restarted,
-//! then a small C program compiled and run on the mount.
+//! while one replica lies to clients and another is killed with SIGKILL and
+//! restarted, then a small C program compiled and run on the mount; the same
+//! copy while a replica is killed after it saved a checkpoint and restarts
+//! from its state directory; and while a replica lies to the other replicas
+//! in each of the protocol-level faulty modes.
 
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{serial, Bfs};
-
-/// A `bfs mount` process; unmounted when dropped.
-struct Mount {
-    child: Child,
-    dir: std::path::PathBuf,
-}
-
-fn mounted(dir: &Path) -> bool {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    mounts.lines().any(|l| l.split_whitespace().nth(1) == dir.to_str())
-}
-
-impl Mount {
-    fn start(config: &Path, dir: &Path) -> Mount {
-        let child = Command::new(env!("CARGO_BIN_EXE_bfs"))
-            .arg("mount")
-            .arg("--config")
-            .arg(config)
-            .arg(dir)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("bfs mount starts");
-        let m = Mount { child, dir: dir.into() };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !mounted(dir) {
-            assert!(Instant::now() < deadline, "not mounted within 20 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        m
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        // SIGINT: bfs mount unmounts and exits.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGINT);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if mounted(&self.dir) {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
-
-fn sh(script: &str) {
-    let out = Command::new("sh").arg("-c").arg(script).output().expect("sh runs");
-    assert!(
-        out.status.success(),
-        "{script}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::{mounted, serial, sh, Bfs, Mount};
+use pbft_node::FaultyMode;
 
 /// The source trees copied: about 1.5 MiB in 150 files.
 const TREES: &str = "pbft/src pbft/tests pbft-node/src pbft-sim/src pbft-kv/src pbft-cli/src bfs/src bfs/tests";
+
+/// The workspace's `crates` directory: the source trees' root.
+fn crates_dir() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").display().to_string()
+}
+
+/// Copies the source trees into `m/copy-R` for each of `rounds` rounds, one
+/// `tar | tar` after another, on a thread of its own.
+fn copy_in(m: &Path, rounds: usize) -> std::thread::JoinHandle<()> {
+    let (src, m) = (crates_dir(), m.display().to_string());
+    std::thread::spawn(move || {
+        for r in 0..rounds {
+            sh(&format!("mkdir {m}/copy-{r} && tar -C {src} -cf - {TREES} | tar -C {m}/copy-{r} -xf -"));
+        }
+    })
+}
+
+/// `diff -r` finds every round's copy identical to the source trees.
+fn diff_copies(m: &Path, rounds: usize) {
+    let (src, m) = (crates_dir(), m.display());
+    for r in 0..rounds {
+        for tree in TREES.split(' ') {
+            sh(&format!("diff -r {src}/{tree} {m}/copy-{r}/{tree}"));
+        }
+    }
+}
 
 #[test]
 fn tar_diff_and_cc_on_the_mount_with_a_lying_and_a_killed_replica() {
@@ -80,28 +51,22 @@ fn tar_diff_and_cc_on_the_mount_with_a_lying_and_a_killed_replica() {
     let mnt = bfs.dir.path().join("mnt");
     std::fs::create_dir(&mnt).expect("mount point");
     let mount = Mount::start(&bfs.cluster.path, &mnt);
-    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let (src, m) = (crates.display().to_string(), mnt.display().to_string());
     // The copy in runs while replica 1 is killed and restarted.
-    let copy_in = {
-        let (src, m) = (src.clone(), m.clone());
-        std::thread::spawn(move || sh(&format!("tar -C {src} -cf - {TREES} | tar -C {m} -xf -")))
-    };
+    let copy = copy_in(&mnt, 1);
     std::thread::sleep(Duration::from_millis(150));
-    assert!(!copy_in.is_finished(), "the copy is still going when the replica dies");
+    assert!(!copy.is_finished(), "the copy is still going when the replica dies");
     assert!(bfs.cluster.kill(1), "replica 1 was running");
     std::thread::sleep(Duration::from_millis(700));
     bfs.cluster.restart(1).expect("restart replica 1");
-    copy_in.join().expect("tar in");
+    copy.join().expect("tar in");
     // A fresh mount has no page cache: what diff reads comes from the replicas.
     drop(mount);
     let mount = Mount::start(&bfs.cluster.path, &mnt);
-    for tree in TREES.split(' ') {
-        sh(&format!("diff -r {src}/{tree} {m}/{tree}"));
-    }
+    diff_copies(&mnt, 1);
+    let (src, m) = (crates_dir(), mnt.display().to_string());
     let out = bfs.dir.path().join("out");
     std::fs::create_dir(&out).expect("out");
-    sh(&format!("tar -C {m} -cf - pbft | tar -C {} -xf -", out.display()));
+    sh(&format!("tar -C {m}/copy-0 -cf - pbft | tar -C {} -xf -", out.display()));
     sh(&format!("diff -r {src}/pbft/src {}/pbft/src", out.display()));
     // A small C project that lives on the mount.
     std::fs::create_dir(mnt.join("c")).expect("mkdir c");
@@ -125,4 +90,102 @@ fn tar_diff_and_cc_on_the_mount_with_a_lying_and_a_killed_replica() {
     drop(held);
     drop(mount);
     assert!(!mounted(&mnt), "unmounted");
+}
+
+/// Waits until `ready` holds, or fails after `secs` seconds saying `what`.
+fn wait_for(secs: u64, what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_replica_killed_mid_copy_restarts_from_its_state_directory_and_catches_up() {
+    let _one = serial();
+    let mut bfs = Bfs::start(None);
+    let mnt = bfs.dir.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mount point");
+    let mount = Mount::start(&bfs.cluster.path, &mnt);
+    const ROUNDS: usize = 6;
+    let copy = copy_in(&mnt, ROUNDS);
+    // Replica 1 dies once it has saved a stable checkpoint, so that it has a
+    // state on disk to restart from, and is restarted while the copy goes on.
+    let saved = bfs.cluster.cluster.default_state_dir(1).join("checkpoint");
+    wait_for(60, "replica 1 saves a checkpoint", || saved.exists());
+    assert!(!copy.is_finished(), "the copy is still going when the replica dies");
+    assert!(bfs.cluster.kill(1), "replica 1 was running (SIGKILL)");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!copy.is_finished(), "the copy is still going when the replica restarts");
+    bfs.cluster.restart(1).expect("restart replica 1");
+    copy.join().expect("tar in");
+    let log = std::fs::read_to_string(bfs.cluster.log_path(1)).expect("replica 1's log");
+    assert!(
+        log.contains("restarted from the state on disk") || log.contains("does not match its checkpoint"),
+        "replica 1 restarted from its state directory: {log}"
+    );
+    // Without replica 2, every request needs replica 1: it must have caught up.
+    assert!(bfs.cluster.kill(2), "replica 2 was running");
+    drop(mount);
+    let mount = Mount::start(&bfs.cluster.path, &mnt);
+    diff_copies(&mnt, ROUNDS);
+    std::fs::write(mnt.join("after"), b"written by replicas 0, 1 and 3").expect("write after the restart");
+    drop(mount);
+    let mount = Mount::start(&bfs.cluster.path, &mnt);
+    assert_eq!(std::fs::read(mnt.join("after")).expect("read back"), b"written by replicas 0, 1 and 3");
+    drop(mount);
+}
+
+/// The sum over the replicas other than `faulty` of the metric samples
+/// whose line `is` picks.
+fn honest_sum(bfs: &Bfs, faulty: u16, is: impl Fn(&str) -> bool) -> f64 {
+    let replicas = bfs.cluster.cluster.replicas.iter().filter(|r| r.id.0 != faulty);
+    replicas
+        .filter_map(|r| r.metrics_addr)
+        .map(|a| {
+            let text = pbft_node::metrics::scrape(a, Duration::from_secs(2)).expect("metrics");
+            let samples = text.lines().filter(|l| is(l));
+            samples.filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok()).sum::<f64>()
+        })
+        .sum()
+}
+
+#[test]
+fn tar_and_diff_with_a_replica_lying_to_the_others() {
+    let _one = serial();
+    // Each mode lies in the protocol itself (wrong digests in PREPARE and
+    // COMMIT, wrong state digests in CHECKPOINT, corrupt MACs and messages in
+    // others' names); the forging replica is the primary, which the others
+    // must replace by a view change in the middle of the copy.
+    for (id, mode) in [(1u16, "bad-digest"), (2, "lying-checkpoint"), (0, "forge")] {
+        let bfs = Bfs::start(Some((id, mode)));
+        let mnt = bfs.dir.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mount point");
+        let mount = Mount::start(&bfs.cluster.path, &mnt);
+        copy_in(&mnt, 2).join().unwrap_or_else(|_| panic!("{mode}: tar in"));
+        drop(mount);
+        let mount = Mount::start(&bfs.cluster.path, &mnt);
+        diff_copies(&mnt, 2);
+        drop(mount);
+        // The replica's start-up line names its mode (by name, or as the
+        // FaultyMode value, depending on the host's version).
+        let parsed: FaultyMode = mode.parse().expect("a faulty mode");
+        let log = std::fs::read_to_string(bfs.cluster.log_path(id)).expect("the faulty replica's log");
+        let started = log.lines().find(|l| l.contains("replica started")).unwrap_or_default();
+        assert!(
+            started.contains(mode) || started.contains(&format!("{parsed:?}")),
+            "replica {id} ran as {mode}: {log}"
+        );
+        if mode == "forge" {
+            assert!(
+                honest_sum(&bfs, id, |l| l.starts_with("pbft_dropped_total{") && l.contains("\"bad_mac\"")) > 100.0,
+                "forged messages were dropped"
+            );
+            assert!(
+                honest_sum(&bfs, id, |l| l.starts_with("pbft_view{")) >= 3.0,
+                "the three others left the forger's view 0"
+            );
+        }
+    }
 }
