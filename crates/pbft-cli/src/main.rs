@@ -6,6 +6,7 @@
 mod bench;
 mod bench_faults;
 mod bench_transfer;
+mod chaos;
 mod demo;
 mod kv;
 mod plot;
@@ -42,6 +43,10 @@ enum Command {
     /// Micro-benchmarks (0/0, 4/0, 0/4 KiB, read-write and read-only) against an
     /// unreplicated baseline measured in the same run.
     Bench(bench::BenchArgs),
+    /// Kill replicas with SIGKILL and restart them from their state
+    /// directories, one at a time, under load; then check that the history is
+    /// linearizable and the replicas converge.
+    Chaos(chaos::ChaosArgs),
 }
 
 #[derive(Args)]
@@ -175,6 +180,7 @@ fn main() -> ExitCode {
         Command::Client(a) => run_client(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Chaos(a) => chaos::run(a),
     };
     match result {
         Ok(code) => code,

@@ -272,3 +272,28 @@ fn a_damaged_durable_log_is_said_and_the_replica_catches_up() {
     }
     assert!(procs.exited().is_empty(), "a replica exited\n{}", logs(dir.path()));
 }
+
+/// The chaos command in its short form: replicas killed and restarted one at
+/// a time, the primary often, under load from clients sharing three keys;
+/// the history is linearizable and the replicas converge.
+#[test]
+fn chaos_short_form_is_linearizable_and_converges() {
+    let out = std::process::Command::new(common::BIN)
+        .args(["chaos", "--seconds", "8", "--seed", "3"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run pbft chaos");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "pbft chaos failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("linearizable: every acknowledged write"), "{stdout}");
+    assert!(stdout.contains("converged"), "{stdout}");
+    let kills: u32 = stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "s,")
+        .nth(1)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(0);
+    assert!(kills >= 2, "only {kills} replicas killed:\n{stdout}");
+}

@@ -11,6 +11,7 @@
 //! changes nothing; execution depends only on the operation and the state
 //! (no clock, no randomness, no hash-map iteration order).
 
+pub mod linearizability;
 pub mod model;
 pub mod ops;
 mod store;

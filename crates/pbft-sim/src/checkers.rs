@@ -8,26 +8,19 @@
 //!   it executes tentatively is prepared at that replica;
 //! - exactly-once: no correct replica executes a request twice;
 //! - bounds: no replica's log, queues or tables grow past the configuration;
-//! - linearizability: the correct clients' histories (`linearizability.rs`);
+//! - linearizability: the correct clients' histories (`pbft_kv::linearizability`);
 //! - liveness: every correct client's operations complete after the network heals
 //!   (checked by the world when the run ends).
 
 use std::collections::BTreeMap;
 
 use pbft::{ClientId, Digest, Execution, Replica, SeqNo, Timestamp};
-use pbft_kv::{KvOp, KvResult, KvService};
+use pbft_kv::KvService;
 
 use crate::scenario::Scenario;
 use crate::world::ReplicaNode;
 
-/// One operation of a correct client.
-#[derive(Clone, Debug)]
-pub struct OpRecord {
-    pub client: usize,
-    pub op: KvOp,
-    pub invoke_us: u64,
-    pub complete: Option<(u64, KvResult)>,
-}
+pub use pbft_kv::linearizability::OpRecord;
 
 /// A tentative execution: its sequence number and the requests it executed.
 type TentativeRecord = (SeqNo, Vec<(ClientId, Timestamp)>);
@@ -187,7 +180,7 @@ impl Checkers {
     }
 
     pub fn check_linearizability(&mut self) {
-        if let Err(e) = crate::linearizability::check(&self.history) {
+        if let Err(e) = pbft_kv::linearizability::check(&self.history) {
             self.violate(format!("linearizability: {e}"));
         }
     }

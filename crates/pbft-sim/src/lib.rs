@@ -7,7 +7,6 @@
 
 pub mod byzantine;
 pub mod checkers;
-pub mod linearizability;
 pub mod rng;
 pub mod scenario;
 pub mod workload;

@@ -1,5 +1,6 @@
-//! A linearizability checker for the KV clients' histories (Wing & Gong's search
-//! with memoisation, as in Lowe's and Porcupine's checkers).
+//! A linearizability checker for KV clients' histories, the simulator's and
+//! `pbft chaos`'s (Wing & Gong's search with memoisation, as in Lowe's and
+//! Porcupine's checkers).
 //!
 //! Each correct client runs one operation at a time, so a partial linearization
 //! is a frontier (the next operation of each client) plus the model's state. An
@@ -11,9 +12,17 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 
-use pbft_kv::KvModel;
+use crate::{KvModel, KvOp, KvResult};
 
-use crate::checkers::OpRecord;
+/// One operation of a client: what it asked, when, and what it got (if it
+/// completed). Times are in any one clock's microseconds.
+#[derive(Clone, Debug)]
+pub struct OpRecord {
+    pub client: usize,
+    pub op: KvOp,
+    pub invoke_us: u64,
+    pub complete: Option<(u64, KvResult)>,
+}
 
 /// Largest number of search states explored before giving up (reported as an error).
 const MAX_STATES: usize = 2_000_000;
@@ -101,7 +110,6 @@ impl Search<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pbft_kv::{KvOp, KvResult};
 
     fn op(client: usize, op: KvOp, invoke: u64, resp: Option<(u64, KvResult)>) -> OpRecord {
         OpRecord { client, op, invoke_us: invoke, complete: resp }
