@@ -186,6 +186,31 @@ pub fn run(a: ChaosArgs) -> Result<ExitCode> {
         "chaos: {:.0} s, {kills} replicas killed with SIGKILL and restarted ({primary_kills} of them the primary), {completed} operations completed",
         epoch.elapsed().as_secs_f64()
     );
+    // How long each restart took to read its state and replay its durable
+    // log, from the replicas' own log lines.
+    let mut restarts: Vec<(u64, u64)> = Vec::new();
+    for id in 0..4 {
+        let text = std::fs::read_to_string(run.dir.path().join(format!("replica-{id}.log"))).unwrap_or_default();
+        for line in text.lines().filter(|l| l.contains("its durable log")) {
+            let field = |name: &str| -> Option<u64> {
+                line.split_whitespace().find_map(|w| w.strip_prefix(name)?.parse().ok())
+            };
+            if let (Some(records), Some(ms)) = (field("records="), field("ms=")) {
+                restarts.push((ms, records));
+            }
+        }
+    }
+    restarts.sort();
+    if let (Some(median), Some(max)) = (restarts.get(restarts.len() / 2), restarts.last()) {
+        let most = restarts.iter().map(|(_, r)| *r).max().unwrap_or(0);
+        println!(
+            "restarts: {} from disk, median {} ms, slowest {} ms ({} records); at most {most} records replayed",
+            restarts.len(),
+            median.0,
+            max.0,
+            max.1
+        );
+    }
     match converged {
         Some((view, seq)) => println!("converged {converge_time:.1?} after the faults stopped: view {view}, last executed {seq}"),
         None => println!("did not converge within {CONVERGE:?}"),

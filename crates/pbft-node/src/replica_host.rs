@@ -101,6 +101,7 @@ impl<S: Service> ReplicaHost<S> {
         let transport = Transport::bind(options.bind.unwrap_or(info.addr), &options.faults)?;
         let cfg = cluster.config();
         let durability = cluster.file.protocol.durability;
+        let recovery_started = std::time::Instant::now();
         let mut store = options.state_dir.as_deref().map(Store::open).transpose()?;
         let journal = match (&options.state_dir, durability) {
             (Some(dir), Durability::Process | Durability::Power) => {
@@ -130,6 +131,7 @@ impl<S: Service> ReplicaHost<S> {
                         seq = seq.0,
                         records = count,
                         view = replica.view().0,
+                        ms = recovery_started.elapsed().as_millis() as u64,
                         "restarted from the state on disk and its durable log"
                     ),
                     Restored::Damaged => {
