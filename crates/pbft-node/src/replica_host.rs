@@ -155,6 +155,9 @@ impl<S: Service> ReplicaHost<S> {
             local: ReplicaSnapshot::new(id),
             shared: Arc::new(Mutex::new(ReplicaSnapshot::new(id))),
             durable: match journal {
+                // "process" survives the process being killed: the kernel
+                // keeps what was written, so the saves need not wait for the disk.
+                Some((journal, _, _)) if durability == Durability::Process => store.take().map(|s| (journal, s.without_sync())),
                 Some((journal, _, _)) => store.take().map(|s| (journal, s)),
                 None => None,
             },

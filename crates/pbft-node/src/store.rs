@@ -47,6 +47,10 @@ pub struct Store {
     pages: File,
     /// The checkpoint on disk.
     saved: SeqNo,
+    /// Whether saves wait for the disk (fsync). Without, a save survives the
+    /// process being killed (the kernel keeps what was written, renames stay
+    /// atomic) but not a power loss: what `durability = "process"` promises.
+    sync: bool,
 }
 
 impl Store {
@@ -71,7 +75,7 @@ impl Store {
                 std::io::Error::last_os_error(),
             ));
         }
-        Ok(Store { dir: dir.to_path_buf(), pages, saved: SeqNo(0) })
+        Ok(Store { dir: dir.to_path_buf(), pages, saved: SeqNo(0), sync: true })
     }
 
     fn record_path(&self) -> PathBuf {
@@ -138,7 +142,7 @@ impl Store {
         }
         let delta = self.dir.join("pages.delta");
         let tmp = self.dir.join("pages.delta.tmp");
-        write_delta(&tmp, job).map_err(|source| NodeError::File { path: tmp.clone(), source })?;
+        write_delta(&tmp, job, self.sync).map_err(|source| NodeError::File { path: tmp.clone(), source })?;
         std::fs::rename(&tmp, &delta).map_err(|source| NodeError::File { path: tmp.clone(), source })?;
         self.sync_dir()?;
         let stats = self.apply(job)?;
@@ -175,7 +179,9 @@ impl Store {
             stats.bytes += PAGE_SIZE as u64;
         }
         flush(&mut run, run_start)?;
-        self.pages.sync_data().map_err(|e| NodeError::io("syncing the pages file", e))?;
+        if self.sync {
+            self.pages.sync_data().map_err(|e| NodeError::io("syncing the pages file", e))?;
+        }
         Ok(stats)
     }
 
@@ -184,13 +190,16 @@ impl Store {
         let tmp = self.dir.join("checkpoint.tmp");
         let mut f = File::create(&tmp).map_err(|source| NodeError::File { path: tmp.clone(), source })?;
         f.write_all(&encode_record(seq, digest, num_pages))
-            .and_then(|()| f.sync_all())
+            .and_then(|()| if self.sync { f.sync_all() } else { Ok(()) })
             .map_err(|source| NodeError::File { path: tmp.clone(), source })?;
         std::fs::rename(&tmp, self.record_path()).map_err(|source| NodeError::File { path: tmp, source })?;
         self.sync_dir()
     }
 
     fn sync_dir(&self) -> Result<(), NodeError> {
+        if !self.sync {
+            return Ok(());
+        }
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|source| NodeError::File { path: self.dir.clone(), source })
     }
 
@@ -221,7 +230,7 @@ const DELTA_MAGIC: &[u8; 4] = b"PBDL";
 
 /// `magic | version | seq | digest | num_pages | count | (index, page) * count | check`,
 /// the check the digest of everything before it; written and synced.
-fn write_delta(path: &Path, job: &SaveJob) -> std::io::Result<()> {
+fn write_delta(path: &Path, job: &SaveJob, sync: bool) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::with_capacity(1 << 20, File::create(path)?);
     let mut hasher = blake3::Hasher::new();
     let mut put = |out: &mut std::io::BufWriter<File>, b: &[u8]| -> std::io::Result<()> {
@@ -244,7 +253,10 @@ fn write_delta(path: &Path, job: &SaveJob) -> std::io::Result<()> {
     let check = *hasher.finalize().as_bytes();
     out.write_all(&check)?;
     let f = out.into_inner().map_err(|e| e.into_error())?;
-    f.sync_data()
+    if sync {
+        f.sync_data()?;
+    }
+    Ok(())
 }
 
 fn read_delta(bytes: &[u8]) -> Option<SaveJob> {
@@ -351,6 +363,12 @@ impl Drop for Writer {
 }
 
 impl Store {
+    /// Saves without waiting for the disk (see the `sync` field).
+    pub fn without_sync(mut self) -> Store {
+        self.sync = false;
+        self
+    }
+
     /// The checkpoint on disk (0 if none).
     pub fn saved(&self) -> SeqNo {
         self.saved
@@ -432,7 +450,7 @@ mod tests {
         // The crash: the delta is in place, the pages file half written (page
         // 9 only), the record still names checkpoint 8.
         let job = SaveJob::collect(&s, SeqNo(16), d2, SeqNo(8)).expect("collect");
-        write_delta(&dir.path().join("pages.delta"), &job).expect("delta");
+        write_delta(&dir.path().join("pages.delta"), &job, true).expect("delta");
         store.pages.write_all_at(&s.page(9).expect("page")[..], 9 * PAGE_SIZE as u64).expect("torn");
         drop(store);
         let saved = Store::open(dir.path()).expect("open").load(64).expect("load").expect("saved");
