@@ -10,7 +10,7 @@ mod common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -43,23 +43,20 @@ fn kill_all_at_once(procs: &mut Processes) {
     }
 }
 
-#[test]
-fn every_acknowledged_write_survives_every_replica_killed_at_once() {
-    let deadline = Instant::now() + BUDGET;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = keygen(dir.path(), CLIENTS);
-    let cluster = Cluster::load(&path).expect("cluster");
-    let mut procs = Processes::new();
-    start_all(&mut procs, &path, dir.path(), &cluster);
+/// Clients running checked operations until `stop`, counting them in
+/// `completed`; each returns its model and how many operations it ran.
+struct Load {
+    completed: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    workers: Vec<std::thread::JoinHandle<(KvModel, usize)>>,
+}
 
-    // The clients run until told to stop; each keeps its model, whose state
-    // the final check reads.
+fn load(path: &Path, clients: u32, deadline: Instant) -> Load {
     let completed = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let models: Arc<Mutex<Vec<(u32, KvModel, usize)>>> = Arc::new(Mutex::new(Vec::new()));
-    let workers: Vec<_> = (0..CLIENTS)
+    let workers = (0..clients)
         .map(|id| {
-            let (path, completed, stop, models) = (path.clone(), completed.clone(), stop.clone(), models.clone());
+            let (path, completed, stop) = (path.to_path_buf(), completed.clone(), stop.clone());
             std::thread::spawn(move || {
                 let mut client = open_client(&path, id);
                 let mut model = KvModel::new();
@@ -69,10 +66,25 @@ fn every_acknowledged_write_survives_every_replica_killed_at_once() {
                     completed.fetch_add(1, Ordering::Relaxed);
                     i += 1;
                 }
-                models.lock().expect("models").push((id, model, i));
+                (model, i)
             })
         })
         .collect();
+    Load { completed, stop, workers }
+}
+
+#[test]
+fn every_acknowledged_write_survives_every_replica_killed_at_once() {
+    let deadline = Instant::now() + BUDGET;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = keygen(dir.path(), CLIENTS);
+    let cluster = Cluster::load(&path).expect("cluster");
+    let mut procs = Processes::new();
+    start_all(&mut procs, &path, dir.path(), &cluster);
+
+    // The clients run until told to stop; each returns its model, whose
+    // state the final check reads.
+    let Load { completed, stop, workers } = load(&path, CLIENTS, deadline);
 
     let mut seed = 0x5eed_u64;
     let mut random = move |n: u64| {
@@ -99,9 +111,11 @@ fn every_acknowledged_write_survives_every_replica_killed_at_once() {
     });
     stop.store(true, Ordering::Relaxed);
     let mut failures = Vec::new();
+    let mut models = Vec::new();
     for (id, w) in workers.into_iter().enumerate() {
-        if let Err(panic) = w.join() {
-            failures.push(format!("client {id}: {}", panic_text(&*panic)));
+        match w.join() {
+            Ok(m) => models.push((id as u32, m.0, m.1)),
+            Err(panic) => failures.push(format!("client {id}: {}", panic_text(&*panic))),
         }
     }
     assert!(failures.is_empty(), "{}\n{}", failures.join("\n"), logs(dir.path()));
@@ -111,7 +125,6 @@ fn every_acknowledged_write_survives_every_replica_killed_at_once() {
     // of the last write acknowledged to it.
     let reader = CLIENTS - 1;
     let mut client = open_client(&path, reader);
-    let models = models.lock().expect("models");
     let total: usize = models.iter().map(|(_, _, done)| done).sum();
     for (id, model, done) in models.iter() {
         let mut keys: Vec<Vec<u8>> = (0..(*done).min(64)).filter_map(|i| match operation(*id, i) {
@@ -157,23 +170,7 @@ fn a_restarted_replica_is_back_in_the_current_view_without_a_view_change() {
     let cluster = Cluster::load(&path).expect("cluster");
     let mut procs = Processes::new();
     start_all(&mut procs, &path, dir.path(), &cluster);
-    let completed = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..2u32)
-        .map(|id| {
-            let (path, completed, stop) = (path.clone(), completed.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut client = open_client(&path, id);
-                let mut model = KvModel::new();
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    run_ops(&mut client, &mut model, id, i..i + 1, deadline);
-                    completed.fetch_add(1, Ordering::Relaxed);
-                    i += 1;
-                }
-            })
-        })
-        .collect();
+    let Load { completed, stop, workers } = load(&path, 2, deadline);
     let progress = |more: usize, what: &str| {
         let target = completed.load(Ordering::Relaxed) + more;
         let ok = poll_until(Duration::from_secs(20), || completed.load(Ordering::Relaxed) >= target);

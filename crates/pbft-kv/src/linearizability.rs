@@ -24,7 +24,8 @@ pub struct OpRecord {
     pub complete: Option<(u64, KvResult)>,
 }
 
-/// Largest number of search states explored before giving up (reported as an error).
+/// Fewest search states explored before giving up (reported as an error); a
+/// long history gets 8 per operation.
 const MAX_STATES: usize = 2_000_000;
 
 pub fn check(history: &[OpRecord]) -> Result<(), String> {
@@ -33,13 +34,14 @@ pub fn check(history: &[OpRecord]) -> Result<(), String> {
     for op in history {
         per_client[op.client].push(op);
     }
-    let mut search = Search { per_client, visited: HashSet::new(), deepest: (0, String::new()) };
+    let budget = MAX_STATES.max(8 * history.len());
+    let mut search = Search { per_client, visited: HashSet::new(), deepest: (0, String::new()), budget };
     let mut frontier = vec![0usize; clients];
     if search.dfs(&mut frontier, &KvModel::new()) {
         return Ok(());
     }
-    if search.visited.len() >= MAX_STATES {
-        return Err(format!("search gave up after {MAX_STATES} states"));
+    if search.visited.len() >= search.budget {
+        return Err(format!("search gave up after {} states", search.budget));
     }
     Err(format!("no linearization; longest prefix had {} operations, stuck at: {}", search.deepest.0, search.deepest.1))
 }
@@ -48,6 +50,7 @@ struct Search<'a> {
     per_client: Vec<Vec<&'a OpRecord>>,
     visited: HashSet<u64>,
     deepest: (usize, String),
+    budget: usize,
 }
 
 fn state_key(frontier: &[usize], model: &KvModel) -> u64 {
@@ -64,7 +67,7 @@ impl Search<'_> {
         if done {
             return true;
         }
-        if self.visited.len() >= MAX_STATES || !self.visited.insert(state_key(frontier, model)) {
+        if self.visited.len() >= self.budget || !self.visited.insert(state_key(frontier, model)) {
             return false;
         }
         let depth: usize = frontier.iter().sum();
