@@ -32,6 +32,10 @@ use crate::store::{Store, Writer};
 use crate::time::Clock;
 use crate::transport::Transport;
 
+/// Most datagrams one turn of the loop handles before it carries out what
+/// they produced.
+const MAX_TURN_DATAGRAMS: usize = 32;
+
 /// How often the loop wakes up with nothing to do (to notice a stop request)
 /// and publishes its metrics.
 const HOUSEKEEPING_US: u64 = 100_000;
@@ -247,7 +251,15 @@ impl<S: Service> ReplicaHost<S> {
                 .min();
             let wait = self.clock.until(wake.unwrap_or(next_publish));
             if let Some((bytes, from)) = self.transport.recv(wait)? {
+                // What else has arrived is handled in the same turn: its
+                // records are made durable together (one sync for all) and
+                // its datagrams leave together.
                 self.on_datagram(bytes, from);
+                for _ in 1..MAX_TURN_DATAGRAMS {
+                    let Some((bytes, from)) = self.transport.try_recv()? else { break };
+                    self.on_datagram(bytes, from);
+                }
+                self.carry_out(self.clock.now());
             }
         }
         self.publish();
@@ -275,7 +287,6 @@ impl<S: Service> ReplicaHost<S> {
                 }
             }
         }
-        self.carry_out(now);
     }
 
     /// Carries out the core's effects, in order.

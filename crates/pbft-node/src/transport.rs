@@ -200,6 +200,59 @@ impl Transport {
     }
 }
 
+impl Transport {
+    /// A datagram that has already arrived, without waiting: `None` if
+    /// there is none.
+    pub fn try_recv(&mut self) -> Result<Option<(Bytes, SocketAddr)>, NodeError> {
+        // SAFETY: sockaddr_storage is plain data; all zeros is a valid value.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: the buffer and the address storage are live, writable and
+        // as long as the lengths passed say.
+        let n = unsafe {
+            libc::recvfrom(
+                self.socket.as_raw_fd(),
+                self.buf.as_mut_ptr().cast(),
+                self.buf.len(),
+                libc::MSG_DONTWAIT,
+                (&mut storage as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.kind() {
+                ErrorKind::WouldBlock | ErrorKind::Interrupted | ErrorKind::ConnectionRefused => Ok(None),
+                _ => Err(NodeError::io("receive", e)),
+            };
+        }
+        let Some(from) = socket_addr(&storage) else { return Ok(None) };
+        let n = n as usize;
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += n as u64;
+        Ok(Some((Bytes::copy_from_slice(&self.buf[..n]), from)))
+    }
+}
+
+/// The address a system call filled in, if it is IPv4 or IPv6.
+fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin: &libc::sockaddr_in = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
+            let ip = std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6: &libc::sockaddr_in6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(ip, u16::from_be(sin6.sin6_port), sin6.sin6_flowinfo, sin6.sin6_scope_id)))
+        }
+        _ => None,
+    }
+}
+
 /// A socket address in the form the system calls take.
 struct SockAddr {
     storage: libc::sockaddr_storage,
