@@ -31,6 +31,16 @@ fn start_all(procs: &mut Processes, path: &Path, dir: &Path, cluster: &Cluster) 
     wait_until_up(procs, &metrics, Duration::from_secs(20)).expect("replicas come up");
 }
 
+/// A 4-replica cluster in a temporary directory, its replicas up.
+fn cluster_up() -> (tempfile::TempDir, std::path::PathBuf, Cluster, Processes) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = keygen(dir.path(), CLIENTS);
+    let cluster = Cluster::load(&path).expect("cluster");
+    let mut procs = Processes::new();
+    start_all(&mut procs, &path, dir.path(), &cluster);
+    (dir, path, cluster, procs)
+}
+
 /// SIGKILL to every replica first, then reap them: they die together.
 fn kill_all_at_once(procs: &mut Processes) {
     let pids = procs.pids();
@@ -76,11 +86,7 @@ fn load(path: &Path, clients: u32, deadline: Instant) -> Load {
 #[test]
 fn every_acknowledged_write_survives_every_replica_killed_at_once() {
     let deadline = Instant::now() + BUDGET;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = keygen(dir.path(), CLIENTS);
-    let cluster = Cluster::load(&path).expect("cluster");
-    let mut procs = Processes::new();
-    start_all(&mut procs, &path, dir.path(), &cluster);
+    let (dir, path, cluster, mut procs) = cluster_up();
 
     // The clients run until told to stop; each returns its model, whose
     // state the final check reads.
@@ -165,11 +171,7 @@ fn views_installed(cluster: &Cluster) -> f64 {
 #[test]
 fn a_restarted_replica_is_back_in_the_current_view_without_a_view_change() {
     let deadline = Instant::now() + BUDGET;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = keygen(dir.path(), CLIENTS);
-    let cluster = Cluster::load(&path).expect("cluster");
-    let mut procs = Processes::new();
-    start_all(&mut procs, &path, dir.path(), &cluster);
+    let (dir, path, cluster, mut procs) = cluster_up();
     let Load { completed, stop, workers } = load(&path, 2, deadline);
     let progress = |more: usize, what: &str| {
         let target = completed.load(Ordering::Relaxed) + more;
@@ -233,11 +235,7 @@ fn newest_segment(dir: &Path, id: u16) -> std::path::PathBuf {
 #[test]
 fn a_damaged_durable_log_is_said_and_the_replica_catches_up() {
     let deadline = Instant::now() + BUDGET;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = keygen(dir.path(), CLIENTS);
-    let cluster = Cluster::load(&path).expect("cluster");
-    let mut procs = Processes::new();
-    start_all(&mut procs, &path, dir.path(), &cluster);
+    let (dir, path, cluster, mut procs) = cluster_up();
     let mut client = open_client(&path, 0);
     let mut model = KvModel::new();
     let mut next = 0;
