@@ -134,7 +134,11 @@ pub fn run(a: ChaosArgs) -> Result<ExitCode> {
         kills += 1;
         std::thread::sleep(Duration::from_millis(rng.below(1000)));
         run.spawn_replica(victim, "info", |_, _| {})?;
-        wait_until_up(&mut run.procs, &run.metrics, Duration::from_secs(20))?;
+        if let Err(e) = wait_until_up(&mut run.procs, &run.metrics, Duration::from_secs(20)) {
+            let log = std::fs::read_to_string(run.dir.path().join(format!("replica-{victim}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            anyhow::bail!("{e}; replica {victim}'s log ends:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
     }
     stop.store(true, Ordering::Relaxed);
     let mut client_errors = Vec::new();

@@ -128,13 +128,45 @@ fn ports(spec: &KeygenSpec) -> Result<Vec<(u16, u16)>, NodeError> {
             message: format!("--base-port 0 needs IP addresses of this machine, not {host:?}"),
         })?;
         let any = SocketAddr::new(ip, 0);
-        let udp = UdpSocket::bind(any).map_err(|source| NodeError::Bind { addr: any, source })?;
-        let tcp = TcpListener::bind(any).map_err(|source| NodeError::Bind { addr: any, source })?;
+        let (udp, tcp) = match (below_ephemeral(ip), below_ephemeral(ip)) {
+            (Some(udp), Some(tcp)) => (udp.0, tcp.1),
+            _ => (
+                UdpSocket::bind(any).map_err(|source| NodeError::Bind { addr: any, source })?,
+                TcpListener::bind(any).map_err(|source| NodeError::Bind { addr: any, source })?,
+            ),
+        };
         let port = |a: std::io::Result<SocketAddr>| a.map(|a| a.port()).map_err(|e| NodeError::io("local address", e));
         out.push((port(udp.local_addr())?, port(tcp.local_addr())?));
         held.push((udp, tcp));
     }
     Ok(out)
+}
+
+/// A UDP socket and a TCP listener on one free port below the kernel's
+/// ephemeral range, if one is found. A port the kernel hands out to outgoing
+/// connections could be taken by one while a replica restarts, and the
+/// replica could then not bind it again.
+fn below_ephemeral(ip: std::net::IpAddr) -> Option<(UdpSocket, TcpListener)> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let low: u16 = range.split_whitespace().next()?.parse().ok()?;
+    let (from, to) = (10_000u16, low.checked_sub(1)?);
+    if to <= from {
+        return None;
+    }
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.subsec_nanos() as u64
+        ^ u64::from(std::process::id()) << 20;
+    let mut x = seed | 1;
+    for _ in 0..200 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = from + (x % u64::from(to - from)) as u16;
+        let addr = SocketAddr::new(ip, port);
+        if let (Ok(udp), Ok(tcp)) = (UdpSocket::bind(addr), TcpListener::bind(addr)) {
+            return Some((udp, tcp));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
