@@ -107,7 +107,7 @@ impl<S: Service> ReplicaHost<S> {
         let durability = cluster.file.protocol.durability;
         let recovery_started = std::time::Instant::now();
         let mut store = options.state_dir.as_deref().map(Store::open).transpose()?;
-        let journal = match (&options.state_dir, durability) {
+        let (journal, records) = match (&options.state_dir, durability) {
             (Some(dir), Durability::Process | Durability::Power) => {
                 let (journal, records, found) = Journal::open(dir, durability, cfg.log_window)?;
                 if let Some(why) = &found.damaged {
@@ -115,16 +115,15 @@ impl<S: Service> ReplicaHost<S> {
                 } else if found.torn_tail {
                     tracing::info!("the durable log ends in a record cut short by the crash: dropped (nothing it held was sent)");
                 }
-                Some((journal, records, found))
+                (Some(journal), records)
             }
-            _ => None,
+            _ => (None, Vec::new()),
         };
         let num_pages = Replica::<S>::total_pages(&cfg, &service);
         let saved = store.as_mut().map(|s| s.load(num_pages)).transpose()?.flatten();
         let replica = match (saved, journal.as_ref()) {
             (None, None) => Replica::new(cfg, ReplicaId(id), keys, service)?,
             (saved, _) => {
-                let records = journal.as_ref().map(|(_, r, _)| r.clone()).unwrap_or_default();
                 let count = records.len();
                 let anything = saved.is_some() || count > 0;
                 let saved = saved.unwrap_or_else(|| pbft::SavedState { seq: pbft::SeqNo(0), digest: pbft::Digest::default(), pages: Vec::new() });
@@ -161,8 +160,8 @@ impl<S: Service> ReplicaHost<S> {
             durable: match journal {
                 // "process" survives the process being killed: the kernel
                 // keeps what was written, so the saves need not wait for the disk.
-                Some((journal, _, _)) if durability == Durability::Process => store.take().map(|s| (journal, s.without_sync())),
-                Some((journal, _, _)) => store.take().map(|s| (journal, s)),
+                Some(journal) if durability == Durability::Process => store.take().map(|s| (journal, s.without_sync())),
+                Some(journal) => store.take().map(|s| (journal, s)),
                 None => None,
             },
             writer: store.map(|s| {

@@ -231,15 +231,6 @@ impl Record {
         }
         Ok(Record(entry))
     }
-
-    /// The low water mark this record moves the log to, if it does: where a
-    /// host may start a new journal segment.
-    pub fn advances_to(&self) -> Option<SeqNo> {
-        match self.0 {
-            Entry::AdvanceTo { seq } => Some(seq),
-            _ => None,
-        }
-    }
 }
 
 fn put_u64(w: &mut Vec<u8>, v: u64) {
