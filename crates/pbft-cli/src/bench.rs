@@ -36,9 +36,10 @@ pub struct BenchArgs {
     /// Seconds for each throughput point.
     #[arg(long, default_value_t = 2.0)]
     seconds: f64,
-    /// Client counts of the throughput sweep.
-    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
-    clients: Vec<u32>,
+    /// Client counts of the throughput sweep [default: 1,4,16; for the
+    /// durability scenario 16,64,128, enough to saturate every level].
+    #[arg(long, value_delimiter = ',')]
+    clients: Option<Vec<u32>>,
     /// Where to write the CSV.
     #[arg(long, default_value = "bench-results.csv")]
     csv: PathBuf,
@@ -179,7 +180,18 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
-fn measure(run: &Running, w: &Workload, a: &BenchArgs) -> Result<Figures> {
+impl BenchArgs {
+    /// The client counts to sweep: `--clients`, or the scenario's default.
+    fn client_counts(&self, default: &[u32]) -> Result<Vec<u32>> {
+        let counts = self.clients.clone().unwrap_or_else(|| default.to_vec());
+        anyhow::ensure!(!counts.is_empty() && counts.iter().all(|c| *c >= 1), "--clients needs counts >= 1");
+        Ok(counts)
+    }
+}
+
+/// Latency with one client, then closed-loop throughput with each of
+/// `client_counts` clients; the best point is the saturated throughput.
+fn measure(run: &Running, w: &Workload, a: &BenchArgs, client_counts: &[u32]) -> Result<Figures> {
     let op = op_bytes(w);
     // Latency: one client.
     let mut client = open_client(&run.path, 0)?;
@@ -197,7 +209,7 @@ fn measure(run: &Running, w: &Workload, a: &BenchArgs) -> Result<Figures> {
     drop(client);
     // Throughput: closed-loop clients.
     let pids: Vec<u32> = run.procs.pids().into_iter().map(|(_, p)| p).collect();
-    for &clients in &a.clients {
+    for &clients in client_counts {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let cpu_before = cpu_us(&pids);
         let started = Instant::now();
@@ -251,7 +263,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
 /// median of each round's ratio to "none".
 fn run_durability(a: &BenchArgs) -> Result<()> {
     anyhow::ensure!((1..=100).contains(&a.rounds), "--rounds must be in 1..=100");
-    let max_clients = *a.clients.iter().max().unwrap_or(&1);
+    // Group commit pays off only once batches fill: saturate every level.
+    let counts = a.client_counts(&[16, 64, 128])?;
+    let max_clients = *counts.iter().max().unwrap_or(&1);
     let levels = [Durability::None, Durability::Process, Durability::Power];
     let workloads = [&WORKLOADS[0], &WORKLOADS[2]];
     // figures[round][level][workload]
@@ -262,7 +276,7 @@ fn run_durability(a: &BenchArgs) -> Result<()> {
             let running = start(4, max_clients, level)?;
             let mut per_workload = Vec::new();
             for w in workloads {
-                let fig = measure(&running, w, a).with_context(|| format!("{}, {}", level.name(), w.name))?;
+                let fig = measure(&running, w, a, &counts).with_context(|| format!("{}, {}", level.name(), w.name))?;
                 eprintln!(
                     "  round {round} {:8} {:7} p50 {:7.1} us  {:8.0} ops/s ({} clients)",
                     level.name(),
@@ -310,15 +324,15 @@ fn run_durability(a: &BenchArgs) -> Result<()> {
 
 /// The micro-benchmarks (`--scenario normal`).
 fn run_normal(a: &BenchArgs) -> Result<()> {
-    anyhow::ensure!(!a.clients.is_empty() && a.clients.iter().all(|c| *c >= 1), "--clients needs counts >= 1");
-    let max_clients = *a.clients.iter().max().unwrap_or(&1);
+    let counts = a.client_counts(&[1, 4, 16])?;
+    let max_clients = *counts.iter().max().unwrap_or(&1);
     let mut rows = Vec::new();
     for replicas in [4usize, 1] {
         let label = configuration(replicas);
         let running = start(replicas, max_clients, a.durability)?;
         eprintln!("{label}: {replicas} replica process(es) up ({})", running.dir.path().display());
         for w in &WORKLOADS {
-            let fig = measure(&running, w, a).with_context(|| format!("{label}, {}", w.name))?;
+            let fig = measure(&running, w, a, &counts).with_context(|| format!("{label}, {}", w.name))?;
             eprintln!(
                 "  {:7} p50 {:7.1} us  p99 {:7.1} us  {:8.0} ops/s ({} clients)  {:6.1} us CPU/op",
                 w.name, fig.p50_us, fig.p99_us, fig.ops_per_s, fig.best_clients, fig.cpu_us_per_op

@@ -152,14 +152,23 @@ impl Journal {
         }
     }
 
-    /// Writes what was appended, and syncs it if the durability says so:
-    /// after this the datagrams that depend on it may leave.
-    pub fn sync(&mut self) -> Result<(), NodeError> {
+    /// Writes what was appended, without waiting for the disk: enough for
+    /// records no datagram depends on yet (see [`Record::gates_sends`]); the
+    /// next [`Journal::sync`] makes them durable with the rest.
+    pub fn write(&mut self) -> Result<(), NodeError> {
         if !self.buf.is_empty() {
             self.file.write_all(&self.buf).map_err(|e| io(&self.dir, e))?;
             self.buf.clear();
             self.unsynced = true;
         }
+        Ok(())
+    }
+
+    /// Writes what was appended, and syncs it (and anything written before)
+    /// if the durability says so: after this the datagrams that depend on it
+    /// may leave.
+    pub fn sync(&mut self) -> Result<(), NodeError> {
+        self.write()?;
         if self.unsynced && self.durability == Durability::Power {
             self.file.sync_data().map_err(|e| io(&self.dir, e))?;
         }

@@ -351,9 +351,10 @@ impl<S: Service> Host for ReplicaHost<S> {
         addr
     }
 
-    fn sync(&mut self, _now: Instant) {
+    fn sync(&mut self, _now: Instant, gating: bool) {
         if let Some((journal, _)) = self.durable.as_mut() {
-            if let Err(e) = journal.sync() {
+            let done = if gating { journal.sync() } else { journal.write() };
+            if let Err(e) = done {
                 self.fail(e);
             }
         }

@@ -630,6 +630,10 @@ impl World {
     }
 }
 
+/// When a journal record written but not yet synced becomes durable: never,
+/// unless a later sync covers it.
+const UNSYNCED: u64 = u64::MAX;
+
 /// The simulated network as replica `i`'s host.
 struct SimHost<'a> {
     world: &'a mut World,
@@ -655,7 +659,25 @@ impl Host for SimHost<'_> {
         Some(Addr::Client(c.0 as usize))
     }
 
-    fn sync(&mut self, _now: Instant) {}
+    fn sync(&mut self, _now: Instant, gating: bool) {
+        let w = &mut *self.world;
+        if !gating || w.scenario.fsync_us == 0 {
+            return;
+        }
+        // One fdatasync covers everything written before it, the records
+        // that did not need one included.
+        let durable_at = w.now + w.scenario.fsync_us;
+        for (_, segment) in w.replicas[self.i].journal.iter_mut() {
+            for (at, _) in segment.iter_mut().rev().take_while(|(at, _)| *at == UNSYNCED) {
+                *at = durable_at;
+            }
+        }
+        // The turn's datagrams wait for the sync, unless the deliberate bug
+        // sends them first.
+        if !w.cfg.bugs.send_before_durable {
+            self.hold = w.scenario.fsync_us;
+        }
+    }
 
     fn transmit(&mut self, _now: Instant, to: To<Addr>, bytes: Bytes) {
         let from = Addr::Replica(self.i);
@@ -674,16 +696,12 @@ impl Host for SimHost<'_> {
         let (w, i) = (&mut *self.world, self.i);
         match effect {
             Effect::Persist(records) => {
-                // Durable once the disk has synced ("power"), or at once
-                // ("process": the page cache outlives the process).
-                let durable_at = w.now + w.scenario.fsync_us;
+                // Durable at once under "process" (the page cache outlives
+                // the process); under "power", once a sync covers it (see
+                // `sync`).
+                let durable_at = if w.scenario.fsync_us == 0 { w.now } else { UNSYNCED };
                 if let Some((_, segment)) = w.replicas[i].journal.last_mut() {
                     segment.extend(records.into_iter().map(|r| (durable_at, r)));
-                }
-                // The turn's datagrams wait for the sync, unless the
-                // deliberate bug sends them first.
-                if !w.cfg.bugs.send_before_durable {
-                    self.hold = w.scenario.fsync_us;
                 }
             }
             // The state of a stable checkpoint is on disk (the simulator

@@ -37,14 +37,20 @@ pub trait Host {
     /// for the durable log ([`Effect::Persist`]) and stable checkpoints come
     /// first, before [`Host::sync`].
     fn observe(&mut self, now: Instant, effect: Effect);
-    /// Makes what [`Host::observe`] just took to disk durable, as the host's
-    /// durability setting says: after this, the outbox's datagrams may leave.
-    fn sync(&mut self, now: Instant);
+    /// Writes what [`Host::observe`] just took to disk. When `gating` is set,
+    /// the outbox's datagrams may depend on it: it must be as durable as the
+    /// host's durability setting says before this returns, and they leave
+    /// after. When it is not (every record only [`Record::gates_sends`]
+    /// false), the host may leave it unsynced until a later sync.
+    ///
+    /// [`Record::gates_sends`]: crate::journal::Record::gates_sends
+    fn sync(&mut self, now: Instant, gating: bool);
 }
 
 /// Carries out `out`'s effects at `now`: first what must be on disk before
 /// the replica speaks (records for the durable log, stable checkpoints), then
-/// [`Host::sync`], then the rest in order. A faulty replica's datagrams go
+/// [`Host::sync`] (told whether the datagrams must wait for it), then the rest
+/// in order. A faulty replica's datagrams go
 /// through its `adversary`, which decides what really leaves.
 pub fn carry_out<H: Host>(
     host: &mut H,
@@ -54,11 +60,15 @@ pub fn carry_out<H: Host>(
 ) {
     let durable = |e: &Effect| matches!(e, Effect::Persist(_) | Effect::StableCheckpoint { .. });
     if out.effects.iter().any(durable) {
+        let gating = out.effects.iter().any(|e| match e {
+            Effect::Persist(records) => records.iter().any(|r| r.gates_sends()),
+            e => durable(e),
+        });
         // Taken out in place, the rest left in order: no copy of the outbox.
         for effect in out.effects.extract_if(.., |e| durable(e)) {
             host.observe(now, effect);
         }
-        host.sync(now);
+        host.sync(now, gating);
     }
     for effect in out.drain() {
         let Effect::Send { to, bytes } = effect else {

@@ -91,6 +91,28 @@ pub enum JournalError {
 const MAX_REQUESTS: usize = crate::wire::MAX_LIST;
 
 impl Record {
+    /// Whether a datagram produced with this record may depend on it, so that
+    /// the host must make it durable before that datagram leaves.
+    ///
+    /// Three kinds of record need not wait: a COMMIT received, a slot
+    /// committed, and a batch adopted on 2f+1 COMMITs. Nothing this replica
+    /// says rests on them alone. A COMMIT's sender sent it only once its own
+    /// prepared certificate was durable, so 2f+1 COMMITs leave f+1 correct
+    /// replicas that keep the batch through any crash and any view change;
+    /// a replica that forgets having seen them learns the batch again from
+    /// those replicas, and executes the same batch at the same sequence
+    /// number. Its own COMMIT, PREPARE and pre-prepare, and the certificate
+    /// they rest on, always wait. The host still writes these three kinds
+    /// with the rest of the turn; only the `fdatasync` can come later (the
+    /// next one covers them), which takes one sync per batch off every
+    /// replica's disk under durability "power".
+    pub fn gates_sends(&self) -> bool {
+        !matches!(
+            self.0,
+            Entry::Vote { commit: true, .. } | Entry::Committed { .. } | Entry::AdoptCertified { .. }
+        )
+    }
+
     /// The record's bytes (the host adds its own framing and checksum).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Vec::with_capacity(64);
