@@ -171,6 +171,8 @@ impl ReplicaSnapshot {
         metric("datagrams_sent_total", "counter", "UDP datagrams sent.", t.datagrams_out);
         metric("datagram_bytes_sent_total", "counter", "Bytes of UDP datagrams sent.", t.bytes_out);
         metric("send_errors_total", "counter", "UDP sends that failed.", t.send_errors);
+        metric("receive_calls_total", "counter", "System calls that received datagrams (or found none).", t.receive_calls);
+        metric("send_calls_total", "counter", "System calls that sent datagrams.", t.send_calls);
         metric(
             "replies_without_address_total",
             "counter",

@@ -32,10 +32,6 @@ use crate::store::{Store, Writer};
 use crate::time::Clock;
 use crate::transport::Transport;
 
-/// Most datagrams one turn of the loop handles before it carries out what
-/// they produced.
-const MAX_TURN_DATAGRAMS: usize = 32;
-
 /// How often the loop wakes up with nothing to do (to notice a stop request)
 /// and publishes its metrics.
 const HOUSEKEEPING_US: u64 = 100_000;
@@ -70,6 +66,8 @@ pub struct ReplicaHost<S: Service> {
     arrivals: Vec<Option<(Timestamp, Instant)>>,
     clock: Clock,
     out: Outbox,
+    /// The datagrams of one turn (kept to reuse its allocation).
+    arrived: Vec<(Bytes, SocketAddr)>,
     /// What this replica does wrong on purpose, when it runs a faulty mode.
     adversary: Option<Adversary<SocketAddr>>,
     /// Host-side metrics (histograms, address table); the core's are copied in
@@ -154,6 +152,7 @@ impl<S: Service> ReplicaHost<S> {
             arrivals: vec![None; max_clients],
             clock: Clock::new(),
             out: Outbox::new(),
+            arrived: Vec::with_capacity(crate::transport::RECV_BATCH),
             adversary,
             local: ReplicaSnapshot::new(id),
             shared: Arc::new(Mutex::new(ReplicaSnapshot::new(id))),
@@ -249,17 +248,18 @@ impl<S: Service> ReplicaHost<S> {
                 .flatten()
                 .min();
             let wait = self.clock.until(wake.unwrap_or(next_publish));
-            if let Some((bytes, from)) = self.transport.recv(wait)? {
-                // What else has arrived is handled in the same turn: its
-                // records are made durable together (one sync for all) and
-                // its datagrams leave together.
-                self.on_datagram(bytes, from);
-                for _ in 1..MAX_TURN_DATAGRAMS {
-                    let Some((bytes, from)) = self.transport.try_recv()? else { break };
+            // Everything that has arrived is handled in one turn: its records
+            // are made durable together (one sync for all) and its datagrams
+            // leave together (one sendmmsg).
+            let mut arrived = std::mem::take(&mut self.arrived);
+            self.transport.recv_batch(wait, &mut arrived)?;
+            if !arrived.is_empty() {
+                for (bytes, from) in arrived.drain(..) {
                     self.on_datagram(bytes, from);
                 }
                 self.carry_out(self.clock.now());
             }
+            self.arrived = arrived;
         }
         self.publish();
         tracing::info!(replica = self.replica.id().0, "replica stopped");
@@ -288,13 +288,15 @@ impl<S: Service> ReplicaHost<S> {
         }
     }
 
-    /// Carries out the core's effects, in order.
+    /// Carries out the core's effects, in order; the datagrams leave
+    /// together at the end.
     fn carry_out(&mut self, now: Instant) {
         let mut out = std::mem::take(&mut self.out);
         let mut adversary = self.adversary.take();
         pbft::host::carry_out(self, now, &mut out, adversary.as_mut());
         self.adversary = adversary;
         self.out = out;
+        self.transport.flush();
     }
 
     /// Copies the current metrics into the shared slot.
@@ -365,8 +367,12 @@ impl<S: Service> Host for ReplicaHost<S> {
             return;
         }
         match to {
-            To::Others => self.transport.send_many(now, &self.others, &bytes),
-            To::One(addr) => self.transport.send(now, addr, bytes),
+            To::Others => {
+                for &addr in &self.others {
+                    self.transport.queue(now, addr, bytes.clone());
+                }
+            }
+            To::One(addr) => self.transport.queue(now, addr, bytes),
         }
     }
 

@@ -1,6 +1,11 @@
 //! UDP transport: one socket, blocking reads with a timeout, and the optional
 //! fault layer on the way out.
 //!
+//! A replica's loop takes everything that has arrived in one `recvmmsg`
+//! ([`Transport::recv_batch`]) and sends everything one turn produced in one
+//! `sendmmsg` ([`Transport::queue`], [`Transport::flush`]): system calls per
+//! operation, not per datagram.
+//!
 //! Why plain blocking sockets and no tokio: a node is one thread that waits for
 //! either a datagram or its next deadline, which `recv_from` with a read timeout
 //! does in one system call. Measured on this machine (loopback, 200-byte
@@ -36,7 +41,15 @@ pub struct TransportStats {
     pub datagrams_out: u64,
     pub bytes_out: u64,
     pub send_errors: u64,
+    /// System calls that received (`recvfrom`, `recvmmsg`), including those
+    /// that found nothing.
+    pub receive_calls: u64,
+    /// System calls that sent (`sendto`, `sendmmsg`).
+    pub send_calls: u64,
 }
+
+/// Most datagrams one [`Transport::recv_batch`] takes.
+pub const RECV_BATCH: usize = 32;
 
 /// A UDP socket with an optional fault layer.
 #[derive(Debug)]
@@ -44,7 +57,11 @@ pub struct Transport {
     socket: UdpSocket,
     faults: Option<FaultInjector>,
     buf: Vec<u8>,
+    /// [`RECV_BATCH`] receive buffers for `recvmmsg`, allocated on first use.
+    bufs: Vec<u8>,
     scratch: Vec<Datagram>,
+    /// Datagrams waiting for [`Transport::flush`].
+    queued: Vec<(SocketAddr, Bytes)>,
     stats: TransportStats,
     /// The read timeout last set on the socket: setting it costs a system
     /// call, so it changes only when the wanted one differs.
@@ -63,7 +80,9 @@ impl Transport {
             socket,
             faults,
             buf: vec![0; MAX_DATAGRAM + 1],
+            bufs: Vec::new(),
             scratch: Vec::new(),
+            queued: Vec::new(),
             stats: TransportStats::default(),
             read_timeout: None,
         })
@@ -103,49 +122,80 @@ impl Transport {
     /// Sends one datagram to several addresses (a multicast to the other
     /// replicas) with one `sendmmsg` system call instead of one call each.
     pub fn send_many(&mut self, now: Instant, to: &[SocketAddr], bytes: &Bytes) {
-        if self.faults.is_some() || to.len() < 2 {
-            for addr in to {
-                self.send(now, *addr, bytes.clone());
-            }
-            return;
+        for addr in to {
+            self.queue(now, *addr, bytes.clone());
         }
-        let mut names: Vec<SockAddr> = to.iter().map(|a| SockAddr::from(*a)).collect();
-        let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
+        self.flush();
+    }
+
+    /// Queues a datagram for the next [`Transport::flush`] (the fault layer,
+    /// when on, takes it at once instead: it decides when it leaves).
+    pub fn queue(&mut self, now: Instant, to: SocketAddr, bytes: Bytes) {
+        if self.faults.is_some() {
+            self.send(now, to, bytes);
+        } else {
+            self.queued.push((to, bytes));
+        }
+    }
+
+    /// Sends every queued datagram, in order, with as few `sendmmsg` calls as
+    /// the kernel allows (one, below 1,024 datagrams).
+    pub fn flush(&mut self) {
+        let queued = std::mem::take(&mut self.queued);
+        if queued.len() == 1 {
+            self.send_now(queued[0].0, &queued[0].1);
+        } else if !queued.is_empty() {
+            self.send_queued(&queued);
+        }
+        self.queued = queued;
+        self.queued.clear();
+    }
+
+    fn send_queued(&mut self, queued: &[(SocketAddr, Bytes)]) {
+        let mut names: Vec<SockAddr> = queued.iter().map(|(a, _)| SockAddr::from(*a)).collect();
+        let mut iovs: Vec<libc::iovec> = queued
+            .iter()
+            .map(|(_, b)| libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() })
+            .collect();
         let mut msgs: Vec<libc::mmsghdr> = names
             .iter_mut()
-            .map(|name| {
+            .zip(iovs.iter_mut())
+            .map(|(name, iov)| {
                 // SAFETY: an all-zero msghdr is valid (no name, no data, no control).
                 let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
                 hdr.msg_name = (&mut name.storage as *mut libc::sockaddr_storage).cast();
                 hdr.msg_namelen = name.len;
-                hdr.msg_iov = &mut iov;
+                hdr.msg_iov = iov;
                 hdr.msg_iovlen = 1;
                 libc::mmsghdr { msg_hdr: hdr, msg_len: 0 }
             })
             .collect();
         let mut sent = 0usize;
         while sent < msgs.len() {
+            self.stats.send_calls += 1;
             // SAFETY: every header points at a live sockaddr in `names` and at
-            // `iov`, which points at `bytes`; all outlive the call, and the
-            // kernel only reads them (and writes msg_len).
+            // one iovec in `iovs`, which points at bytes `queued` holds; all
+            // outlive the call, and the kernel only reads them (and writes
+            // msg_len).
             let rc = unsafe {
                 libc::sendmmsg(self.socket.as_raw_fd(), msgs[sent..].as_mut_ptr(), (msgs.len() - sent) as libc::c_uint, 0)
             };
             if rc <= 0 {
                 // Fall back for the rest: each gets its own error accounting.
-                for addr in &to[sent..] {
+                for (addr, bytes) in &queued[sent..] {
                     self.send_now(*addr, bytes);
                 }
                 return;
             }
             let n = rc as usize;
             self.stats.datagrams_out += n as u64;
-            self.stats.bytes_out += (n * bytes.len()) as u64;
+            self.stats.bytes_out += queued[sent..sent + n].iter().map(|(_, b)| b.len() as u64).sum::<u64>();
             sent += n;
         }
     }
 
     fn send_now(&mut self, to: SocketAddr, bytes: &[u8]) {
+        self.stats.send_calls += 1;
         match self.socket.send_to(bytes, to) {
             Ok(_) => {
                 self.stats.datagrams_out += 1;
@@ -174,16 +224,85 @@ impl Transport {
         self.scratch = out;
     }
 
-    /// Waits up to `timeout` for a datagram.
-    pub fn recv(&mut self, timeout: Duration) -> Result<Option<(Bytes, SocketAddr)>, NodeError> {
-        // A zero timeout means "block forever" to the socket API. Timeouts are
-        // rounded up to whole milliseconds (protocol timers are tens of
-        // milliseconds), so that consecutive waits mostly reuse the last one.
+    /// Sets the socket's read timeout to `timeout`, rounded up to whole
+    /// milliseconds (protocol timers are tens of milliseconds), so that
+    /// consecutive waits mostly reuse the last one and cost no system call.
+    fn set_timeout(&mut self, timeout: Duration) -> Result<(), NodeError> {
+        // A zero timeout means "block forever" to the socket API.
         let timeout = Duration::from_millis(timeout.as_micros().div_ceil(1000).max(1) as u64);
         if self.read_timeout != Some(timeout) {
             self.socket.set_read_timeout(Some(timeout)).map_err(|e| NodeError::io("set socket timeout", e))?;
             self.read_timeout = Some(timeout);
         }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for a datagram, then takes it and every other
+    /// one that has arrived, up to [`RECV_BATCH`], in one `recvmmsg`, and
+    /// appends them to `out`. Nothing appended means the wait timed out.
+    pub fn recv_batch(&mut self, timeout: Duration, out: &mut Vec<(Bytes, SocketAddr)>) -> Result<(), NodeError> {
+        self.set_timeout(timeout)?;
+        const SLOT: usize = MAX_DATAGRAM + 1;
+        if self.bufs.is_empty() {
+            self.bufs = vec![0; RECV_BATCH * SLOT];
+        }
+        // SAFETY: sockaddr_storage is plain data; all zeros is a valid value.
+        let mut names: [libc::sockaddr_storage; RECV_BATCH] = unsafe { std::mem::zeroed() };
+        let mut iovs: Vec<libc::iovec> = self
+            .bufs
+            .chunks_exact_mut(SLOT)
+            .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: SLOT })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = names
+            .iter_mut()
+            .zip(iovs.iter_mut())
+            .map(|(name, iov)| {
+                // SAFETY: an all-zero msghdr is valid (no name, no data, no control).
+                let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+                hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+                hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                hdr.msg_iov = iov;
+                hdr.msg_iovlen = 1;
+                libc::mmsghdr { msg_hdr: hdr, msg_len: 0 }
+            })
+            .collect();
+        self.stats.receive_calls += 1;
+        // SAFETY: every header points at a live, writable sockaddr_storage in
+        // `names` and at one iovec in `iovs` over its own SLOT bytes of
+        // `bufs`; all outlive the call. MSG_WAITFORONE: block (up to the read
+        // timeout) for the first datagram only.
+        let rc = unsafe {
+            libc::recvmmsg(
+                self.socket.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                RECV_BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.kind() {
+                ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted => Ok(()),
+                // An ICMP error for an earlier send (a peer that is down): not ours to handle.
+                ErrorKind::ConnectionRefused => Ok(()),
+                _ => Err(NodeError::io("receive", e)),
+            };
+        }
+        for (k, msg) in msgs.iter().take(rc as usize).enumerate() {
+            let n = (msg.msg_len as usize).min(SLOT);
+            let Some(from) = socket_addr(&names[k]) else { continue };
+            self.stats.datagrams_in += 1;
+            self.stats.bytes_in += n as u64;
+            out.push((Bytes::copy_from_slice(&self.bufs[k * SLOT..k * SLOT + n]), from));
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for a datagram.
+    pub fn recv(&mut self, timeout: Duration) -> Result<Option<(Bytes, SocketAddr)>, NodeError> {
+        self.set_timeout(timeout)?;
+        self.stats.receive_calls += 1;
         match self.socket.recv_from(&mut self.buf) {
             Ok((n, from)) => {
                 self.stats.datagrams_in += 1;
@@ -197,40 +316,6 @@ impl Transport {
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => Ok(None),
             Err(e) => Err(NodeError::io("receive", e)),
         }
-    }
-}
-
-impl Transport {
-    /// A datagram that has already arrived, without waiting: `None` if
-    /// there is none.
-    pub fn try_recv(&mut self) -> Result<Option<(Bytes, SocketAddr)>, NodeError> {
-        // SAFETY: sockaddr_storage is plain data; all zeros is a valid value.
-        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        // SAFETY: the buffer and the address storage are live, writable and
-        // as long as the lengths passed say.
-        let n = unsafe {
-            libc::recvfrom(
-                self.socket.as_raw_fd(),
-                self.buf.as_mut_ptr().cast(),
-                self.buf.len(),
-                libc::MSG_DONTWAIT,
-                (&mut storage as *mut libc::sockaddr_storage).cast(),
-                &mut len,
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            return match e.kind() {
-                ErrorKind::WouldBlock | ErrorKind::Interrupted | ErrorKind::ConnectionRefused => Ok(None),
-                _ => Err(NodeError::io("receive", e)),
-            };
-        }
-        let Some(from) = socket_addr(&storage) else { return Ok(None) };
-        let n = n as usize;
-        self.stats.datagrams_in += 1;
-        self.stats.bytes_in += n as u64;
-        Ok(Some((Bytes::copy_from_slice(&self.buf[..n]), from)))
     }
 }
 
@@ -345,6 +430,58 @@ mod tests {
             assert_eq!((&got[..], from), (&b"to all"[..], a.local_addr().expect("addr")));
         }
         assert_eq!(a.stats().datagrams_out, 3);
+    }
+
+    #[test]
+    fn a_turn_leaves_in_one_call_and_arrives_in_one_call() {
+        let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let mut a = Transport::bind(local, &FaultConfig::default()).expect("bind");
+        let mut b = Transport::bind(local, &FaultConfig::default()).expect("bind");
+        let mut c = Transport::bind(local, &FaultConfig::default()).expect("bind");
+        let (b_addr, c_addr) = (b.local_addr().expect("addr"), c.local_addr().expect("addr"));
+        for k in 0..5u8 {
+            a.queue(Instant(0), b_addr, Bytes::from(vec![k; 100 + usize::from(k)]));
+        }
+        a.queue(Instant(0), c_addr, Bytes::from_static(b"to c"));
+        a.flush();
+        assert_eq!((a.stats().send_calls, a.stats().datagrams_out, a.stats().bytes_out), (1, 6, 510 + 4));
+        // Nothing queued: nothing sent, no call.
+        a.flush();
+        assert_eq!(a.stats().send_calls, 1);
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            b.recv_batch(Duration::from_secs(2), &mut got).expect("recv");
+        }
+        let lens: Vec<usize> = got.iter().map(|(d, _)| d.len()).collect();
+        assert_eq!(lens, [100, 101, 102, 103, 104], "in order, each whole");
+        assert!(got.iter().all(|(d, from)| *from == a.local_addr().expect("addr") && d.iter().all(|x| *x == d[0])));
+        assert!(b.stats().receive_calls <= 5);
+        let mut one = Vec::new();
+        c.recv_batch(Duration::from_secs(2), &mut one).expect("recv");
+        assert_eq!(one.len(), 1);
+        assert_eq!(&one[0].0[..], b"to c");
+        // A wait with nothing to take times out empty.
+        let mut none = Vec::new();
+        c.recv_batch(Duration::from_millis(10), &mut none).expect("recv");
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_datagram_above_the_limit_arrives_cut_and_the_next_is_intact() {
+        let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let mut a = Transport::bind(local, &FaultConfig::default()).expect("bind");
+        let mut b = Transport::bind(local, &FaultConfig::default()).expect("bind");
+        let b_addr = b.local_addr().expect("addr");
+        a.queue(Instant(0), b_addr, Bytes::from(vec![7u8; MAX_DATAGRAM + 500]));
+        a.queue(Instant(0), b_addr, Bytes::from_static(b"next"));
+        a.flush();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            b.recv_batch(Duration::from_secs(2), &mut got).expect("recv");
+        }
+        // One byte over the limit is kept, so the codec sees it is too long.
+        assert_eq!(got[0].0.len(), MAX_DATAGRAM + 1);
+        assert_eq!(&got[1].0[..], b"next");
     }
 
     #[test]
