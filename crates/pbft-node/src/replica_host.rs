@@ -372,6 +372,9 @@ impl<S: Service> Host for ReplicaHost<S> {
                     self.transport.queue(now, addr, bytes.clone());
                 }
             }
+            // A reply (or anything else to a client) is what someone waits
+            // for: it leaves before the turn's messages to replicas.
+            To::One(addr) if !self.peers.contains(&addr) => self.transport.queue_first(now, addr, bytes),
             To::One(addr) => self.transport.queue(now, addr, bytes),
         }
     }
