@@ -8,6 +8,10 @@
 //! every byte, (5) compile every file with `cc` on the mount and link them.
 //! It prints the median of each phase and the ratios, and writes them as CSV
 //! and as an SVG plot (`crate::plot`).
+//!
+//! With `--postmark`, Debian's `postmark` (small-file metadata load: files
+//! created, read, appended to and deleted in a random mix) runs on the same
+//! mount after the five phases, timed on its own.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,9 +48,54 @@ pub struct AndrewArgs {
     /// rpcbind) exporting a tmpfs folder, through the same client.
     #[arg(long)]
     ganesha: bool,
+    /// Also run `postmark` (Debian's) on each mount after the five phases:
+    /// --postmark-files files of 500 B to 10 KB, --postmark-transactions
+    /// transactions.
+    #[arg(long)]
+    postmark: bool,
+    #[arg(long, default_value_t = 1000)]
+    postmark_files: usize,
+    #[arg(long, default_value_t = 2000)]
+    postmark_transactions: usize,
+}
+
+/// The postmark settings, if it runs.
+#[derive(Clone, Copy)]
+struct Postmark {
+    files: usize,
+    transactions: usize,
 }
 
 const PHASES: [&str; 5] = ["mkdir", "copy", "stat", "read", "compile"];
+
+/// One run on one server: the five phases, and postmark's time (zero when
+/// it does not run).
+type Times = [Duration; 6];
+
+/// Runs postmark in `dir` (a fresh folder of the mount): its elapsed time.
+/// A failure, or a summary without its last line, is an error.
+fn postmark(dir: &Path, p: Postmark) -> Result<Duration> {
+    std::fs::create_dir(dir).with_context(|| format!("mkdir {}", dir.display()))?;
+    let script = format!(
+        "set location {}\nset number {}\nset transactions {}\nset size 500 10000\nset seed 42\nrun\nquit\n",
+        dir.display(),
+        p.files,
+        p.transactions
+    );
+    let config = dir.with_extension("pmrc");
+    std::fs::write(&config, script).with_context(|| format!("writing {}", config.display()))?;
+    let started = Instant::now();
+    let out = Command::new("postmark")
+        .arg(&config)
+        .output()
+        .context("running postmark (Debian's `postmark` package; install it or leave out --postmark)")?;
+    let elapsed = started.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.contains("kilobytes written") {
+        bail!("postmark failed ({}): {}{}", out.status, text, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(elapsed)
+}
 
 /// The generated tree: (relative path, content); directories first.
 fn tree(a: &AndrewArgs) -> (Vec<String>, Vec<(String, String)>) {
@@ -154,7 +203,8 @@ fn on_mount(
     name: &str,
     dirs: &[String],
     files: &[(String, String)],
-) -> Result<[Duration; 5]> {
+    pm: Option<Postmark>,
+) -> Result<Times> {
     let dir = base.join(format!("mnt-{name}"));
     std::fs::create_dir_all(&dir)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -167,7 +217,13 @@ fn on_mount(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let r = andrew(&dir, dirs, files);
+    let r = andrew(&dir, dirs, files).and_then(|[a, b, c, d, e]| {
+        let p = match pm {
+            Some(pm) => postmark(&dir.join("postmark"), pm)?,
+            None => Duration::ZERO,
+        };
+        Ok([a, b, c, d, e, p])
+    });
     stop.store(true, Ordering::Relaxed);
     let _ = thread.join();
     r
@@ -221,7 +277,9 @@ pub fn run(a: AndrewArgs) -> Result<()> {
     eprintln!("tree: {} directories, {} files, {} KiB; {} runs each", dirs.len(), files.len(), bytes / 1024, a.runs);
     let temp = tempfile::tempdir()?;
     let bin = std::env::current_exe()?;
-    let mut results: Vec<(&str, Vec<[Duration; 5]>)> = vec![("bfs", Vec::new()), ("no-replication", Vec::new())];
+    let pm = a.postmark.then_some(Postmark { files: a.postmark_files, transactions: a.postmark_transactions });
+    anyhow::ensure!(!a.postmark || (a.postmark_files >= 1 && a.postmark_transactions >= 1), "postmark needs files and transactions");
+    let mut results: Vec<(&str, Vec<Times>)> = vec![("bfs", Vec::new()), ("no-replication", Vec::new())];
     if a.ganesha {
         results.push(("nfs-ganesha", Vec::new()));
     }
@@ -232,19 +290,22 @@ pub fn run(a: AndrewArgs) -> Result<()> {
         let cluster = LocalCluster::start(&bin, &base, 1 << 18, 8, None)?;
         let relay =
             RelayThread::start(Pool::of_cluster(&cluster.cluster, (0, 8))?, cluster.cluster.config().max_op_bytes)?;
-        results[0].1.push(on_mount(nfs_fs(relay.addr, relay.addr, "/")?, &base, "bfs", &dirs, &files)?);
+        results[0].1.push(on_mount(nfs_fs(relay.addr, relay.addr, "/")?, &base, "bfs", &dirs, &files, pm)?);
         drop(relay);
         drop(cluster);
         let relay = RelayThread::start(Pool::local(1 << 18)?, usize::MAX)?;
-        results[1].1.push(on_mount(nfs_fs(relay.addr, relay.addr, "/")?, &base, "local", &dirs, &files)?);
+        results[1].1.push(on_mount(nfs_fs(relay.addr, relay.addr, "/")?, &base, "local", &dirs, &files, pm)?);
         drop(relay);
         if a.ganesha {
             let g = crate::ganesha::Ganesha::start(&base)?;
-            let r = on_mount(nfs_fs(g.nfs, g.mount, &g.export)?, &base, "ganesha", &dirs, &files);
+            let r = on_mount(nfs_fs(g.nfs, g.mount, &g.export)?, &base, "ganesha", &dirs, &files, pm);
             drop(g);
             results[2].1.push(r?);
         }
     }
+    // Per server: the five phases' medians, the median total, and postmark's
+    // median when it ran.
+    let columns = if pm.is_some() { 7 } else { 6 };
     let table: Vec<(&str, Vec<Duration>)> = results
         .iter()
         .map(|(name, runs)| {
@@ -252,16 +313,22 @@ pub fn run(a: AndrewArgs) -> Result<()> {
                 *name,
                 (0..5)
                     .map(|p| median(runs.iter().map(|r| r[p]).collect()))
-                    .chain([median(runs.iter().map(|r| r.iter().sum()).collect())])
+                    .chain([median(runs.iter().map(|r| r[..5].iter().sum()).collect())])
+                    .chain([median(runs.iter().map(|r| r[5]).collect())])
+                    .take(columns)
                     .collect(),
             )
         })
         .collect();
-    println!(
-        "{:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
-        "server", PHASES[0], PHASES[1], PHASES[2], PHASES[3], PHASES[4], "total"
-    );
-    let mut csv = String::from("server,mkdir_s,copy_s,stat_s,read_s,compile_s,total_s\n");
+    let labels: Vec<&str> = PHASES.iter().copied().chain(["total", "postmark"]).take(columns).collect();
+    print!("{:<16}", "server");
+    let mut csv = String::from("server");
+    for l in &labels {
+        print!("{l:>10}");
+        csv.push_str(&format!(",{l}_s"));
+    }
+    println!();
+    csv.push('\n');
     for (name, t) in &table {
         print!("{name:<16}");
         csv.push_str(name);
@@ -274,7 +341,7 @@ pub fn run(a: AndrewArgs) -> Result<()> {
     }
     for (k, label) in [(1, "bfs / no-repl"), (2, "bfs / ganesha")] {
         if let Some((_, base)) = table.get(k) {
-            let ratio: Vec<String> = (0..6)
+            let ratio: Vec<String> = (0..columns)
                 .map(|i| format!("{:>10.2}", table[0].1[i].as_secs_f64() / base[i].as_secs_f64().max(1e-9)))
                 .collect();
             println!("{label:<16}{}", ratio.join(""));
@@ -285,7 +352,6 @@ pub fn run(a: AndrewArgs) -> Result<()> {
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = a.plot.clone().or_else(|| a.csv.as_ref().map(|c| c.with_extension("svg"))) {
-        let labels: Vec<&str> = PHASES.iter().copied().chain(["total"]).collect();
         let series: Vec<crate::plot::Series> =
             table.iter().map(|(server, times)| crate::plot::Series { server, times }).collect();
         crate::plot::write_svg(&labels, &series, &path).with_context(|| format!("writing {}", path.display()))?;
