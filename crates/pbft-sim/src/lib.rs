@@ -138,6 +138,24 @@ pub fn sweep(range: std::ops::Range<u64>, family: Option<Family>, bugs: Bugs, th
     v
 }
 
+/// Every name [`bug_by_name`] knows, "none" first.
+pub const BUG_NAMES: [&str; 14] = [
+    "none",
+    "skip-mac-check",
+    "execute-twice",
+    "weak-reply-certificate",
+    "unbounded-request-queue",
+    "no-status",
+    "commit-quorum-2f",
+    "execute-before-prepared",
+    "new-view-drops-prepared",
+    "new-view-skips-a2",
+    "view-change-without-acks",
+    "low-water-mark-moves-back",
+    "forgetful-restart",
+    "send-before-durable",
+];
+
 /// The deliberate bugs by name, for the command line and the tests.
 pub fn bug_by_name(name: &str) -> Option<Bugs> {
     let mut b = Bugs::default();

@@ -21,15 +21,11 @@ struct Args {
     /// Sweep a range of seeds, A..B (B excluded).
     #[arg(long)]
     seeds: Option<String>,
-    /// Scenario family (clean, lossy, partitions, crashes, byzantine, faulty-clients, mixed,
-    /// primaries);
-    /// by default each seed picks one.
-    #[arg(long)]
+    /// Scenario family; by default each seed picks one.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Family::ALL.map(Family::name)))]
     family: Option<String>,
-    /// Switch on a deliberate protocol bug (skip-mac-check, execute-twice,
-    /// weak-reply-certificate, unbounded-request-queue, no-status, commit-quorum-2f,
-    /// execute-before-prepared, new-view-drops-prepared, new-view-skips-a2, view-change-without-acks).
-    #[arg(long, default_value = "none")]
+    /// Switch on a deliberate protocol bug.
+    #[arg(long, default_value = "none", value_parser = clap::builder::PossibleValuesParser::new(pbft_sim::BUG_NAMES))]
     bug: String,
     /// Threads for a sweep (default: all cores).
     #[arg(long)]

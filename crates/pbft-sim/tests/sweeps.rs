@@ -195,3 +195,14 @@ fn without_bugs_the_same_sweeps_are_clean() {
         assert!(failed.is_empty(), "{}: {failed}", family.name());
     }
 }
+
+/// The command line lists exactly the bugs there are: each name switches one
+/// on, a different one each, and "none" none.
+#[test]
+fn every_bug_name_switches_on_its_own_bug() {
+    let all: Vec<String> = pbft_sim::BUG_NAMES.iter().map(|n| format!("{:?}", bug_by_name(n).expect("known bug"))).collect();
+    assert_eq!(all[0], format!("{:?}", Bugs::default()));
+    let distinct: std::collections::HashSet<&String> = all.iter().collect();
+    assert_eq!(distinct.len(), all.len(), "two names switch on the same bug");
+    assert!(bug_by_name("no-such-bug").is_none());
+}
