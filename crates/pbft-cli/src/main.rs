@@ -64,6 +64,10 @@ struct KeygenArgs {
     /// Number of clients.
     #[arg(long, default_value_t = 4)]
     clients: u32,
+    /// Serve each replica's metrics on its host's address, readable by anyone
+    /// who can reach it, instead of on that host's loopback address.
+    #[arg(long)]
+    public_metrics: bool,
     /// Directory to write (created if missing; an existing cluster is never overwritten).
     #[arg(long)]
     out: PathBuf,
@@ -197,6 +201,7 @@ fn run_keygen(a: KeygenArgs) -> Result<ExitCode> {
         hosts: a.hosts,
         base_port: a.base_port,
         clients: a.clients,
+        public_metrics: a.public_metrics,
         ..KeygenSpec::local(4, 1)
     };
     let path = keygen(&spec, &a.out)?;

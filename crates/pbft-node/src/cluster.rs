@@ -139,6 +139,9 @@ pub struct ReplicaEntry {
     /// "ip:port" (or "host:port") of the replica's UDP socket.
     pub addr: String,
     /// Where the replica serves Prometheus metrics over HTTP, if anywhere.
+    /// `keygen` puts it on the loopback address of the replica's host, so
+    /// that only that host can read it; an address others can reach here
+    /// exposes the metrics to them (see the README for what they show).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_addr: Option<String>,
     /// X25519 public key, 64 hex digits.
