@@ -9,6 +9,7 @@ mod bench_transfer;
 mod chaos;
 mod demo;
 mod kv;
+mod local;
 mod plot;
 
 use std::path::PathBuf;
