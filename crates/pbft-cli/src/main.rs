@@ -11,6 +11,7 @@ mod demo;
 mod kv;
 mod local;
 mod plot;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,9 @@ enum Command {
     Client(ClientArgs),
     /// Start 4 replicas on 127.0.0.1, run a workload, print throughput and latency.
     Demo(demo::DemoArgs),
+    /// One table of the cluster from each replica's metrics, and a verdict;
+    /// the exit status is non-zero when the cluster cannot serve.
+    Status(status::StatusArgs),
     /// Micro-benchmarks (0/0, 4/0, 0/4 KiB, read-write and read-only) against an
     /// unreplicated baseline measured in the same run.
     Bench(bench::BenchArgs),
@@ -184,6 +188,7 @@ fn main() -> ExitCode {
         Command::Replica(a) => run_replica(a),
         Command::Client(a) => run_client(a),
         Command::Demo(a) => demo::run(a),
+        Command::Status(a) => status::run(a),
         Command::Bench(a) => bench::run(a).map(|()| ExitCode::SUCCESS),
         Command::Chaos(a) => chaos::run(a),
     };
