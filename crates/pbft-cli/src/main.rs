@@ -8,6 +8,7 @@ mod bench_faults;
 mod bench_transfer;
 mod chaos;
 mod demo;
+mod demo_show;
 mod kv;
 mod local;
 mod plot;
@@ -40,7 +41,8 @@ enum Command {
     Replica(ReplicaArgs),
     /// Run one key-value operation against the cluster and print its result.
     Client(ClientArgs),
-    /// Start 4 replicas on 127.0.0.1, run a workload, print throughput and latency.
+    /// Start 4 replicas on 127.0.0.1 and clients; while the clients keep
+    /// going, make a backup lie, kill the primary, wipe a replica; show it live.
     Demo(demo::DemoArgs),
     /// One table of the cluster from each replica's metrics, and a verdict;
     /// the exit status is non-zero when the cluster cannot serve.
