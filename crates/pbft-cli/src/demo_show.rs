@@ -426,7 +426,7 @@ impl Show {
                 let state = replica_state(t, roles[id]);
                 let executed = t.last.as_ref().map_or("-".to_string(), |r| thousands(r.last_executed));
                 let label = if id == 0 { format!("view {view:<4}") } else { " ".repeat(9) };
-                format!("{label}replica {id}  {state:<30} executed {executed}")
+                format!("{label}replica {id}  {state:<31} executed {executed}")
             })
             .collect();
         self.display.draw(self.secs(), self.seconds, &load, &lines);
@@ -543,7 +543,7 @@ fn replica_state(t: &Track, role: Role) -> String {
     match (t.mode, role) {
         (Mode::Killed, _) => "down: killed with SIGKILL".into(),
         (_, Role::Unreachable) => "starting".into(),
-        (_, Role::FetchingState) => format!("fetching state: {} pages", fetching.unwrap_or(0)),
+        (_, Role::FetchingState) => format!("fetching state: {} pages", thousands(fetching.unwrap_or(0))),
         (_, Role::ChangingView) => {
             format!("changing view to {}", t.last.as_ref().map_or(0, |r| r.view))
         }
@@ -615,6 +615,9 @@ impl Display {
         self.header.finish();
         for bar in &self.lines {
             bar.finish();
+        }
+        if !self.multi.is_hidden() {
+            eprintln!();
         }
     }
 }
@@ -739,7 +742,7 @@ fn summary(show: &Show, t: &Tally, elapsed: Duration) {
     let whom: Vec<String> = by.iter().map(|(id, p)| format!("replica {id}: {}", thousands(*p))).collect();
     let detail = if whom.is_empty() { String::new() } else { format!(" ({})", whom.join(", ")) };
     println!("pages transferred: {}{detail}", thousands(pages));
-    println!("cluster at the end: {}", show.verdict);
+    println!("final state:       {}", show.verdict);
     if let Some(f) = &t.failure {
         println!("client failure:    {f}");
     }

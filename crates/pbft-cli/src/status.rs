@@ -117,14 +117,15 @@ pub(crate) fn verdict(f: usize, log_window: u64, rows: &[Row]) -> Verdict {
         .map(|(row, role)| format!("replica {} {}", row.id, role.text()))
         .collect();
     let in_view = view.map_or(String::new(), |v| format!(" in view {v}"));
+    let plural = |k: usize| if k == 1 { "failure" } else { "failures" };
     let text = if serving == n {
-        format!("healthy: all {n} replicas serve{in_view}; {f} more failure(s) tolerated")
+        format!("healthy: all {n} replicas serve{in_view}; tolerates {f} {}", plural(f))
     } else if serving >= quorum {
         let spare = f.saturating_sub(n - serving);
         let margin = if spare == 0 {
             "one more failure stops the service".to_string()
         } else {
-            format!("{spare} more failure(s) tolerated")
+            format!("tolerates {spare} more {}", plural(spare))
         };
         format!("degraded: {}; {serving} of {n} serve{in_view}; {margin}", out.join(", "))
     } else {
@@ -317,7 +318,7 @@ mod tests {
         // f = 2: one down leaves one more failure to spare.
         let rows: Vec<Row> = (0..7).map(|id| if id == 4 { down(id) } else { up(id, 0, 50) }).collect();
         let v = verdict(2, 256, &rows);
-        assert!(v.can_serve && v.text.ends_with("1 more failure(s) tolerated"), "{}", v.text);
+        assert!(v.can_serve && v.text.ends_with("; tolerates 1 more failure"), "{}", v.text);
 
         let v = verdict(1, 256, &[up(0, 0, 1000), up(1, 0, 1000), up(2, 0, 100), up(3, 3, 1000)]);
         assert_eq!(v.roles[2..], [Role::Behind, Role::OtherView]);
