@@ -9,6 +9,7 @@ mod bench_transfer;
 mod chaos;
 mod demo;
 mod demo_show;
+mod demo_tally;
 mod kv;
 mod local;
 mod plot;
