@@ -118,6 +118,21 @@ fn status_judges_the_cluster_and_its_exit_code_says_if_it_can_serve() {
         "{out}"
     );
 
+    // Something else answers on replica 3's metrics port: garbage is shown
+    // as what it is, without a panic.
+    let cluster = pbft_node::Cluster::load(&path).expect("cluster");
+    let junk = std::net::TcpListener::bind(common::metrics_addr(&cluster, 3)).expect("bind replica 3's metrics port");
+    std::thread::spawn(move || {
+        for mut stream in junk.incoming().flatten() {
+            use std::io::{Read, Write};
+            let _ = stream.read(&mut [0u8; 512]);
+            let _ = stream.write_all(b"HTTP/1.0 200 OK\r\n\r\n<html>not metrics</html>");
+        }
+    });
+    let (code, out, err) = status();
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("replica 3: metrics at 127.0.0.1:") && out.contains("not a replica's metrics"), "{out}");
+
     assert!(procs.kill("replica-2"));
     let (code, out, _) = status();
     assert_eq!(code, Some(1), "{out}");
