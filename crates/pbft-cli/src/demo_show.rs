@@ -184,7 +184,7 @@ impl Show {
                     Mode::Killed => Err("killed".to_string()),
                     _ => self.run.read(id).ok_or_else(|| "no answer".to_string()),
                 };
-                Row { id, addr: self.run.metrics[id as usize], reading }
+                Row { id, addr: self.cluster.replicas[id as usize].addr, reading }
             })
             .collect();
         let v = verdict(1, u64::MAX, &cluster_rows);
@@ -329,7 +329,8 @@ impl Show {
         // A wiped replica fetches its state only once the others have
         // collected the log before a stable checkpoint.
         let checkpointed = |s: &Show| s.tracks.iter().filter_map(|t| t.last.as_ref()).all(|r| r.low_water_mark > 0);
-        self.wait(hold(1.5), &format!("replica {liar} catching up"), |s| s.caught_up(liar) && checkpointed(s))?;
+        let what = format!("replica {liar} catching up (and a stable checkpoint)");
+        self.wait(hold(1.5), &what, |s| s.caught_up(liar) && checkpointed(s))?;
 
         // A wiped replica comes back in view 0: wiped before the view
         // change, it rejoins the view the others are in.
