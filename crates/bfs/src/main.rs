@@ -118,6 +118,10 @@ struct KeygenArgs {
     clients: u32,
     #[arg(long, default_value_t = 1 << 18)]
     pages: u64,
+    /// Serve each replica's metrics on its host's address, readable by anyone
+    /// who can reach it, instead of on that host's loopback address.
+    #[arg(long)]
+    public_metrics: bool,
 }
 
 fn parse_faulty(s: &str) -> Result<(u16, FaultyMode), String> {
@@ -202,6 +206,7 @@ fn run_keygen(a: KeygenArgs) -> Result<()> {
         hosts: a.hosts,
         base_port: a.base_port,
         clients: a.clients,
+        public_metrics: a.public_metrics,
         protocol: bfs::local::bfs_protocol(),
         service: ServiceParams { bfs_pages: a.pages, ..ServiceParams::default() },
     };

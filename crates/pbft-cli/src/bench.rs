@@ -23,8 +23,7 @@
 //! change after the primary is killed, a slow primary, state transfer (see
 //! `bench_faults`).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,10 +31,10 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use clap::Args;
 use pbft_kv::KvOp;
-use pbft_node::keygen::{keygen, KeygenSpec};
-use pbft_node::launcher::{replica_command, wait_until_up, Processes};
 use pbft_node::journal::Durability;
-use pbft_node::{ClientOptions, Cluster, ClusterClient};
+use pbft_node::keygen::KeygenSpec;
+
+use crate::local::{open_client, start_with, Running};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -117,56 +116,10 @@ pub fn configuration(replicas: usize) -> String {
     }
 }
 
-/// A running cluster of replica processes.
-pub(crate) struct Running {
-    pub(crate) dir: tempfile::TempDir,
-    pub(crate) path: PathBuf,
-    pub(crate) procs: Processes,
-    /// Metrics address of each replica, by id.
-    pub(crate) metrics: Vec<std::net::SocketAddr>,
-}
-
 fn start(replicas: usize, clients: u32, durability: Durability) -> Result<Running> {
     let mut spec = KeygenSpec::local(replicas, clients);
     spec.protocol.durability = durability;
     start_with(&spec, "warn", |_, _| {})
-}
-
-/// Generates the cluster `spec` in a temporary directory and starts its
-/// replicas with `RUST_LOG=rust_log`, each command first passed to `adjust`
-/// (to add arguments), and waits until every replica answers.
-pub(crate) fn start_with(spec: &KeygenSpec, rust_log: &str, adjust: impl Fn(u16, &mut Command)) -> Result<Running> {
-    let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let path = keygen(spec, dir.path())?;
-    let cluster = Cluster::load(&path)?;
-    let metrics: Vec<_> = cluster.replicas.iter().filter_map(|r| r.metrics_addr).collect();
-    let mut run = Running { dir, path, procs: Processes::new(), metrics };
-    for id in 0..spec.replicas as u16 {
-        run.spawn_replica(id, rust_log, &adjust)?;
-    }
-    wait_until_up(&mut run.procs, &run.metrics, Duration::from_secs(10))?;
-    Ok(run)
-}
-
-impl Running {
-    /// Starts replica `id` as process `replica-ID`, its log appended to
-    /// `replica-ID.log` in the cluster directory. Must be called from the
-    /// thread that owns the cluster: the child dies with the thread that
-    /// starts it.
-    pub(crate) fn spawn_replica(&mut self, id: u16, rust_log: &str, adjust: impl Fn(u16, &mut Command)) -> Result<()> {
-        let bin = std::env::current_exe().context("finding the pbft executable")?;
-        let mut cmd = replica_command(&bin, &self.path, id, Some(&self.dir.path().join(format!("replica-{id}.log"))))?;
-        cmd.env("RUST_LOG", rust_log);
-        adjust(id, &mut cmd);
-        self.procs.spawn(format!("replica-{id}"), cmd)?;
-        Ok(())
-    }
-}
-
-pub(crate) fn open_client(path: &Path, id: u32) -> Result<ClusterClient> {
-    let cluster = Cluster::load(path)?;
-    let options = ClientOptions { timeout: Duration::from_secs(10), ..Default::default() };
-    Ok(ClusterClient::open(&cluster, id, &cluster.default_client_key_path(id), &options)?)
 }
 
 pub(crate) fn op_bytes(w: &Workload) -> Bytes {
@@ -453,7 +406,7 @@ fn run_normal(a: &BenchArgs) -> Result<()> {
         for (k, replicas) in [4usize, 1].into_iter().enumerate() {
             let label = configuration(replicas);
             let running = start(replicas, max_clients, a.durability)?;
-            eprintln!("round {round}, {label}: {replicas} replica process(es) up ({})", running.dir.path().display());
+            eprintln!("round {round}, {label}: {replicas} replica process(es) up ({})", running.dir.display());
             for w in &WORKLOADS {
                 let fig = measure(&running, w, a, &counts).with_context(|| format!("{label}, {}", w.name))?;
                 eprintln!(

@@ -15,7 +15,7 @@
 //!
 //! Each table is printed and its figures appended to `--faults-csv` as rows
 //! `unix_time,scenario,case,metric,value`. Every wait has a deadline, and the
-//! replica processes die with the cluster guard ([`crate::bench::Running`]).
+//! replica processes die with the cluster guard ([`crate::local::Running`]).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -28,9 +28,10 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use clap::{Args, ValueEnum};
 use pbft_node::keygen::KeygenSpec;
-use pbft_node::metrics::{sample_value, scrape};
+use pbft_node::metrics::Reading;
 
-use crate::bench::{op_bytes, open_client, percentile, start_with, WORKLOADS};
+use crate::bench::{op_bytes, percentile, WORKLOADS};
+use crate::local::{open_client, start_with};
 
 /// Which measurement `pbft bench` runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -149,33 +150,9 @@ impl Rows {
     }
 }
 
-/// The figures of one replica's metrics this module reads.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Sample {
-    pub(crate) view: u64,
-    pub(crate) views_installed: u64,
-    pub(crate) transfers: u64,
-    pub(crate) transfer_pages: u64,
-    pub(crate) transfer_bytes: u64,
-    pub(crate) transferring: bool,
-    pub(crate) low_water_mark: u64,
-    pub(crate) saved_pages: u64,
-}
-
-/// Scrapes a replica's metrics; `None` if it does not answer.
-pub(crate) fn sample(addr: SocketAddr) -> Option<Sample> {
-    let text = scrape(addr, Duration::from_millis(500)).ok()?;
-    let v = |name: &str| sample_value(&text, name).map_or(0, |v| v as u64);
-    Some(Sample {
-        view: v("pbft_view"),
-        views_installed: v("pbft_views_installed_total"),
-        transfers: v("pbft_state_transfers_total"),
-        transfer_pages: v("pbft_transfer_pages_total"),
-        transfer_bytes: v("pbft_transfer_bytes_total"),
-        transferring: v("pbft_transferring") == 1,
-        low_water_mark: v("pbft_low_water_mark"),
-        saved_pages: v("pbft_saved_pages_total"),
-    })
+/// Scrapes a replica's metrics; `None` if it does not answer with them.
+pub(crate) fn sample(addr: SocketAddr) -> Option<Reading> {
+    Reading::fetch(addr, Duration::from_millis(500)).ok()
 }
 
 pub(crate) fn secs(us: u64) -> f64 {

@@ -17,10 +17,11 @@ use anyhow::{bail, ensure, Context, Result};
 use pbft_kv::{KvError, KvOp, KvResult, MAX_VALUE_LEN};
 use pbft_node::keygen::KeygenSpec;
 use pbft_node::launcher::wait_until_up;
+use pbft_node::metrics::Reading;
 
-use crate::bench::{op_bytes, open_client, start_with, Running, WORKLOADS};
-
-use crate::bench_faults::{sample, secs, FaultBenchArgs, Rows, Sample, MIB, POLL};
+use crate::bench::{op_bytes, WORKLOADS};
+use crate::bench_faults::{sample, secs, FaultBenchArgs, Rows, MIB, POLL};
+use crate::local::{open_client, start_with, Running};
 
 /// Clients that fill and overwrite the state in the transfer scenario.
 const FILL_CLIENTS: u32 = 4;
@@ -123,9 +124,9 @@ fn settle(run: &Running, checkpoint_interval: u64, target: u16) -> Result<()> {
     let deadline = Instant::now() + SETTLE_LIMIT;
     loop {
         null_ops(&run.path, WRITER, checkpoint_interval)?;
-        let samples: Vec<Option<Sample>> = run.metrics.iter().map(|m| sample(*m)).collect();
-        let marks: Vec<u64> = samples.iter().map(|s| s.map_or(0, |s| s.low_water_mark)).collect();
-        let saved = samples[target as usize].is_some_and(|s| s.saved_pages > 0);
+        let samples: Vec<Option<Reading>> = run.metrics.iter().map(|m| sample(*m)).collect();
+        let marks: Vec<u64> = samples.iter().map(|s| s.as_ref().map_or(0, |s| s.low_water_mark)).collect();
+        let saved = samples[target as usize].as_ref().is_some_and(|s| s.saved_pages > 0);
         if saved && marks[0] > 0 && marks.iter().all(|m| *m == marks[0]) {
             return Ok(());
         }
@@ -184,7 +185,7 @@ fn replicas_cpu(run: &Running) -> Vec<f64> {
 /// fetched). The metrics are published every 100 ms, so the times polled are
 /// within about 0.12 s.
 fn restart_and_transfer(run: &mut Running) -> Result<Catchup> {
-    let log = run.dir.path().join(format!("replica-{TARGET}.log"));
+    let log = run.log_path(TARGET);
     let log_from = std::fs::metadata(&log).map_or(0, |m| m.len());
     let t0 = Instant::now();
     let cpu_before = replicas_cpu(run);
@@ -332,7 +333,7 @@ pub(crate) fn transfer(a: &FaultBenchArgs) -> Result<()> {
         pbft_node::launcher::replica_tunables().to_string_lossy()
     );
     let mut run = start_with(&spec, "info", |_, _| {})?;
-    eprintln!("  cluster in {}", run.dir.path().display());
+    eprintln!("  cluster in {}", run.dir.display());
     let mut rows = Rows::new("transfer");
 
     // Fill: new keys until the service is full.
@@ -351,7 +352,7 @@ pub(crate) fn transfer(a: &FaultBenchArgs) -> Result<()> {
     rows.add("fill", "keys", keys.len() as f64);
 
     // The local baseline's file, and how much of it the fill made non-zero.
-    let pages_file = run.dir.path().join("replica-0-state").join("pages");
+    let pages_file = run.dir.join("replica-0-state").join("pages");
     let data = std::fs::read(&pages_file).with_context(|| format!("reading {}", pages_file.display()))?;
     let nonzero = data.chunks(4096).filter(|p| p.iter().any(|b| *b != 0)).count();
     eprintln!("  replica 0's pages file: {} pages, {nonzero} non-zero", data.len() / 4096);
@@ -384,7 +385,6 @@ pub(crate) fn transfer(a: &FaultBenchArgs) -> Result<()> {
         "cpu s",
         "src cpu s"
     );
-    let state_dir = run.dir.path().join(format!("replica-{TARGET}-state"));
     let cases = std::iter::repeat_n("100%", a.repeats as usize).chain(["1%"]);
     let mut full_ratios = Vec::new();
     for case in cases {
@@ -396,7 +396,7 @@ pub(crate) fn transfer(a: &FaultBenchArgs) -> Result<()> {
         let t = Instant::now();
         ensure!(run.procs.kill(&format!("replica-{TARGET}")), "replica {TARGET} had exited");
         if case == "100%" {
-            std::fs::remove_dir_all(&state_dir).with_context(|| format!("removing {}", state_dir.display()))?;
+            run.wipe(TARGET)?;
         } else {
             let changed: Vec<u64> = keys.iter().copied().step_by(100).collect();
             let t = Instant::now();

@@ -24,10 +24,8 @@ use pbft_kv::linearizability::{check, OpRecord};
 use pbft_kv::{KvOp, KvResult};
 use pbft_node::journal::Durability;
 use pbft_node::keygen::KeygenSpec;
-use pbft_node::launcher::wait_until_up;
-use pbft_node::metrics::{sample_value, scrape};
 
-use crate::bench::{open_client, start_with};
+use crate::local::{open_client, start_with};
 
 #[derive(Args)]
 pub struct ChaosArgs {
@@ -66,17 +64,13 @@ const OP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the replicas get to agree once the faults stop.
 const CONVERGE: Duration = Duration::from_secs(20);
 
-fn metric(addr: std::net::SocketAddr, name: &str) -> Option<f64> {
-    sample_value(&scrape(addr, Duration::from_millis(500)).ok()?, name)
-}
-
 pub fn run(a: ChaosArgs) -> Result<ExitCode> {
     ensure!(a.seconds > 0.0 && a.seconds <= 86_400.0, "--seconds must be in (0, 86400]");
     ensure!((1..=64).contains(&a.clients) && (1..=64).contains(&a.keys), "--clients and --keys must be in 1..=64");
     let mut spec = KeygenSpec::local(4, a.clients + 1);
     spec.protocol.durability = a.durability;
     let mut run = start_with(&spec, "info", |_, _| {})?;
-    eprintln!("chaos: 4 replicas in {}, {} clients on {} keys, {} s", run.dir.path().display(), a.clients, a.keys, a.seconds);
+    eprintln!("chaos: 4 replicas in {}, {} clients on {} keys, {} s", run.dir.display(), a.clients, a.keys, a.seconds);
     let epoch = Instant::now();
     let now_us = move || epoch.elapsed().as_micros() as u64;
     let history: Arc<Mutex<Vec<OpRecord>>> = Arc::new(Mutex::new(Vec::new()));
@@ -127,18 +121,13 @@ pub fn run(a: ChaosArgs) -> Result<ExitCode> {
     while epoch.elapsed().as_secs_f64() < a.seconds && !workers.iter().any(|w| w.is_finished()) {
         std::thread::sleep(Duration::from_millis(500 + rng.below(2000)));
         // The primary half the time, as the replicas see it.
-        let view = run.metrics.iter().filter_map(|m| metric(*m, "pbft_view")).fold(0.0f64, f64::max) as u64;
+        let view = (0..4).filter_map(|id| run.read(id)).map(|r| r.view).max().unwrap_or(0);
         let victim = if rng.below(2) == 0 { (view % 4) as u16 } else { rng.below(4) as u16 };
         primary_kills += u32::from(u64::from(victim) == view % 4);
-        ensure!(run.procs.kill(&format!("replica-{victim}")), "replica {victim} had exited before it was killed");
+        run.kill(victim)?;
         kills += 1;
         std::thread::sleep(Duration::from_millis(rng.below(1000)));
-        run.spawn_replica(victim, "info", |_, _| {})?;
-        if let Err(e) = wait_until_up(&mut run.procs, &run.metrics, Duration::from_secs(20)) {
-            let log = std::fs::read_to_string(run.dir.path().join(format!("replica-{victim}.log"))).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            anyhow::bail!("{e}; replica {victim}'s log ends:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
-        }
+        run.restart(victim, "info", |_, _| {})?;
     }
     stop.store(true, Ordering::Relaxed);
     let mut client_errors = Vec::new();
@@ -152,13 +141,13 @@ pub fn run(a: ChaosArgs) -> Result<ExitCode> {
 
     // The replicas converge once the faults stop.
     let converged_at = Instant::now();
-    let state = |addr| -> Option<(u64, u64)> {
-        (metric(addr, "pbft_view_active")? == 1.0).then_some(())?;
-        Some((metric(addr, "pbft_view")? as u64, metric(addr, "pbft_last_executed")? as u64))
+    let state = |id| -> Option<(u64, u64)> {
+        let r = run.read(id)?;
+        r.view_active.then_some((r.view, r.last_executed))
     };
     let mut converged = None;
     while converged_at.elapsed() < CONVERGE {
-        let states: Vec<Option<(u64, u64)>> = run.metrics.iter().map(|m| state(*m)).collect();
+        let states: Vec<Option<(u64, u64)>> = (0..4).map(state).collect();
         if states.iter().all(|s| s.is_some() && *s == states[0]) {
             converged = states[0];
             break;
@@ -206,7 +195,7 @@ pub fn run(a: ChaosArgs) -> Result<ExitCode> {
     // log, from the replicas' own log lines.
     let mut restarts: Vec<(u64, u64)> = Vec::new();
     for id in 0..4 {
-        let text = std::fs::read_to_string(run.dir.path().join(format!("replica-{id}.log"))).unwrap_or_default();
+        let text = std::fs::read_to_string(run.log_path(id)).unwrap_or_default();
         for line in text.lines().filter(|l| l.contains("its durable log")) {
             let field = |name: &str| -> Option<u64> {
                 line.split_whitespace().find_map(|w| w.strip_prefix(name)?.parse().ok())

@@ -8,8 +8,12 @@ mod bench_faults;
 mod bench_transfer;
 mod chaos;
 mod demo;
+mod demo_show;
+mod demo_tally;
 mod kv;
+mod local;
 mod plot;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,8 +42,12 @@ enum Command {
     Replica(ReplicaArgs),
     /// Run one key-value operation against the cluster and print its result.
     Client(ClientArgs),
-    /// Start 4 replicas on 127.0.0.1, run a workload, print throughput and latency.
+    /// Start 4 replicas on 127.0.0.1 and clients; while the clients keep
+    /// going, make a backup lie, kill the primary, wipe a replica; show it live.
     Demo(demo::DemoArgs),
+    /// One table of the cluster from each replica's metrics, and a verdict;
+    /// the exit status is non-zero when the cluster cannot serve.
+    Status(status::StatusArgs),
     /// Micro-benchmarks (0/0, 4/0, 0/4 KiB, read-write and read-only) against an
     /// unreplicated baseline measured in the same run.
     Bench(bench::BenchArgs),
@@ -64,6 +72,10 @@ struct KeygenArgs {
     /// Number of clients.
     #[arg(long, default_value_t = 4)]
     clients: u32,
+    /// Serve each replica's metrics on its host's address, readable by anyone
+    /// who can reach it, instead of on that host's loopback address.
+    #[arg(long)]
+    public_metrics: bool,
     /// Directory to write (created if missing; an existing cluster is never overwritten).
     #[arg(long)]
     out: PathBuf,
@@ -179,6 +191,7 @@ fn main() -> ExitCode {
         Command::Replica(a) => run_replica(a),
         Command::Client(a) => run_client(a),
         Command::Demo(a) => demo::run(a),
+        Command::Status(a) => status::run(a),
         Command::Bench(a) => bench::run(a).map(|()| ExitCode::SUCCESS),
         Command::Chaos(a) => chaos::run(a),
     };
@@ -197,6 +210,7 @@ fn run_keygen(a: KeygenArgs) -> Result<ExitCode> {
         hosts: a.hosts,
         base_port: a.base_port,
         clients: a.clients,
+        public_metrics: a.public_metrics,
         ..KeygenSpec::local(4, 1)
     };
     let path = keygen(&spec, &a.out)?;

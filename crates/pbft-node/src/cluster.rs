@@ -4,7 +4,7 @@
 //! every replica's id, address and public key, and every client's id and public
 //! key. The same file serves every replica and client, on one host or on many.
 //! Each principal's private key lives in a file of its own, 32 bytes in hex,
-//! readable by its owner only.
+//! readable by its owner only (a key file that others can read is refused).
 //!
 //! ```toml
 //! f = 1
@@ -139,6 +139,9 @@ pub struct ReplicaEntry {
     /// "ip:port" (or "host:port") of the replica's UDP socket.
     pub addr: String,
     /// Where the replica serves Prometheus metrics over HTTP, if anywhere.
+    /// `keygen` puts it on the loopback address of the replica's host, so
+    /// that only that host can read it; an address others can reach here
+    /// exposes the metrics to them (see the README for what they show).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_addr: Option<String>,
     /// X25519 public key, 64 hex digits.
@@ -384,17 +387,38 @@ pub fn generate_secret() -> [u8; 32] {
     secret
 }
 
-/// Reads a private key file: 32 bytes in hex.
+/// Reads a private key file: 32 bytes in hex, which no one but its owner may
+/// read or write. As ssh does, a key that others can read is refused rather
+/// than used: it may already be known to someone else, and a replica whose key
+/// leaked can be impersonated without a trace.
 pub fn read_secret(path: &Path) -> Result<[u8; 32], NodeError> {
-    let text = std::fs::read_to_string(path).map_err(|source| NodeError::File { path: path.into(), source })?;
+    use std::io::Read;
+    let err = |source| NodeError::File { path: path.into(), source };
+    let mut file = std::fs::File::open(path).map_err(err)?;
+    // The mode of the file we read, not of whatever the path names later.
+    let mode = file.metadata().map_err(err)?.permissions().mode();
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(err)?;
     let secret = parse_key_hex(&text)
         .map_err(|m| NodeError::BadKey { path: path.into(), message: format!("not a private key: {m}") })?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), "private key file is readable by others than its owner");
-        }
-    }
+    check_private_mode(path, mode)?;
     Ok(secret)
+}
+
+/// Refuses a key file whose mode gives its group or others any access.
+fn check_private_mode(path: &Path, mode: u32) -> Result<(), NodeError> {
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    Err(NodeError::BadKey {
+        path: path.into(),
+        message: format!(
+            "permissions {:04o} are too open: a private key must be readable by its owner only \
+             (fix: chmod 600 {})",
+            mode & 0o7777,
+            path.display()
+        ),
+    })
 }
 
 /// Writes a private key file readable and writable by its owner only. Refuses
@@ -504,5 +528,24 @@ mod tests {
         std::fs::write(&path, "abc").expect("write");
         assert!(read_secret(&path).expect_err("short").to_string().contains("not a private key"));
         assert!(matches!(c.check_client(2), Err(NodeError::UnknownId { .. })));
+    }
+
+    #[test]
+    fn a_key_others_can_read_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = Cluster::from_file(sample(1, 2), &dir.path().join("cluster.toml")).expect("valid");
+        let path = c.default_client_key_path(1);
+        write_secret(&path, &[101; 32]).expect("write");
+        for mode in [0o640, 0o604, 0o644, 0o660, 0o602] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let e = c.client_keys(1, &path).expect_err("too open").to_string();
+            assert!(e.contains(&format!("permissions {mode:04o} are too open")), "{e}");
+            assert!(e.contains(&format!("chmod 600 {}", path.display())), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            c.client_keys(1, &path).expect("owner-only key accepted");
+        }
     }
 }

@@ -24,6 +24,10 @@ pub struct KeygenSpec {
     /// clusters and tests; the hosts must then be local addresses).
     pub base_port: u16,
     pub clients: u32,
+    /// Serve each replica's metrics on its host's address, where anyone who
+    /// can reach that address reads them, instead of on the host's loopback
+    /// address (the default), where only processes on that host can.
+    pub public_metrics: bool,
     pub protocol: Protocol,
     pub service: ServiceParams,
 }
@@ -36,6 +40,7 @@ impl KeygenSpec {
             hosts: vec!["127.0.0.1".into()],
             base_port: 0,
             clients,
+            public_metrics: false,
             protocol: Protocol::default(),
             service: ServiceParams::default(),
         }
@@ -79,7 +84,7 @@ pub fn keygen(spec: &KeygenSpec, dir: &Path) -> Result<PathBuf, NodeError> {
                 ReplicaEntry {
                     id: i as u16,
                     addr: host_port(host, ports[i].0),
-                    metrics_addr: Some(host_port(host, ports[i].1)),
+                    metrics_addr: Some(host_port(&metrics_host(spec, host), ports[i].1)),
                     public_key: hex::encode(public_key(&replica_secrets[i])),
                 }
             })
@@ -102,6 +107,18 @@ pub fn keygen(spec: &KeygenSpec, dir: &Path) -> Result<PathBuf, NodeError> {
     }
     std::fs::write(&path, file.to_toml()).map_err(|source| NodeError::File { path: path.clone(), source })?;
     Ok(path)
+}
+
+/// Where a replica on `host` serves its metrics: `host` itself with
+/// [`KeygenSpec::public_metrics`] or when it is a loopback address already,
+/// else the loopback address (of the same family, for an IPv6 address).
+fn metrics_host(spec: &KeygenSpec, host: &str) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        _ if spec.public_metrics => host.to_string(),
+        Ok(ip) if ip.is_loopback() => host.to_string(),
+        Ok(std::net::IpAddr::V6(_)) => "::1".to_string(),
+        _ => "127.0.0.1".to_string(),
+    }
 }
 
 /// (UDP port, metrics port) for each replica.
@@ -127,12 +144,14 @@ fn ports(spec: &KeygenSpec) -> Result<Vec<(u16, u16)>, NodeError> {
             path: "keygen".into(),
             message: format!("--base-port 0 needs IP addresses of this machine, not {host:?}"),
         })?;
-        let any = SocketAddr::new(ip, 0);
-        let (udp, tcp) = match (below_ephemeral(ip), below_ephemeral(ip)) {
+        // The metrics host is an IP address too when the replica's host is.
+        let metrics_ip: std::net::IpAddr = metrics_host(spec, host).parse().unwrap_or(ip);
+        let (any, metrics_any) = (SocketAddr::new(ip, 0), SocketAddr::new(metrics_ip, 0));
+        let (udp, tcp) = match (below_ephemeral(ip), below_ephemeral(metrics_ip)) {
             (Some(udp), Some(tcp)) => (udp.0, tcp.1),
             _ => (
                 UdpSocket::bind(any).map_err(|source| NodeError::Bind { addr: any, source })?,
-                TcpListener::bind(any).map_err(|source| NodeError::Bind { addr: any, source })?,
+                TcpListener::bind(metrics_any).map_err(|source| NodeError::Bind { addr: metrics_any, source })?,
             ),
         };
         let port = |a: std::io::Result<SocketAddr>| a.map(|a| a.port()).map_err(|e| NodeError::io("local address", e));
@@ -197,8 +216,26 @@ mod tests {
         };
         let c = Cluster::load(&keygen(&spec, dir.path()).expect("keygen")).expect("loads");
         assert_eq!(c.replicas[3].addr, "127.0.1.2:9003".parse().expect("addr"));
+        // A loopback host keeps its own address for metrics.
         assert_eq!(c.replicas[0].metrics_addr, Some("127.0.1.1:9004".parse().expect("addr")));
         let e = keygen(&KeygenSpec::local(5, 1), dir.path()).expect_err("5 replicas").to_string();
         assert!(e.contains("3f + 1"), "{e}");
+    }
+
+    #[test]
+    fn metrics_stay_on_loopback_unless_asked() {
+        let hosts = vec!["10.1.2.3".to_string(), "fd00::7".to_string()];
+        let spec = KeygenSpec { base_port: 9000, hosts, ..KeygenSpec::local(4, 1) };
+        let metrics = |spec: &KeygenSpec| -> Vec<SocketAddr> {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let c = Cluster::load(&keygen(spec, dir.path()).expect("keygen")).expect("loads");
+            c.replicas.iter().filter_map(|r| r.metrics_addr).collect()
+        };
+        let addrs = |list: &[&str]| -> Vec<SocketAddr> { list.iter().map(|a| a.parse().expect("addr")).collect() };
+        assert_eq!(metrics(&spec), addrs(&["127.0.0.1:9004", "[::1]:9005", "127.0.0.1:9006", "[::1]:9007"]));
+        let public = KeygenSpec { public_metrics: true, ..spec };
+        assert_eq!(metrics(&public), addrs(&["10.1.2.3:9004", "[fd00::7]:9005", "10.1.2.3:9006", "[fd00::7]:9007"]));
+        assert_eq!(metrics_host(&public, "db.example"), "db.example");
+        assert_eq!(metrics_host(&KeygenSpec::local(4, 1), "db.example"), "127.0.0.1");
     }
 }

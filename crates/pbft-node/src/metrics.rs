@@ -269,28 +269,188 @@ fn answer(mut stream: TcpStream, snapshot: &SharedSnapshot) -> std::io::Result<(
     stream.write_all(response.as_bytes())
 }
 
-/// Fetches `http://addr/metrics` (for tests and the demo's readiness check).
+/// The most a metrics answer may take, head and body: a replica's is a few KiB.
+const MAX_ANSWER_BYTES: u64 = 1 << 20;
+
+/// Fetches `http://addr/metrics` and returns the body. Each step (connect, a
+/// read, the whole answer) is bounded by `timeout` and the answer by
+/// [`MAX_ANSWER_BYTES`], so a stuck or hostile endpoint costs at most that.
+/// An answer that is not an HTTP 200 with a UTF-8 body is an error of kind
+/// [`std::io::ErrorKind::InvalidData`]; anything else wrong is the socket's
+/// own error (refused, timed out, ...).
 pub fn scrape(addr: SocketAddr, timeout: Duration) -> std::io::Result<String> {
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    let deadline = std::time::Instant::now() + timeout;
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    Ok(text.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
+    let mut answer = Vec::new();
+    let mut limited = (&mut s).take(MAX_ANSWER_BYTES + 1);
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = limited.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if std::time::Instant::now() > deadline {
+            let late = format!("answer not complete within {timeout:?}");
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, late));
+        }
+    }
+    if answer.len() as u64 > MAX_ANSWER_BYTES {
+        return Err(invalid(format!("answer longer than {MAX_ANSWER_BYTES} bytes")));
+    }
+    let text = String::from_utf8(answer).map_err(|_| invalid("answer is not UTF-8 text".into()))?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| invalid("not an HTTP answer".into()))?;
+    let status = head.lines().next().unwrap_or_default();
+    match status.split_whitespace().collect::<Vec<_>>()[..] {
+        [version, "200", ..] if version.starts_with("HTTP/") => Ok(body.to_string()),
+        [version, code, ..] if version.starts_with("HTTP/") => Err(invalid(format!("HTTP status {code}"))),
+        _ => Err(invalid(format!("not an HTTP answer: {:?}", status.chars().take(40).collect::<String>()))),
+    }
+}
+
+/// What a replica's metrics endpoint reported, read back from its text: the
+/// figures `pbft status`, the demo, `pbft chaos` and the benchmarks use.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reading {
+    /// The `replica` label of its samples.
+    pub replica: u16,
+    pub view: u64,
+    /// Whether the view is installed (false during a view change).
+    pub view_active: bool,
+    pub views_installed: u64,
+    pub last_executed: u64,
+    /// The last stable checkpoint.
+    pub low_water_mark: u64,
+    /// Whether a state transfer is under way.
+    pub transferring: bool,
+    /// State transfers completed.
+    pub transfers: u64,
+    pub transfer_pages: u64,
+    pub transfer_bytes: u64,
+    pub saved_pages: u64,
+    pub requests_executed: u64,
+    pub batches_executed: u64,
+    pub batch_requests: u64,
+    pub checkpoints_stable: u64,
+    /// Inputs dropped, by reason, in the order the replica lists them.
+    pub dropped: Vec<(String, u64)>,
+}
+
+/// Why a metrics endpoint gave no [`Reading`].
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Nothing answered (refused, timed out, reset).
+    #[error("unreachable: {0}")]
+    Unreachable(std::io::Error),
+    /// Something answered, but not with a replica's metrics.
+    #[error("not a replica's metrics: {0}")]
+    Garbage(String),
+}
+
+impl Reading {
+    /// Scrapes `addr` and reads the answer; see [`scrape`] for the bounds.
+    pub fn fetch(addr: SocketAddr, timeout: Duration) -> Result<Reading, ReadError> {
+        match scrape(addr, timeout) {
+            Ok(text) => Reading::parse(&text).map_err(ReadError::Garbage),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(ReadError::Garbage(e.to_string())),
+            Err(e) => Err(ReadError::Unreachable(e)),
+        }
+    }
+
+    /// Reads a Prometheus text as [`ReplicaSnapshot::render`] writes it. The
+    /// gauges a reader cannot do without (view, whether it is active, last
+    /// executed, last stable checkpoint, transfer under way) must be there;
+    /// counters left out read as zero. Every value must be a whole number.
+    pub fn parse(text: &str) -> Result<Reading, String> {
+        let value = |name: &str| -> Result<Option<u64>, String> {
+            match sample_text(text, name) {
+                None => Ok(None),
+                Some(v) => whole(v).map(Some).map_err(|m| format!("{name}: {m}")),
+            }
+        };
+        let required = |name: &str| value(name)?.ok_or_else(|| format!("no {name} sample"));
+        let optional = |name: &str| value(name).map(|v| v.unwrap_or(0));
+        let flag = |name: &str| match required(name)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(format!("{name} is {v}, not 0 or 1")),
+        };
+        let view_line = text.lines().find(|l| l.starts_with("pbft_view{") || l.starts_with("pbft_view "));
+        let replica = view_line
+            .and_then(|l| l.split_once("replica=\"")?.1.split_once('"')?.0.parse().ok())
+            .ok_or("no replica label on pbft_view")?;
+        let mut dropped = Vec::new();
+        for line in text.lines().filter(|l| l.starts_with("pbft_dropped_total{")) {
+            let reason = line.split_once("reason=\"").and_then(|(_, r)| r.split_once('"')).map(|(r, _)| r);
+            let count = line.rsplit_once(' ').map(|(_, v)| v);
+            match (reason, count) {
+                (Some(reason), Some(count)) => {
+                    let count = whole(count).map_err(|m| format!("pbft_dropped_total{{reason={reason:?}}}: {m}"))?;
+                    dropped.push((reason.to_string(), count));
+                }
+                _ => return Err(format!("malformed line {:?}", line.chars().take(60).collect::<String>())),
+            }
+        }
+        Ok(Reading {
+            replica,
+            view: required("pbft_view")?,
+            view_active: flag("pbft_view_active")?,
+            views_installed: optional("pbft_views_installed_total")?,
+            last_executed: required("pbft_last_executed")?,
+            low_water_mark: required("pbft_low_water_mark")?,
+            transferring: flag("pbft_transferring")?,
+            transfers: optional("pbft_state_transfers_total")?,
+            transfer_pages: optional("pbft_transfer_pages_total")?,
+            transfer_bytes: optional("pbft_transfer_bytes_total")?,
+            saved_pages: optional("pbft_saved_pages_total")?,
+            requests_executed: optional("pbft_requests_executed_total")?,
+            batches_executed: optional("pbft_batches_executed_total")?,
+            batch_requests: optional("pbft_batch_requests_total")?,
+            checkpoints_stable: optional("pbft_checkpoints_stable_total")?,
+            dropped,
+        })
+    }
+
+    /// Drops with a non-zero count, e.g. "bad_mac 12, duplicate 3" ("none" if none).
+    pub fn drops_text(&self) -> String {
+        let some: Vec<String> =
+            self.dropped.iter().filter(|(_, n)| *n > 0).map(|(reason, n)| format!("{reason} {n}")).collect();
+        if some.is_empty() {
+            "none".into()
+        } else {
+            some.join(", ")
+        }
+    }
+}
+
+/// A sample's value as a whole number: Prometheus writes counters and gauges
+/// as floats, and a replica's are all whole.
+fn whole(text: &str) -> Result<u64, String> {
+    let v: f64 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
+    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < 18_446_744_073_709_551_616.0 {
+        Ok(v as u64)
+    } else {
+        Err(format!("{text:?} is not a whole number of at most 64 bits"))
+    }
 }
 
 /// The value of the sample `name{labels...}` in a Prometheus text, if present.
 /// `name` is matched up to its label set, e.g. `pbft_view` or
 /// `pbft_dropped_total{replica="0",reason="bad_mac"}`.
 pub fn sample_value(text: &str, name: &str) -> Option<f64> {
+    sample_text(text, name)?.parse().ok()
+}
+
+/// The text of the value of the sample `name{labels...}`, as [`sample_value`] finds it.
+fn sample_text<'t>(text: &'t str, name: &str) -> Option<&'t str> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (key, value) = l.rsplit_once(' ')?;
         let matches = key == name || (key.starts_with(name) && key[name.len()..].starts_with('{'));
-        if matches {
-            value.parse().ok()
-        } else {
-            None
-        }
+        matches.then_some(value)
     })
 }
 
@@ -320,5 +480,66 @@ mod tests {
         assert_eq!(sample_value(&text, "pbft_dropped_total{replica=\"2\",reason=\"bad_mac\"}"), Some(1.0));
         assert_eq!(sample_value(&text, "pbft_request_latency_seconds_bucket{replica=\"2\",le=\"0.005\"}"), Some(1.0));
         assert_eq!(sample_value(&text, "pbft_batch_size_count"), Some(1.0));
+        let r = Reading::parse(&text).expect("a replica's own text reads back");
+        assert_eq!((r.replica, r.view, r.view_active, r.requests_executed), (2, 3, true, 42));
+        assert_eq!(r.drops_text(), "bad_mac 1");
+        assert_eq!(r.dropped.len(), DropReason::ALL.len());
+    }
+
+    #[test]
+    fn garbage_from_an_endpoint_is_an_error_not_a_panic() {
+        let good = ReplicaSnapshot::new(1).render();
+        let cases: Vec<(String, &str)> = vec![
+            (String::new(), "no replica label"),
+            ("<html>hello</html>".into(), "no replica label"),
+            (good.replace("pbft_view{replica=\"1\"} 0", "pbft_view{replica=\"1\"} -3"), "not a whole number"),
+            (good.replace("pbft_view{replica=\"1\"} 0", "pbft_view{replica=\"1\"} NaN"), "not a whole number"),
+            (good.replace("pbft_view{replica=\"1\"} 0", "pbft_view{replica=\"1\"} 1e300"), "not a whole number"),
+            (good.replace("pbft_view_active{replica=\"1\"} 1", "pbft_view_active{replica=\"1\"} 7"), "not 0 or 1"),
+            (good.replace("pbft_last_executed{", "pbft_last_exec{"), "no pbft_last_executed"),
+            (good.replace("reason=\"bad_mac\"} 0", "reason=\"bad_mac\"} x"), "not a number"),
+            (good.replace("replica=\"1\"", "replica=\"many\""), "no replica label"),
+        ];
+        for (text, expected) in cases {
+            let e = Reading::parse(&text).expect_err(expected);
+            assert!(e.contains(expected), "{e:?} should mention {expected:?}");
+        }
+        assert_eq!(whole("12"), Ok(12));
+        assert_eq!(whole("1.8446744073709552e19").map_err(|_| ()), Err(()));
+    }
+
+    /// Serves `answer` once on a fresh port; returns the port's address.
+    fn serve_once(answer: &'static [u8]) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut buf = [0u8; 256];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(answer);
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn fetch_tells_unreachable_from_garbage() {
+        let t = Duration::from_secs(5);
+        let closed = {
+            let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        assert!(matches!(Reading::fetch(closed, t), Err(ReadError::Unreachable(_))));
+        for (answer, expected) in [
+            (&b"SSH-2.0-OpenSSH_9.2\r\n"[..], "not an HTTP answer"),
+            (&b"HTTP/1.0 404 Not Found\r\n\r\nno"[..], "HTTP status 404"),
+            (&b"HTTP/1.0 200 OK\r\n\r\n\xff\xfe"[..], "not UTF-8"),
+            (&b"HTTP/1.0 200 OK\r\n\r\nhello"[..], "no replica label"),
+        ] {
+            match Reading::fetch(serve_once(answer), t) {
+                Err(ReadError::Garbage(m)) => assert!(m.contains(expected), "{m:?} should mention {expected:?}"),
+                other => panic!("{answer:?}: {other:?}"),
+            }
+        }
     }
 }

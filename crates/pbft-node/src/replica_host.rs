@@ -402,6 +402,13 @@ impl<S: Service> Host for ReplicaHost<S> {
             }
             Effect::StableCheckpoint { seq, digest } => {
                 tracing::debug!(seq = seq.0, "stable checkpoint");
+                // A later checkpoint that became stable in the same turn (a
+                // replica catching up) has discarded this one; its own
+                // effect follows and saves it. Saving this one would fail
+                // and stop the replica.
+                if self.replica.state().checkpoint_digest(seq).is_none() {
+                    return;
+                }
                 if let Some((journal, store)) = self.durable.as_mut() {
                     // The state first, then the journal moves past it: the
                     // records since the checkpoint on disk are always kept.

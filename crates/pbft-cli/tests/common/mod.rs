@@ -34,12 +34,26 @@ pub fn keygen(dir: &Path, clients: u32) -> PathBuf {
 }
 
 /// A 4-replica cluster on `hosts` (comma-separated, round robin) from
-/// `base_port` (0: free ports on this machine).
+/// `base_port` (0: free ports on this machine). Metrics are served on the
+/// hosts' addresses, so that a test can read them from another network
+/// namespace.
 pub fn keygen_on(dir: &Path, hosts: &str, base_port: u16, clients: u32) -> PathBuf {
     let out = dir.to_str().expect("utf-8 temp path");
     let (base_port, clients) = (base_port.to_string(), clients.to_string());
-    let args =
-        ["keygen", "--replicas", "4", "--hosts", hosts, "--base-port", &base_port, "--clients", &clients, "--out", out];
+    let args = [
+        "keygen",
+        "--replicas",
+        "4",
+        "--hosts",
+        hosts,
+        "--base-port",
+        &base_port,
+        "--clients",
+        &clients,
+        "--public-metrics",
+        "--out",
+        out,
+    ];
     let o = pbft(&args);
     assert!(o.status.success(), "keygen: {}", String::from_utf8_lossy(&o.stderr));
     dir.join("cluster.toml")
