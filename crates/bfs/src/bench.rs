@@ -91,7 +91,7 @@ fn postmark(dir: &Path, p: Postmark) -> Result<Duration> {
         .context("running postmark (Debian's `postmark` package; install it or leave out --postmark)")?;
     let elapsed = started.elapsed();
     let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() || !text.contains("kilobytes written") {
+    if !out.status.success() || !(text.contains("Data:") && text.contains("bytes written")) {
         bail!("postmark failed ({}): {}{}", out.status, text, String::from_utf8_lossy(&out.stderr));
     }
     Ok(elapsed)
