@@ -177,15 +177,7 @@ impl Transport {
         let mut msgs: Vec<libc::mmsghdr> = names
             .iter_mut()
             .zip(iovs.iter_mut())
-            .map(|(name, iov)| {
-                // SAFETY: an all-zero msghdr is valid (no name, no data, no control).
-                let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-                hdr.msg_name = (&mut name.storage as *mut libc::sockaddr_storage).cast();
-                hdr.msg_namelen = name.len;
-                hdr.msg_iov = iov;
-                hdr.msg_iovlen = 1;
-                libc::mmsghdr { msg_hdr: hdr, msg_len: 0 }
-            })
+            .map(|(name, iov)| message_header(&mut name.storage, name.len, iov))
             .collect();
         let mut sent = 0usize;
         while sent < msgs.len() {
@@ -279,13 +271,7 @@ impl Transport {
             .iter_mut()
             .zip(iovs.iter_mut())
             .map(|(name, iov)| {
-                // SAFETY: an all-zero msghdr is valid (no name, no data, no control).
-                let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-                hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
-                hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                hdr.msg_iov = iov;
-                hdr.msg_iovlen = 1;
-                libc::mmsghdr { msg_hdr: hdr, msg_len: 0 }
+                message_header(name, std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t, iov)
             })
             .collect();
         self.stats.receive_calls += 1;
@@ -339,6 +325,18 @@ impl Transport {
             Err(e) => Err(NodeError::io("receive", e)),
         }
     }
+}
+
+/// One message of a `sendmmsg` or `recvmmsg`: the address `name` (of
+/// `namelen` bytes) and the one buffer `iov`, which must outlive the call.
+fn message_header(name: &mut libc::sockaddr_storage, namelen: libc::socklen_t, iov: &mut libc::iovec) -> libc::mmsghdr {
+    // SAFETY: an all-zero msghdr is valid (no name, no data, no control).
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+    hdr.msg_namelen = namelen;
+    hdr.msg_iov = iov;
+    hdr.msg_iovlen = 1;
+    libc::mmsghdr { msg_hdr: hdr, msg_len: 0 }
 }
 
 /// The address a system call filled in, if it is IPv4 or IPv6.
