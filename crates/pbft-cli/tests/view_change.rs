@@ -236,3 +236,61 @@ fn small_checkpoint_cluster(dir: &Path) -> (std::path::PathBuf, Cluster, Process
     let procs = start_replicas(&path, dir);
     (path, cluster, procs)
 }
+
+/// A replica wiped after a view change, whose own VIEW-CHANGE the NEW-VIEW
+/// names, joins the view the others are in: what installed it comes from the
+/// others (the NEW-VIEW, the VIEW-CHANGE messages, acks that its MAC checks),
+/// its own old VIEW-CHANGE included. Before, it started a view change of its
+/// own and sat in it until the next real one, so one more failure stopped the
+/// service.
+#[test]
+fn a_replica_wiped_after_a_view_change_joins_the_view() {
+    let deadline = Instant::now() + BUDGET;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, cluster, mut procs) = small_checkpoint_cluster(dir.path());
+    let mut client = open_client(&path, 0);
+    let mut model = KvModel::new();
+    let mut step = |from: usize, to: usize, what: &str| {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_ops(&mut client, &mut model, 0, from..to, deadline)
+        }));
+        if let Err(panic) = r {
+            panic!("{what}: {}\n{}", panic_text(&*panic), logs(dir.path()));
+        }
+    };
+    let value = |id, name| metric(&cluster, id, name).unwrap_or(-1.0);
+    let in_view_1 = |id| value(id, "pbft_view") == 1.0 && value(id, "pbft_view_active") == 1.0;
+
+    step(0, 100, "4 replicas");
+    // The primary dies: replicas 1, 2 and 3 send VIEW-CHANGEs and install
+    // view 1, whose NEW-VIEW names all three.
+    assert!(procs.kill("replica-0"), "replica 0 was running until now");
+    step(100, 200, "primary killed");
+    assert!(poll_until(Duration::from_secs(10), || (1..4).all(in_view_1)), "view 1 not installed\n{}", logs(dir.path()));
+    // It comes back from its state directory, in view 1.
+    spawn_replica(&mut procs, &path, dir.path(), 0, &[]);
+    wait_until_up(&mut procs, &[metrics_addr(&cluster, 0)], Duration::from_secs(20)).expect("replica 0 restarts");
+    step(200, 300, "replica 0 back");
+    // Replica 2 loses everything, its VIEW-CHANGE for view 1 included.
+    assert!(procs.kill("replica-2"), "replica 2 was running until now");
+    wipe_state(dir.path(), 2);
+    spawn_replica(&mut procs, &path, dir.path(), 2, &[]);
+    wait_until_up(&mut procs, &[metrics_addr(&cluster, 2)], Duration::from_secs(20)).expect("replica 2 restarts");
+    step(300, 400, "replica 2 wiped and restarted");
+    let joined = poll_until(Duration::from_secs(10), || in_view_1(2));
+    assert!(
+        joined,
+        "replica 2 in view {} (active {}), not in view 1\n{}",
+        value(2, "pbft_view"),
+        value(2, "pbft_view_active"),
+        logs(dir.path())
+    );
+    // No view change on its account, and it counts for a quorum: with
+    // replica 3 gone, 0, 1 and 2 serve.
+    assert!((0..4).all(in_view_1), "views {:?}", (0..4).map(|id| value(id, "pbft_view")).collect::<Vec<_>>());
+    assert!(procs.kill("replica-3"), "replica 3 was running until now");
+    step(400, 500, "replica 3 killed");
+    assert!((0..3).all(in_view_1), "a view change after replica 3 died\n{}", logs(dir.path()));
+    let exited = procs.exited();
+    assert!(exited.is_empty(), "a replica exited: {exited:?}\n{}", logs(dir.path()));
+}

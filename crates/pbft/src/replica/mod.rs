@@ -366,6 +366,12 @@ impl<S: Service> Replica<S> {
                         NodeId::Replica(from) => self.on_relayed_view_change(from, vc, env.raw, env.auth_digest, out),
                         NodeId::Client(_) => false,
                     },
+                    // Our own VIEW-CHANGE, relayed back with the NEW-VIEW that
+                    // names it: a replica restarted without its log no longer
+                    // has the copy it sent (we hold no key with ourselves).
+                    (AuthError::UnknownSender, Message::ViewChange(vc)) if env.sender == NodeId::Replica(self.id) => {
+                        self.on_relayed_view_change(self.id, vc, env.raw, env.auth_digest, out)
+                    }
                     _ => false,
                 };
                 return if vouched { Received::Vouched } else { Received::Dropped(DropReason::from(&e)) };

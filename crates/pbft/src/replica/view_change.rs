@@ -570,7 +570,9 @@ impl<S: Service> Replica<S> {
     }
 
     /// Sends a replica that has not installed our view what installed it:
-    /// the NEW-VIEW, the VIEW-CHANGE messages it names, and our acks for them.
+    /// the NEW-VIEW, the VIEW-CHANGE messages it names, and our acks for them,
+    /// its own included: a replica restarted without its log has lost the
+    /// VIEW-CHANGE it sent, and trusts the relayed copy only on f+1 acks.
     pub(super) fn send_installed_view(&mut self, to: ReplicaId, out: &mut Outbox) {
         let Some(installed) = &self.view_changes.installed else { return };
         let dest = Dest::Replica(to);
@@ -583,10 +585,12 @@ impl<S: Service> Replica<S> {
             .new_view
             .view_changes
             .iter()
-            .filter(|(j, _)| *j != self.id && *j != to)
+            .filter(|(j, _)| *j != self.id)
             .map(|(j, d)| {
+                // A replica checks the MAC at its own index of an authenticator
+                // with one MAC per replica: a single-MAC seal never verifies.
                 let ack = Message::ViewChangeAck(ViewChangeAck { view: v, replica: *j, digest: *d });
-                self.keys.seal(&ack, Audience::One(NodeId::Replica(to)))
+                self.keys.seal(&ack, Audience::Replicas)
             })
             .collect();
         self.metrics.retransmitted += (1 + installed.view_changes.len() + acks.len()) as u64;
