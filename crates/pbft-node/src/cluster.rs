@@ -75,6 +75,10 @@ pub struct Protocol {
     pub large_request_threshold: usize,
     pub max_request_queue: usize,
     pub status_interval_ms: u64,
+    /// How long a backup waits for a request to execute before it asks for
+    /// the next view (doubled at each view change that does not complete).
+    /// Raise it on hosts so loaded that correct primaries look slow.
+    pub view_change_timeout_ms: u64,
     pub client_retransmit_ms: u64,
     /// Largest clock skew accepted in the primary's non-deterministic time.
     pub nondet_skew_ms: u64,
@@ -102,6 +106,7 @@ impl Default for Protocol {
             large_request_threshold: c.large_request_threshold,
             max_request_queue: c.max_request_queue,
             status_interval_ms: c.status_interval_us / 1000,
+            view_change_timeout_ms: c.view_change_timeout_us / 1000,
             client_retransmit_ms: c.client_retransmit_us / 1000,
             nondet_skew_ms: c.nondet_skew_us / 1000,
             tentative_execution: c.tentative_execution,
@@ -203,6 +208,7 @@ impl Cluster {
         config.large_request_threshold = p.large_request_threshold;
         config.max_request_queue = p.max_request_queue;
         config.status_interval_us = p.status_interval_ms.saturating_mul(1000);
+        config.view_change_timeout_us = p.view_change_timeout_ms.saturating_mul(1000);
         config.client_retransmit_us = p.client_retransmit_ms.saturating_mul(1000);
         config.nondet_skew_us = p.nondet_skew_ms.saturating_mul(1000);
         config.tentative_execution = p.tentative_execution;
@@ -211,8 +217,10 @@ impl Cluster {
         config.max_reply_bytes = p.max_reply_bytes;
         config.journal = p.durability != crate::journal::Durability::None;
         config.validate().map_err(|e| invalid(e.to_string()))?;
-        if p.status_interval_ms == 0 || p.client_retransmit_ms == 0 {
-            return Err(invalid("status_interval_ms and client_retransmit_ms must be positive".into()));
+        if p.status_interval_ms == 0 || p.client_retransmit_ms == 0 || p.view_change_timeout_ms == 0 {
+            return Err(invalid(
+                "status_interval_ms, view_change_timeout_ms and client_retransmit_ms must be positive".into(),
+            ));
         }
         if file.replicas.len() != config.n() {
             return Err(invalid(format!(
@@ -485,10 +493,12 @@ mod tests {
     fn defaults_fill_missing_parameters() {
         let mut text = sample(1, 1).to_toml();
         text = text
-            .replace("[protocol]", "[protocol]\nstatus_interval_ms = 7\n# rest default")
-            .replace("status_interval_ms = 100\n", "");
+            .replace("[protocol]", "[protocol]\nstatus_interval_ms = 7\nview_change_timeout_ms = 2000\n# rest default")
+            .replace("status_interval_ms = 100\n", "")
+            .replace("view_change_timeout_ms = 300\n", "");
         let c = load_text(&text).expect("valid");
         assert_eq!(c.config().status_interval_us, 7_000);
+        assert_eq!(c.config().view_change_timeout_us, 2_000_000);
         assert_eq!(c.config().checkpoint_interval, Config::new(1).checkpoint_interval);
     }
 
