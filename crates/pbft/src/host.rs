@@ -59,11 +59,19 @@ pub fn carry_out<H: Host>(
     mut adversary: Option<&mut Adversary<H::Addr>>,
 ) {
     let durable = |e: &Effect| matches!(e, Effect::Persist(_) | Effect::StableCheckpoint { .. });
-    if out.effects.iter().any(durable) {
-        let gating = out.effects.iter().any(|e| match e {
-            Effect::Persist(records) => records.iter().any(|r| r.gates_sends()),
-            e => durable(e),
-        });
+    // One pass: is anything to be made durable, and must the datagrams wait for it?
+    let (mut any, mut gating) = (false, false);
+    for e in &out.effects {
+        match e {
+            Effect::Persist(records) => {
+                any = true;
+                gating = gating || records.iter().any(|r| r.gates_sends());
+            }
+            Effect::StableCheckpoint { .. } => (any, gating) = (true, true),
+            _ => {}
+        }
+    }
+    if any {
         // Taken out in place, the rest left in order: no copy of the outbox.
         for effect in out.effects.extract_if(.., |e| durable(e)) {
             host.observe(now, effect);
