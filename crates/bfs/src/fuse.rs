@@ -37,6 +37,9 @@ pub struct BfsFuse {
     pool: Arc<Pool>,
     /// Handles by node id (see [`node_of`]).
     handles: Mutex<HashMap<u64, nfs_fh3>>,
+    /// A file's attributes after its last WRITE through this mount, until
+    /// the kernel pushes its times at close (see `setattr`).
+    written: Mutex<HashMap<u64, fattr3>>,
     /// The root's node id: FUSE's root is inode 1, so the two swap numbers.
     root: u64,
 }
@@ -171,7 +174,7 @@ impl BfsFuse {
         let root = node_of(&fh, fileid);
         let mut handles = HashMap::new();
         handles.insert(root, fh);
-        BfsFuse { pool, handles: Mutex::new(handles), root }
+        BfsFuse { pool, handles: Mutex::new(handles), written: Mutex::default(), root }
     }
 
     /// The FUSE attributes of the file `fh` with NFS attributes `a`.
@@ -283,6 +286,9 @@ impl BfsFuse {
             };
             let r = ok(self.nfs::<WRITE3res>(req, 7, &args)?)?;
             done += r.count as usize;
+            if let (Nfs3Option::Some(a), Ok(mut w)) = (r.file_wcc.after, self.written.lock()) {
+                w.insert(swap(ino.0, self.root), a);
+            }
         }
         Ok(done as u32)
     }
@@ -295,8 +301,11 @@ impl BfsFuse {
             2,
             &SETATTR3args { object: object.clone(), new_attributes: s, guard: Nfs3Option::None },
         )?;
-        ok(r)?;
-        Ok(self.attr(&object, &self.getattr_fh(req, &object)?))
+        let a = match ok(r)?.obj_wcc.after {
+            Nfs3Option::Some(a) => a,
+            Nfs3Option::None => self.getattr_fh(req, &object)?,
+        };
+        Ok(self.attr(&object, &a))
     }
 
     /// The root of another server's export, by MOUNT, with its file id.
@@ -356,6 +365,27 @@ fn answer_entry(reply: ReplyEntry, r: Res<FileAttr>) {
     }
 }
 
+/// The entry FUSE takes as "no such name" (node id 0).
+fn negative_entry() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
 fn answer_empty(reply: ReplyEmpty, r: Res<()>) {
     match r {
         Ok(()) => reply.ok(),
@@ -393,7 +423,14 @@ impl Filesystem for BfsFuse {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        answer_entry(reply, self.lookup_(req, parent, name));
+        match self.lookup_(req, parent, name) {
+            // A name that does not exist is remembered as such for TTL, as
+            // an NFS client caches a negative lookup: a compiler probing its
+            // include path asks once, not once per file. Creating the name
+            // through this mount replaces the negative entry at once.
+            Err(e) if e == Errno::ENOENT => reply.entry(&TTL, &negative_entry(), Generation(0)),
+            r => answer_entry(reply, r),
+        }
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -413,14 +450,45 @@ impl Filesystem for BfsFuse {
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        ctime: Option<SystemTime>,
+        open_file: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        // With the writeback cache the kernel keeps a regular file's times
+        // itself and pushes them with a SETATTR of mtime and ctime alone:
+        // when a written file is closed (carrying the open file's handle,
+        // which a user's utimensat never does and ftruncate does only with a
+        // size), and after an unlink, rename or link (no handle, so it looks
+        // like a user's `touch -m -d`).
+        let times_only = mode.is_none() && uid.is_none() && gid.is_none() && size.is_none() && atime.is_none();
+        if times_only && ctime.is_some() && matches!(mtime, Some(TimeOrNow::SpecificTime(_))) {
+            // At close: the server set both times when it executed the
+            // WRITE, from the agreed non-deterministic time, which is where
+            // an NFS client leaves them; ordering one more operation would
+            // only replace them with this client's clock. The kernel ignores
+            // the attributes in this reply: those of the last WRITE do.
+            let last_write = self.written.lock().ok().and_then(|mut w| w.remove(&swap(ino.0, self.root)));
+            if open_file.is_some() {
+                let current = match last_write {
+                    Some(a) => self.fh(ino).map(|fh| (a, fh)),
+                    None => self.fh(ino).and_then(|fh| Ok((self.getattr_fh(req, &fh)?, fh))),
+                };
+                return match current {
+                    Ok((a, fh)) => reply.attr(&TTL, &self.attr(&fh, &a)),
+                    Err(e) => reply.error(e),
+                };
+            }
+            // Otherwise a file unlinked for good has nothing left to set:
+            // its handle is stale, as the SETATTR would find one ordered
+            // operation later.
+            if let Err(e) = self.fh(ino).and_then(|fh| self.getattr_fh(req, &fh)) {
+                return reply.error(e);
+            }
+        }
         let mut s = sattr(mode, uid, gid, size);
         s.atime = match client_time(atime) {
             None => set_atime::DONT_CHANGE,

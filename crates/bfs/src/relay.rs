@@ -197,6 +197,7 @@ fn handle_call(record: &[u8], writer: &Writer, pool: &Pool, port: u16, max_op: u
                 return send(writer, &accepted(h.xid, request::GARBAGE_ARGS));
             }
             let (xid, proc_, writer) = (h.xid, h.proc_, writer.clone());
+            tracing::trace!(proc_, bytes = op.len(), "nfs call");
             return pool.submit(
                 op,
                 request::is_read_only(proc_),

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{mounted, serial, sh, Bfs, Mount};
+use common::{bytes, mounted, serial, sh, Bfs, Mount};
 use pbft_node::FaultyMode;
 
 /// The source trees copied: about 1.5 MiB in 150 files.
@@ -188,4 +188,75 @@ fn tar_and_diff_with_a_replica_lying_to_the_others() {
             );
         }
     }
+}
+
+/// Ordered (read-write) and read-only requests replica `id` has executed.
+fn executed(bfs: &Bfs, id: u16) -> (f64, f64) {
+    let addr = bfs.cluster.cluster.replicas[id as usize].metrics_addr.expect("metrics address");
+    let text = pbft_node::metrics::scrape(addr, Duration::from_secs(2)).expect("metrics");
+    let value = |name: &str| {
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in {text}"));
+        line.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()).expect("a number")
+    };
+    (value("pbft_requests_executed_total{"), value("pbft_read_only_executed_total{"))
+}
+
+/// What the mount orders: a new file written and closed is one CREATE and
+/// one WRITE (the kernel's push of its own times at close is answered by the
+/// mount), a removed file one REMOVE (the push that follows an unlink finds
+/// the file gone with a read-only GETATTR), a name that does not exist is
+/// looked up once while the kernel remembers it. A user's `touch -m -d`
+/// still sets the time, and a rename still moves the file.
+#[test]
+fn the_mount_orders_one_request_per_create_write_and_remove() {
+    let _one = serial();
+    let bfs = Bfs::start(None);
+    let mnt = bfs.dir.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mount point");
+    let mount = Mount::start(&bfs.cluster.path, &mnt);
+    std::fs::create_dir(mnt.join("d")).expect("mkdir");
+    const FILES: usize = 20;
+    // Replica 0 may lag the replies by a little: wait until it has executed
+    // at least `floor` ordered requests more than at `from`.
+    let settled = |from: f64, floor: usize| {
+        wait_for(10, "replica 0 executes the requests", || executed(&bfs, 0).0 >= from + floor as f64);
+        executed(&bfs, 0)
+    };
+    let before = executed(&bfs, 0);
+    for i in 0..FILES {
+        std::fs::write(mnt.join(format!("d/f{i}")), bytes(3000, i as u64)).expect("write a file");
+    }
+    let written = settled(before.0, 2 * FILES);
+    let ordered = written.0 - before.0;
+    assert!(ordered <= (2 * FILES + 2) as f64, "{ordered} ordered requests for {FILES} files written");
+    for i in 0..FILES {
+        assert_eq!(std::fs::read(mnt.join(format!("d/f{i}"))).expect("read back"), bytes(3000, i as u64));
+    }
+    // A missing name, asked for again and again (as a compiler probes its
+    // include path), reaches the replicas about once.
+    let before = executed(&bfs, 0);
+    for _ in 0..20 {
+        assert!(std::fs::metadata(mnt.join("d/missing.h")).is_err(), "no such file");
+    }
+    let asked = executed(&bfs, 0).1 - before.1;
+    assert!(asked <= 5.0, "{asked} read-only requests for 20 lookups of one missing name");
+    // Remove them all: one ordered REMOVE each.
+    let before = executed(&bfs, 0);
+    for i in 0..FILES {
+        std::fs::remove_file(mnt.join(format!("d/f{i}"))).expect("unlink");
+    }
+    let removed = settled(before.0, FILES);
+    let ordered = removed.0 - before.0;
+    assert!(ordered <= (FILES + 2) as f64, "{ordered} ordered requests for {FILES} files removed");
+    // A time the user sets, and a rename, still reach the replicas: a fresh
+    // mount (no kernel cache) sees them.
+    std::fs::write(mnt.join("d/t"), b"times").expect("write t");
+    sh(&format!("touch -m -d @1000000000 {0}/d/t && mv {0}/d/t {0}/d/u", mnt.display()));
+    drop(mount);
+    let mount = Mount::start(&bfs.cluster.path, &mnt);
+    let meta = std::fs::metadata(mnt.join("d/u")).expect("renamed file");
+    let mtime = meta.modified().expect("mtime").duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+    assert_eq!(mtime.as_secs(), 1_000_000_000, "the mtime touch set");
+    assert!(std::fs::metadata(mnt.join("d/t")).is_err(), "the old name is gone");
+    drop(mount);
 }

@@ -135,7 +135,7 @@ impl ReplicaSnapshot {
         metric(
             "requests_executed_total",
             "counter",
-            "Requests executed (read-write and read-only).",
+            "Ordered (read-write) requests executed; read-only ones are counted apart.",
             c.requests_executed,
         );
         metric(
