@@ -73,6 +73,10 @@ pub struct Protocol {
     pub max_outstanding_batches: u64,
     /// Operations larger than this go to every replica and are ordered by digest.
     pub large_request_threshold: usize,
+    /// Results larger than this come in full from one replica and as a
+    /// digest from the others; smaller ones in full from all (0: always
+    /// digest replies, as in the papers).
+    pub digest_reply_threshold: usize,
     pub max_request_queue: usize,
     pub status_interval_ms: u64,
     /// How long a backup waits for a request to execute before it asks for
@@ -104,6 +108,7 @@ impl Default for Protocol {
             max_batch_bytes: c.max_batch_bytes,
             max_outstanding_batches: c.max_outstanding_batches,
             large_request_threshold: c.large_request_threshold,
+            digest_reply_threshold: c.digest_reply_threshold,
             max_request_queue: c.max_request_queue,
             status_interval_ms: c.status_interval_us / 1000,
             view_change_timeout_ms: c.view_change_timeout_us / 1000,
@@ -206,6 +211,7 @@ impl Cluster {
         config.max_batch_bytes = p.max_batch_bytes;
         config.max_outstanding_batches = p.max_outstanding_batches;
         config.large_request_threshold = p.large_request_threshold;
+        config.digest_reply_threshold = p.digest_reply_threshold;
         config.max_request_queue = p.max_request_queue;
         config.status_interval_us = p.status_interval_ms.saturating_mul(1000);
         config.view_change_timeout_us = p.view_change_timeout_ms.saturating_mul(1000);

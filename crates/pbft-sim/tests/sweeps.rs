@@ -176,7 +176,7 @@ fn restarting_without_the_durable_log_forks_the_history() {
 /// replica forget what it said, and the history forks.
 #[test]
 fn sending_before_the_records_are_durable_forks_the_history() {
-    caught("send-before-durable", Some(Family::ClusterCrash), 40..80, "agreement");
+    caught("send-before-durable", Some(Family::ClusterCrash), 100..140, "agreement");
 }
 
 #[test]

@@ -32,6 +32,13 @@ pub struct Config {
     /// Requests whose operation is larger than this are sent by the client to all
     /// replicas and named by digest in the pre-prepare.
     pub large_request_threshold: usize,
+    /// Results larger than this are sent in full by the replica the client
+    /// designated and as a digest by the others (digest replies); smaller
+    /// ones in full by every replica. A digest saves nothing on a small
+    /// result, and when the designated replier is the last of the quorum to
+    /// answer (one request in four with n = 4) the client would otherwise
+    /// have to ask everyone again for it.
+    pub digest_reply_threshold: usize,
     /// Largest datagram accepted or produced.
     pub max_message_bytes: usize,
     /// Largest operation a client may send.
@@ -85,6 +92,7 @@ impl Config {
             max_batch_bytes: 48 * 1024,
             max_outstanding_batches: 1,
             large_request_threshold: 1024,
+            digest_reply_threshold: 256,
             max_message_bytes: 65_000,
             max_op_bytes: 8 * 1024 + 512,
             max_reply_bytes: 16 * 1024 + 64,

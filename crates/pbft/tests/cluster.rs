@@ -202,9 +202,28 @@ fn large_requests_are_named_by_digest_and_fetched_when_missing() {
 }
 
 #[test]
+fn small_results_come_in_full_from_every_replica() {
+    let mut cfg = Config::new(1);
+    cfg.max_clients = 1;
+    let mut c = Cluster::new(cfg, 1);
+    // Replica 3 is the designated replier of timestamp 3, and down: the
+    // others' replies carry the (small) result itself, so the client needs
+    // nothing more from anyone.
+    c.down = vec![3];
+    for _ in 1..=3 {
+        c.submit(0, &[1], false);
+        c.run();
+    }
+    assert_eq!(c.completed.len(), 3);
+    assert_eq!(c.clients[0].metrics().retransmitted, 0, "no request had to be sent again");
+}
+
+#[test]
 fn a_crashed_backup_catches_up_from_status_and_duplicates_get_the_cached_reply() {
     let mut cfg = Config::new(1);
     cfg.max_clients = 1;
+    // Digest replies for every result, however small.
+    cfg.digest_reply_threshold = 0;
     let mut c = Cluster::new(cfg, 1);
     c.down = vec![3];
     for i in 1..=3 {

@@ -136,9 +136,11 @@ impl<S: Service> Replica<S> {
     }
 
     /// Sends the reply to `req`: the full result from the designated replier (or
-    /// from everyone when the client asked for that), its digest from the others.
+    /// from everyone when the client asked for that, or when the result is no
+    /// larger than [`crate::Config::digest_reply_threshold`]), its digest from
+    /// the others.
     fn send_reply(&self, req: &Request, result: Bytes, tentative: bool, out: &mut Outbox) {
-        let full = req.replier.is_none_or(|r| r == self.id);
+        let full = result.len() <= self.cfg.digest_reply_threshold || req.replier.is_none_or(|r| r == self.id);
         let body = if full { ReplyBody::Full(result) } else { ReplyBody::Digest(Digest::of(&result)) };
         let msg = Message::Reply(Reply { view: self.view(), timestamp: req.timestamp, client: req.client, tentative, body });
         let bytes = self.keys.seal(&msg, Audience::One(NodeId::Client(req.client)));
