@@ -57,6 +57,21 @@ fn faulty_primaries_are_replaced_and_every_checker_holds() {
     assert!(reports.iter().any(|r| r.scenario.contains("wiped=[0")), "no primary restarted wiped");
 }
 
+/// Found by a sweep: the whole cluster restarted just after the new primary
+/// of view 1 sent its NEW-VIEW, which two backups had not received. The
+/// primary and the backup that had installed the view came back in it from
+/// their durable logs, but without the NEW-VIEW, which was not in them: they
+/// could not hand it on, the two others waited for it for ever, and no
+/// quorum formed in any view. The log now keeps the NEW-VIEW and the
+/// VIEW-CHANGE messages it names.
+#[test]
+fn a_view_installed_just_before_the_whole_cluster_restarts_reaches_those_that_missed_it() {
+    let report = run(809, None, Bugs::default());
+    assert!(report.scenario.starts_with("cluster-crash"), "{}", report.scenario);
+    assert!(report.ok(), "{}", report.render());
+    assert!(report.stats.views_installed > 0, "a view change happened: {}", report.render());
+}
+
 #[test]
 fn a_seed_replays_byte_for_byte() {
     for seed in [3, 11, 26, 40] {

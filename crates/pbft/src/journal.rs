@@ -70,8 +70,13 @@ pub(crate) enum Entry {
     Awaited { seq: SeqNo, digest: Digest, arrived: bool },
     /// This replica left its view and sent this VIEW-CHANGE.
     ViewChangeSent { raw: Bytes },
-    /// This replica installed `view`.
+    /// This replica installed `view` (view 0, which needs no NEW-VIEW, or a
+    /// log written before [`Entry::NewViewInstalled`] existed).
     ViewInstalled { view: View },
+    /// This replica installed the view of this NEW-VIEW, whose VIEW-CHANGE
+    /// messages are `view_changes`: restarted, it still hands them to a
+    /// replica that did not see the view installed, as it did before.
+    NewViewInstalled { raw: Bytes, view_changes: Vec<Bytes> },
 }
 
 /// Why a journal record could not be read.
@@ -203,6 +208,14 @@ impl Record {
                 w.push(15);
                 put_u64(&mut w, view.0);
             }
+            Entry::NewViewInstalled { raw, view_changes } => {
+                w.push(16);
+                put_bytes(&mut w, raw);
+                w.extend_from_slice(&(view_changes.len() as u32).to_le_bytes());
+                for vc in view_changes {
+                    put_bytes(&mut w, vc);
+                }
+            }
         }
         w
     }
@@ -246,6 +259,15 @@ impl Record {
             13 => Entry::Awaited { seq: r.seq()?, digest: r.digest()?, arrived: r.bool()? },
             14 => Entry::ViewChangeSent { raw: r.bytes()? },
             15 => Entry::ViewInstalled { view: View(r.u64()?) },
+            16 => {
+                let raw = r.bytes()?;
+                let count = r.u32()? as usize;
+                if count > MAX_REQUESTS {
+                    return Err(JournalError::TooLong);
+                }
+                let view_changes = (0..count).map(|_| r.bytes()).collect::<Result<_, _>>()?;
+                Entry::NewViewInstalled { raw, view_changes }
+            }
             tag => return Err(JournalError::BadTag(tag)),
         };
         if r.pos != whole.len() {
@@ -379,6 +401,10 @@ mod tests {
             Entry::Awaited { seq: SeqNo(7), digest: d, arrived: true },
             Entry::ViewChangeSent { raw: Bytes::from_static(b"view-change") },
             Entry::ViewInstalled { view: View(9) },
+            Entry::NewViewInstalled {
+                raw: Bytes::from_static(b"new-view"),
+                view_changes: vec![Bytes::from_static(b"vc-1"), Bytes::from_static(b"vc-2")],
+            },
         ]
         .into_iter()
         .map(Record)

@@ -512,7 +512,7 @@ impl Log {
                 }
             }
             Entry::Awaited { seq, digest, arrived: true } => self.body_arrived(digest, seq),
-            Entry::ViewChangeSent { .. } | Entry::ViewInstalled { .. } => {}
+            Entry::ViewChangeSent { .. } | Entry::ViewInstalled { .. } | Entry::NewViewInstalled { .. } => {}
         }
         self.journaling = journaling;
     }

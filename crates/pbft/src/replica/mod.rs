@@ -251,6 +251,7 @@ impl<S: Service> Replica<S> {
                         r.view_changes.install_view(view);
                     }
                 }
+                crate::journal::Entry::NewViewInstalled { raw, view_changes } => r.replay_new_view(raw, view_changes),
                 entry => r.log.replay(entry, request),
             }
         }
@@ -268,11 +269,35 @@ impl<S: Service> Replica<S> {
     fn record_view_state(&mut self) {
         let view = self.view();
         if self.view_active() {
-            self.log.record_view(crate::journal::Entry::ViewInstalled { view });
+            let entry = match &self.view_changes.installed {
+                Some(i) if i.new_view.view == view => crate::journal::Entry::NewViewInstalled {
+                    raw: i.raw.clone(),
+                    view_changes: i.view_changes.clone(),
+                },
+                _ => crate::journal::Entry::ViewInstalled { view },
+            };
+            self.log.record_view(entry);
         } else if let Some(vc) = self.view_changes.msgs.get(&(view, self.id)) {
             let raw = vc.raw.clone();
             self.log.record_view(crate::journal::Entry::ViewChangeSent { raw });
         }
+    }
+
+    /// A view this replica installed before a restart, with the NEW-VIEW and
+    /// VIEW-CHANGE messages that installed it: a replica that missed the
+    /// NEW-VIEW (say the whole cluster restarted just after it was sent)
+    /// learns it from STATUS replies ([`Replica::send_installed_view`]), and
+    /// without them would wait for it for ever while the others, in the view,
+    /// cannot gather a quorum without it.
+    fn replay_new_view(&mut self, raw: Bytes, view_changes: Vec<Bytes>) {
+        let Ok(Message::NewView(nv)) = wire::decode(raw.clone(), self.cfg.max_message_bytes).map(|e| e.message) else {
+            return;
+        };
+        if nv.view < self.view() {
+            return;
+        }
+        self.view_changes.install_view(nv.view);
+        self.view_changes.installed = Some(view_change::Installed { new_view: nv, raw, view_changes });
     }
 
     /// The VIEW-CHANGE this replica sent before a restart: it is in that view

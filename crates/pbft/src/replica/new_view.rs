@@ -46,7 +46,7 @@ impl<S: Service> Replica<S> {
             .filter(|j| *j != self.id)
             .collect();
         self.view_changes.install_view(v);
-        self.log.record_view(Entry::ViewInstalled { view: v });
+        self.log.record_view(Entry::NewViewInstalled { raw: raw.clone(), view_changes: view_changes.clone() });
         self.view_changes.forget_below(View(v.0 + 1));
         self.view_changes.installed = Some(Installed { new_view: nv, raw, view_changes });
         self.view_changes.pending = None;
