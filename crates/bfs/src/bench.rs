@@ -265,6 +265,21 @@ impl Drop for RelayThread {
     }
 }
 
+/// Requests (ordered and read-only) replica 0 of `cluster` has executed.
+fn requests_executed(cluster: &LocalCluster) -> f64 {
+    let Some(addr) = cluster.cluster.replicas.first().and_then(|r| r.metrics_addr) else { return 0.0 };
+    let text = pbft_node::metrics::scrape(addr, Duration::from_secs(2)).unwrap_or_default();
+    ["pbft_requests_executed_total", "pbft_read_only_executed_total"]
+        .iter()
+        .filter_map(|name| pbft_node::metrics::sample_value(&text, name))
+        .sum()
+}
+
+/// CPU seconds the replica processes of `cluster` have used so far.
+fn replicas_cpu(cluster: &LocalCluster) -> f64 {
+    cluster.pids().iter().map(|(_, pid)| pbft_node::launcher::cpu_seconds(*pid)).sum()
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -280,6 +295,8 @@ pub fn run(a: AndrewArgs) -> Result<()> {
     let pm = a.postmark.then_some(Postmark { files: a.postmark_files, transactions: a.postmark_transactions });
     anyhow::ensure!(!a.postmark || (a.postmark_files >= 1 && a.postmark_transactions >= 1), "postmark needs files and transactions");
     let mut results: Vec<(&str, Vec<Times>)> = vec![("bfs", Vec::new()), ("no-replication", Vec::new())];
+    // Per BFS run: the replicas' CPU seconds and the requests they executed.
+    let mut cluster_cpu: Vec<(f64, f64)> = Vec::new();
     if a.ganesha {
         results.push(("nfs-ganesha", Vec::new()));
     }
@@ -290,7 +307,9 @@ pub fn run(a: AndrewArgs) -> Result<()> {
         let cluster = LocalCluster::start(&bin, &base, 1 << 18, 8, None)?;
         let relay =
             RelayThread::start(Pool::of_cluster(&cluster.cluster, (0, 8))?, cluster.cluster.config().max_op_bytes)?;
+        let (cpu, requests) = (replicas_cpu(&cluster), requests_executed(&cluster));
         results[0].1.push(on_mount(nfs_fs(relay.addr, relay.addr, "/")?, &base, "bfs", &dirs, &files, pm)?);
+        cluster_cpu.push((replicas_cpu(&cluster) - cpu, requests_executed(&cluster) - requests));
         drop(relay);
         drop(cluster);
         let relay = RelayThread::start(Pool::local(1 << 18)?, usize::MAX)?;
@@ -346,6 +365,16 @@ pub fn run(a: AndrewArgs) -> Result<()> {
                 .collect();
             println!("{label:<16}{}", ratio.join(""));
         }
+    }
+    // On one machine the replicas' CPU is taken from the client's programs
+    // (cc in the compile phase): how much, per request, says how much of
+    // BFS's extra time that is.
+    cluster_cpu.sort_by(|x, y| x.0.total_cmp(&y.0));
+    if let Some(&(cpu, requests)) = cluster_cpu.get(cluster_cpu.len() / 2) {
+        println!(
+            "bfs replicas' CPU: {cpu:.2} s for {requests:.0} requests ({:.0} us each, all four replicas), median run",
+            cpu * 1e6 / requests.max(1.0)
+        );
     }
     if let Some(path) = &a.csv {
         std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))?;

@@ -156,23 +156,11 @@ struct Catchup {
     sources_cpu_s: f64,
 }
 
-/// CPU seconds process `pid` has used so far, all its threads (from
-/// /proc/PID/task/*/schedstat, in nanoseconds); 0 if it is gone.
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()))
-        .sum::<u64>() as f64
-        / 1e9
-}
-
 /// CPU seconds used so far by each replica process, by id (0 for one not running).
 fn replicas_cpu(run: &Running) -> Vec<f64> {
     let pids = run.procs.pids();
     (0..run.metrics.len())
-        .map(|id| pids.iter().find(|(name, _)| *name == format!("replica-{id}")).map_or(0.0, |(_, pid)| cpu_seconds(*pid)))
+        .map(|id| pids.iter().find(|(name, _)| *name == format!("replica-{id}")).map_or(0.0, |(_, pid)| pbft_node::launcher::cpu_seconds(*pid)))
         .collect()
 }
 

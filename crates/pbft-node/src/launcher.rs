@@ -145,3 +145,16 @@ pub fn wait_until_up(procs: &mut Processes, metrics: &[SocketAddr], timeout: Dur
     }
     Ok(())
 }
+
+/// CPU seconds process `pid` has used so far, all its threads (from
+/// /proc/PID/task/*/schedstat, in nanoseconds); 0 if it is gone. What the
+/// benchmarks report as the replicas' CPU.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()))
+        .sum::<u64>() as f64
+        / 1e9
+}
