@@ -366,6 +366,28 @@ pub fn run(a: AndrewArgs) -> Result<()> {
             println!("{label:<16}{}", ratio.join(""));
         }
     }
+    // Each run's own ratio (its servers ran one after the other, minutes
+    // apart at most): their median and spread, less moved by the machine's
+    // load than a ratio of medians.
+    for (k, label) in [(1, "bfs / no-repl"), (2, "bfs / ganesha")] {
+        let Some((_, base)) = results.get(k) else { continue };
+        let total = |t: &Times| t[..5].iter().sum::<Duration>().as_secs_f64();
+        let mut andrew: Vec<f64> = results[0].1.iter().zip(base).map(|(b, o)| total(b) / total(o).max(1e-9)).collect();
+        andrew.sort_by(f64::total_cmp);
+        let mut line = format!(
+            "{label}, each run's own ratio: Andrew {:.2} ({:.2}-{:.2})",
+            andrew[andrew.len() / 2],
+            andrew[0],
+            andrew[andrew.len() - 1]
+        );
+        if pm.is_some() {
+            let mut p: Vec<f64> =
+                results[0].1.iter().zip(base).map(|(b, o)| b[5].as_secs_f64() / o[5].as_secs_f64().max(1e-9)).collect();
+            p.sort_by(f64::total_cmp);
+            line.push_str(&format!(", postmark {:.2} ({:.2}-{:.2})", p[p.len() / 2], p[0], p[p.len() - 1]));
+        }
+        println!("{line}");
+    }
     // On one machine the replicas' CPU is taken from the client's programs
     // (cc in the compile phase): how much, per request, says how much of
     // BFS's extra time that is.
