@@ -287,7 +287,7 @@ impl<T: Copy> Adversary<T> {
     fn rewrite(&mut self, bytes: Bytes) -> Rewritten {
         let Ok(env) = wire::decode(bytes.clone(), self.cfg.max_message_bytes) else { return Rewritten::Same(bytes) };
         let audience = match env.message {
-            Message::Reply(ref r) => Audience::One(NodeId::Client(r.client)),
+            Message::Reply(ref r) => Audience::Client(r.client),
             _ => Audience::Replicas,
         };
         let one = |b: Bytes| Rewritten::Instead(vec![b]);

@@ -148,8 +148,10 @@ fn tags_equal(a: &Tag, b: &Tag) -> bool {
 pub enum Audience {
     /// Every replica (a vector of n MACs; the sender's own slot is zero).
     Replicas,
-    /// A single principal (one MAC).
-    One(NodeId),
+    /// One client (one MAC): replies. A replica takes only authenticators,
+    /// one MAC for each replica, and finds its own at its index; a single MAC
+    /// for a replica would never verify, so there is no way to ask for one.
+    Client(ClientId),
 }
 
 /// The session keys of one principal.
@@ -254,7 +256,7 @@ impl KeyTable {
     pub fn seal(&self, message: &Message, audience: Audience) -> Bytes {
         let tag_count = match audience {
             Audience::Replicas => self.n,
-            Audience::One(_) => 1,
+            Audience::Client(_) => 1,
         };
         let (mut buf, authenticated_len) = wire::encode_unauthenticated(self.me, message, tag_count);
         let digest = wire::auth_digest(message, &buf[..authenticated_len]);
@@ -268,8 +270,8 @@ impl KeyTable {
                     }
                 }
             }
-            Audience::One(to) => {
-                if let Some(k) = self.outbound(to) {
+            Audience::Client(to) => {
+                if let Some(k) = self.outbound(NodeId::Client(to)) {
                     buf[tags_at..tags_at + TAG_LEN].copy_from_slice(&mac(k, &digest));
                 }
             }
@@ -466,7 +468,8 @@ mod tests {
             op: Bytes::new(),
         });
         assert_eq!(r[0].open(stranger.seal(&req, Audience::Replicas), 65_000).unwrap_err(), AuthError::UnknownSender);
-        let one = r[1].seal(&prepare(), Audience::One(NodeId::Replica(ReplicaId(0))));
+        // A replica's message with one MAC (as for a client) is refused.
+        let one = r[1].seal(&prepare(), Audience::Client(ClientId(0)));
         assert_eq!(r[0].open(one, 65_000).unwrap_err(), AuthError::WrongTagCount);
     }
 }

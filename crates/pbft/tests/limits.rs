@@ -59,7 +59,7 @@ fn the_defaults_fit_and_their_bounds_are_the_real_encodings() {
 
     let result = Bytes::from(vec![5u8; cfg.max_reply_bytes]);
     let reply = Reply { view: View(1), timestamp: Timestamp(3), client: ClientId(0), tentative: true, body: ReplyBody::Full(result) };
-    let sealed = replica.seal(&Message::Reply(reply), Audience::One(NodeId::Client(ClientId(0))));
+    let sealed = replica.seal(&Message::Reply(reply), Audience::Client(ClientId(0)));
     assert_eq!(sealed.len(), bound(&cfg, "reply"));
 
     let client = keys(n, NodeId::Client(ClientId(0)));

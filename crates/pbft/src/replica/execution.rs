@@ -9,7 +9,7 @@ use super::Replica;
 use crate::effects::{Dest, Effect, Execution, Outbox};
 use crate::metrics::DropReason;
 use crate::service::Service;
-use crate::types::{ClientId, Digest, NodeId, SeqNo, Timestamp};
+use crate::types::{ClientId, Digest, SeqNo, Timestamp};
 use crate::wire::{Message, Reply, ReplyBody, Request};
 use crate::auth::Audience;
 
@@ -143,7 +143,7 @@ impl<S: Service> Replica<S> {
         let full = result.len() <= self.cfg.digest_reply_threshold || req.replier.is_none_or(|r| r == self.id);
         let body = if full { ReplyBody::Full(result) } else { ReplyBody::Digest(Digest::of(&result)) };
         let msg = Message::Reply(Reply { view: self.view(), timestamp: req.timestamp, client: req.client, tentative, body });
-        let bytes = self.keys.seal(&msg, Audience::One(NodeId::Client(req.client)));
+        let bytes = self.keys.seal(&msg, Audience::Client(req.client));
         out.send(Dest::Client(req.client), bytes);
     }
 
