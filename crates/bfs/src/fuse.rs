@@ -37,11 +37,23 @@ pub struct BfsFuse {
     pool: Arc<Pool>,
     /// Handles by node id (see [`node_of`]).
     handles: Mutex<HashMap<u64, nfs_fh3>>,
-    /// A file's attributes after its last WRITE through this mount, until
-    /// the kernel pushes its times at close (see `setattr`).
-    written: Mutex<HashMap<u64, fattr3>>,
+    /// Per node, what this mount knows of the times the kernel keeps itself
+    /// (see `setattr`).
+    kernel_times: Mutex<HashMap<u64, KernelTimes>>,
     /// The root's node id: FUSE's root is inode 1, so the two swap numbers.
     root: u64,
+}
+
+/// What the mount knows of a file's times that the kernel keeps itself (with
+/// the writeback cache it does, for regular files).
+#[derive(Default)]
+struct KernelTimes {
+    /// The attributes after the last WRITE through this mount, until the
+    /// kernel pushes its times at close.
+    after_write: Option<fattr3>,
+    /// The mtime the kernel pushed at its last close of the file after
+    /// writing: the one it pushes again later, unchanged.
+    pushed_mtime: Option<SystemTime>,
 }
 
 /// The node id of a file: for a BFS handle, generation and inode number
@@ -174,7 +186,7 @@ impl BfsFuse {
         let root = node_of(&fh, fileid);
         let mut handles = HashMap::new();
         handles.insert(root, fh);
-        BfsFuse { pool, handles: Mutex::new(handles), written: Mutex::default(), root }
+        BfsFuse { pool, handles: Mutex::new(handles), kernel_times: Mutex::default(), root }
     }
 
     /// The FUSE attributes of the file `fh` with NFS attributes `a`.
@@ -286,8 +298,8 @@ impl BfsFuse {
             };
             let r = ok(self.nfs::<WRITE3res>(req, 7, &args)?)?;
             done += r.count as usize;
-            if let (Nfs3Option::Some(a), Ok(mut w)) = (r.file_wcc.after, self.written.lock()) {
-                w.insert(swap(ino.0, self.root), a);
+            if let (Nfs3Option::Some(a), Ok(mut t)) = (r.file_wcc.after, self.kernel_times.lock()) {
+                t.entry(swap(ino.0, self.root)).or_default().after_write = Some(a);
             }
         }
         Ok(done as u32)
@@ -462,18 +474,25 @@ impl Filesystem for BfsFuse {
         // itself and pushes them with a SETATTR of mtime and ctime alone:
         // when a written file is closed (carrying the open file's handle,
         // which a user's utimensat never does and ftruncate does only with a
-        // size), and after an unlink, rename or link (no handle, so it looks
-        // like a user's `touch -m -d`).
+        // size), and later whenever it writes back an inode whose atime or
+        // ctime it changed (after a read, an unlink, a rename or a link; no
+        // handle, so it looks like a user's `touch -m -d`).
         let times_only = mode.is_none() && uid.is_none() && gid.is_none() && size.is_none() && atime.is_none();
-        if times_only && ctime.is_some() && matches!(mtime, Some(TimeOrNow::SpecificTime(_))) {
-            // At close: the server set both times when it executed the
-            // WRITE, from the agreed non-deterministic time, which is where
-            // an NFS client leaves them; ordering one more operation would
-            // only replace them with this client's clock. The kernel ignores
-            // the attributes in this reply: those of the last WRITE do.
-            let last_write = self.written.lock().ok().and_then(|mut w| w.remove(&swap(ino.0, self.root)));
+        if let (true, Some(_), Some(TimeOrNow::SpecificTime(pushed))) = (times_only, ctime, mtime) {
+            let node = swap(ino.0, self.root);
             if open_file.is_some() {
-                let current = match last_write {
+                // At close: the replicas set both times when they executed
+                // the WRITE, from the agreed non-deterministic time, which is
+                // where an NFS client leaves them; ordering one more request
+                // would only replace them with this client's clock. The
+                // kernel ignores the attributes in this reply: those of the
+                // last WRITE do.
+                let after_write = self.kernel_times.lock().ok().and_then(|mut t| {
+                    let k = t.entry(node).or_default();
+                    k.pushed_mtime = Some(pushed);
+                    k.after_write.take()
+                });
+                let current = match after_write {
                     Some(a) => self.fh(ino).map(|fh| (a, fh)),
                     None => self.fh(ino).and_then(|fh| Ok((self.getattr_fh(req, &fh)?, fh))),
                 };
@@ -482,11 +501,25 @@ impl Filesystem for BfsFuse {
                     Err(e) => reply.error(e),
                 };
             }
-            // Otherwise a file unlinked for good has nothing left to set:
-            // its handle is stale, as the SETATTR would find one ordered
-            // operation later.
-            if let Err(e) = self.fh(ino).and_then(|fh| self.getattr_fh(req, &fh)) {
-                return reply.error(e);
+            // Without a handle, a read-only GETATTR decides: a file unlinked
+            // for good has nothing left to set (its handle is stale, as the
+            // SETATTR would find one ordered request later), and an mtime the
+            // replicas already have, or the one the kernel pushed at close,
+            // is the kernel's own again, not a user's.
+            let current = self.fh(ino).and_then(|fh| Ok((self.getattr_fh(req, &fh)?, fh)));
+            let again = |a: &fattr3| {
+                time(a.mtime) == pushed
+                    || self.kernel_times.lock().ok().and_then(|t| t.get(&node)?.pushed_mtime) == Some(pushed)
+            };
+            match current {
+                Err(e) => {
+                    if let Ok(mut t) = self.kernel_times.lock() {
+                        t.remove(&node);
+                    }
+                    return reply.error(e);
+                }
+                Ok((a, fh)) if again(&a) => return reply.attr(&TTL, &self.attr(&fh, &a)),
+                Ok(_) => {}
             }
         }
         let mut s = sattr(mode, uid, gid, size);
