@@ -474,9 +474,10 @@ impl Filesystem for BfsFuse {
         // itself and pushes them with a SETATTR of mtime and ctime alone:
         // when a written file is closed (carrying the open file's handle,
         // which a user's utimensat never does and ftruncate does only with a
-        // size), and later whenever it writes back an inode whose atime or
-        // ctime it changed (after a read, an unlink, a rename or a link; no
-        // handle, so it looks like a user's `touch -m -d`).
+        // size), and again whenever it changed the file's ctime itself (after
+        // an unlink, a rename or a link; no handle, so it looks like a user's
+        // `touch -m -d`). An entry of `kernel_times` lasts as long as the
+        // node's handle in `handles`, or until the file is found gone.
         let times_only = mode.is_none() && uid.is_none() && gid.is_none() && size.is_none() && atime.is_none();
         if let (true, Some(_), Some(TimeOrNow::SpecificTime(pushed))) = (times_only, ctime, mtime) {
             let node = swap(ino.0, self.root);
