@@ -280,6 +280,12 @@ fn replicas_cpu(cluster: &LocalCluster) -> f64 {
     cluster.pids().iter().map(|(_, pid)| pbft_node::launcher::cpu_seconds(*pid)).sum()
 }
 
+/// The median, smallest and largest of `v` (not empty).
+fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -293,7 +299,10 @@ pub fn run(a: AndrewArgs) -> Result<()> {
     let temp = tempfile::tempdir()?;
     let bin = std::env::current_exe()?;
     let pm = a.postmark.then_some(Postmark { files: a.postmark_files, transactions: a.postmark_transactions });
-    anyhow::ensure!(!a.postmark || (a.postmark_files >= 1 && a.postmark_transactions >= 1), "postmark needs files and transactions");
+    anyhow::ensure!(
+        !a.postmark || (a.postmark_files >= 1 && a.postmark_transactions >= 1),
+        "postmark needs files and transactions"
+    );
     let mut results: Vec<(&str, Vec<Times>)> = vec![("bfs", Vec::new()), ("no-replication", Vec::new())];
     // Per BFS run: the replicas' CPU seconds and the requests they executed.
     let mut cluster_cpu: Vec<(f64, f64)> = Vec::new();
@@ -371,20 +380,16 @@ pub fn run(a: AndrewArgs) -> Result<()> {
     // load than a ratio of medians.
     for (k, label) in [(1, "bfs / no-repl"), (2, "bfs / ganesha")] {
         let Some((_, base)) = results.get(k) else { continue };
-        let total = |t: &Times| t[..5].iter().sum::<Duration>().as_secs_f64();
-        let mut andrew: Vec<f64> = results[0].1.iter().zip(base).map(|(b, o)| total(b) / total(o).max(1e-9)).collect();
-        andrew.sort_by(f64::total_cmp);
-        let mut line = format!(
-            "{label}, each run's own ratio: Andrew {:.2} ({:.2}-{:.2})",
-            andrew[andrew.len() / 2],
-            andrew[0],
-            andrew[andrew.len() - 1]
-        );
+        let andrew = |t: &Times| t[..5].iter().sum::<Duration>().as_secs_f64();
+        let postmark = |t: &Times| t[5].as_secs_f64();
+        let ratios = |secs: &dyn Fn(&Times) -> f64| {
+            spread(results[0].1.iter().zip(base).map(|(b, o)| secs(b) / secs(o).max(1e-9)).collect())
+        };
+        let (m, lo, hi) = ratios(&andrew);
+        let mut line = format!("{label}, each run's own ratio: Andrew {m:.2} ({lo:.2}-{hi:.2})");
         if pm.is_some() {
-            let mut p: Vec<f64> =
-                results[0].1.iter().zip(base).map(|(b, o)| b[5].as_secs_f64() / o[5].as_secs_f64().max(1e-9)).collect();
-            p.sort_by(f64::total_cmp);
-            line.push_str(&format!(", postmark {:.2} ({:.2}-{:.2})", p[p.len() / 2], p[0], p[p.len() - 1]));
+            let (m, lo, hi) = ratios(&postmark);
+            line.push_str(&format!(", postmark {m:.2} ({lo:.2}-{hi:.2})"));
         }
         println!("{line}");
     }
