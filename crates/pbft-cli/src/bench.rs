@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// process, power); "none" is what the papers and Castro's library measured.
     #[arg(long, default_value = "none", value_parser = |s: &str| s.parse::<Durability>())]
     durability: Durability,
+    /// How long each replica polls its socket before it sleeps, in
+    /// microseconds (the cluster file's `spin_us`; 0 sleeps at once).
+    #[arg(long, default_value_t = 0)]
+    spin_us: u64,
     /// Rounds: normal, each runs the replicated cluster then the unreplicated
     /// baseline; durability, each runs every level once, in turn.
     #[arg(long, default_value_t = 3)]
@@ -116,9 +120,12 @@ pub fn configuration(replicas: usize) -> String {
     }
 }
 
-fn start(replicas: usize, clients: u32, durability: Durability) -> Result<Running> {
+fn start(replicas: usize, clients: u32, durability: Durability, spin_us: u64) -> Result<Running> {
+    let most = pbft_node::cluster::MAX_SPIN_US;
+    anyhow::ensure!(spin_us <= most, "--spin-us is at most {most}");
     let mut spec = KeygenSpec::local(replicas, clients);
     spec.protocol.durability = durability;
+    spec.protocol.spin_us = spin_us;
     start_with(&spec, "warn", |_, _| {})
 }
 
@@ -342,7 +349,7 @@ fn run_durability(a: &BenchArgs) -> Result<()> {
     for round in 0..a.rounds {
         let mut per_level = Vec::new();
         for level in levels {
-            let running = start(4, max_clients, level)?;
+            let running = start(4, max_clients, level, a.spin_us)?;
             let mut per_workload = Vec::new();
             for w in workloads {
                 let fig = measure(&running, w, a, &counts).with_context(|| format!("{}, {}", level.name(), w.name))?;
@@ -405,7 +412,7 @@ fn run_normal(a: &BenchArgs) -> Result<()> {
         let mut per_config: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
         for (k, replicas) in [4usize, 1].into_iter().enumerate() {
             let label = configuration(replicas);
-            let running = start(replicas, max_clients, a.durability)?;
+            let running = start(replicas, max_clients, a.durability, a.spin_us)?;
             eprintln!("round {round}, {label}: {replicas} replica process(es) up ({})", running.dir.display());
             for w in &WORKLOADS {
                 let fig = measure(&running, w, a, &counts).with_context(|| format!("{label}, {}", w.name))?;

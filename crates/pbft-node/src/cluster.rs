@@ -59,6 +59,9 @@ pub struct ClusterFile {
     pub clients: Vec<ClientEntry>,
 }
 
+/// Most a replica may poll before it sleeps ([`Protocol::spin_us`]).
+pub const MAX_SPIN_US: u64 = 10_000;
+
 /// Protocol parameters; any left out take the core's defaults
 /// ([`pbft::Config::new`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -96,6 +99,12 @@ pub struct Protocol {
     /// every replica process killed at once), "power" (fdatasync: survives
     /// every replica losing power at once) or "none" (the papers' behaviour).
     pub durability: crate::journal::Durability,
+    /// Microseconds a replica keeps polling its socket, yielding the CPU
+    /// between polls, before it sleeps for the next datagram (0: it sleeps at
+    /// once). Waking a sleeping process is most of an operation's cost on
+    /// one host; polling trades CPU while idle for latency (README,
+    /// "Benchmarks"). At most 10,000.
+    pub spin_us: u64,
 }
 
 impl Default for Protocol {
@@ -119,6 +128,7 @@ impl Default for Protocol {
             max_op_bytes: c.max_op_bytes,
             max_reply_bytes: c.max_reply_bytes,
             durability: crate::journal::Durability::default(),
+            spin_us: 0,
         }
     }
 }
@@ -227,6 +237,9 @@ impl Cluster {
             return Err(invalid(
                 "status_interval_ms, view_change_timeout_ms and client_retransmit_ms must be positive".into(),
             ));
+        }
+        if p.spin_us > MAX_SPIN_US {
+            return Err(invalid(format!("spin_us = {} is above the most allowed, {MAX_SPIN_US}", p.spin_us)));
         }
         if file.replicas.len() != config.n() {
             return Err(invalid(format!(
@@ -506,6 +519,9 @@ mod tests {
         assert_eq!(c.config().status_interval_us, 7_000);
         assert_eq!(c.config().view_change_timeout_us, 2_000_000);
         assert_eq!(c.config().checkpoint_interval, Config::new(1).checkpoint_interval);
+        assert_eq!(c.file.protocol.spin_us, 0, "replicas sleep at once unless told to poll");
+        let polling = load_text(&sample(1, 1).to_toml().replace("spin_us = 0", "spin_us = 50")).expect("valid");
+        assert_eq!(polling.file.protocol.spin_us, 50);
     }
 
     #[test]
@@ -518,6 +534,7 @@ mod tests {
             (sample(1, 1).to_toml().replacen("public_key = \"", "public_key = \"zz", 1), "not hex"),
             (sample(1, 1).to_toml() + "\nbogus = 1\n", "unknown field"),
             (sample(1, 1).to_toml().replace("checkpoint_interval = 128", "checkpoint_interval = 100"), "multiple"),
+            (sample(1, 1).to_toml().replace("spin_us = 0", "spin_us = 10001"), "spin_us = 10001 is above"),
         ];
         for (text, expected) in cases {
             let e = load_text(&text).expect_err(expected).to_string();

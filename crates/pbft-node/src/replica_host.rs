@@ -84,6 +84,8 @@ pub struct ReplicaHost<S: Service> {
     fatal: Option<NodeError>,
     /// Where the cluster file says this replica serves its metrics.
     metrics_addr: Option<SocketAddr>,
+    /// How long the loop polls before it sleeps (the cluster file's `spin_us`).
+    spin: std::time::Duration,
 }
 
 impl<S: Service> ReplicaHost<S> {
@@ -173,6 +175,7 @@ impl<S: Service> ReplicaHost<S> {
             }),
             fatal: None,
             metrics_addr: info.metrics_addr,
+            spin: std::time::Duration::from_micros(cluster.file.protocol.spin_us),
         })
     }
 
@@ -256,7 +259,7 @@ impl<S: Service> ReplicaHost<S> {
             // are made durable together (one sync for all) and its datagrams
             // leave together (one sendmmsg).
             let mut arrived = std::mem::take(&mut self.arrived);
-            self.transport.recv_batch(wait, &mut arrived)?;
+            self.transport.recv_batch(wait, self.spin, &mut arrived)?;
             if !arrived.is_empty() {
                 for (bytes, from) in arrived.drain(..) {
                     self.on_datagram(bytes, from);

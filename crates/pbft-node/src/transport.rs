@@ -254,7 +254,9 @@ impl Transport {
     /// Waits up to `timeout` for a datagram, then takes it and every other
     /// one that has arrived, up to [`RECV_BATCH`], in one `recvmmsg`, and
     /// appends them to `out`. Nothing appended means the wait timed out.
-    pub fn recv_batch(&mut self, timeout: Duration, out: &mut Vec<(Bytes, SocketAddr)>) -> Result<(), NodeError> {
+    /// For the first `spin` of the wait it polls instead of sleeping: a
+    /// datagram that reaches a polling process wakes nobody.
+    pub fn recv_batch(&mut self, timeout: Duration, spin: Duration, out: &mut Vec<(Bytes, SocketAddr)>) -> Result<(), NodeError> {
         self.set_timeout(timeout)?;
         const SLOT: usize = MAX_DATAGRAM + 1;
         if self.bufs.is_empty() {
@@ -274,19 +276,31 @@ impl Transport {
                 message_header(name, std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t, iov)
             })
             .collect();
-        self.stats.receive_calls += 1;
-        // SAFETY: every header points at a live, writable sockaddr_storage in
-        // `names` and at one iovec in `iovs` over its own SLOT bytes of
-        // `bufs`; all outlive the call. MSG_WAITFORONE: block (up to the read
-        // timeout) for the first datagram only.
-        let rc = unsafe {
-            libc::recvmmsg(
-                self.socket.as_raw_fd(),
-                msgs.as_mut_ptr(),
-                RECV_BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            )
+        // Polls (without blocking) until `spin` has passed, yielding the CPU
+        // between polls to whoever else wants it; then blocks.
+        let spin = spin.min(timeout);
+        let polling_since = (!spin.is_zero()).then(std::time::Instant::now);
+        let rc = loop {
+            let polling = polling_since.is_some_and(|t| t.elapsed() < spin);
+            self.stats.receive_calls += 1;
+            // SAFETY: every header points at a live, writable sockaddr_storage in
+            // `names` and at one iovec in `iovs` over its own SLOT bytes of
+            // `bufs`; all outlive the call. MSG_WAITFORONE: block (up to the read
+            // timeout) for the first datagram only; MSG_DONTWAIT: do not block.
+            let rc = unsafe {
+                libc::recvmmsg(
+                    self.socket.as_raw_fd(),
+                    msgs.as_mut_ptr(),
+                    RECV_BATCH as libc::c_uint,
+                    libc::MSG_WAITFORONE | if polling { libc::MSG_DONTWAIT } else { 0 },
+                    std::ptr::null_mut(),
+                )
+            };
+            if rc > 0 || !polling {
+                break rc;
+            }
+            // SAFETY: no arguments; it only gives up the CPU.
+            unsafe { libc::sched_yield() };
         };
         if rc < 0 {
             let e = std::io::Error::last_os_error();
@@ -471,7 +485,7 @@ mod tests {
         assert_eq!(a.stats().send_calls, 1);
         let mut got = Vec::new();
         while got.len() < 5 {
-            b.recv_batch(Duration::from_secs(2), &mut got).expect("recv");
+            b.recv_batch(Duration::from_secs(2), Duration::ZERO, &mut got).expect("recv");
         }
         let lens: Vec<usize> = got.iter().map(|(d, _)| d.len()).collect();
         assert_eq!(lens, [100, 101, 102, 103, 104], "in order, each whole");
@@ -479,13 +493,41 @@ mod tests {
         assert!(b.stats().receive_calls <= 5);
         let mut two = Vec::new();
         while two.len() < 2 {
-            c.recv_batch(Duration::from_secs(2), &mut two).expect("recv");
+            c.recv_batch(Duration::from_secs(2), Duration::ZERO, &mut two).expect("recv");
         }
         assert_eq!((&two[0].0[..], &two[1].0[..]), (&b"first"[..], &b"to c"[..]), "the urgent one first");
         // A wait with nothing to take times out empty.
         let mut none = Vec::new();
-        c.recv_batch(Duration::from_millis(10), &mut none).expect("recv");
+        c.recv_batch(Duration::from_millis(10), Duration::ZERO, &mut none).expect("recv");
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_polling_wait_takes_what_arrives_and_still_ends_at_its_timeout() {
+        let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let mut b = Transport::bind(local, &FaultConfig::default()).expect("bind");
+        let b_addr = b.local_addr().expect("addr");
+        let sender = std::thread::spawn(move || {
+            let mut a = Transport::bind(local, &FaultConfig::default()).expect("bind");
+            std::thread::sleep(Duration::from_millis(20));
+            a.send(Instant(0), b_addr, Bytes::from_static(b"while polling"));
+        });
+        // Polls for up to a second: the datagram sent 20 ms in arrives
+        // while it polls, found by one of many calls that do not block.
+        let mut got = Vec::new();
+        let started = std::time::Instant::now();
+        b.recv_batch(Duration::from_secs(2), Duration::from_secs(1), &mut got).expect("recv");
+        sender.join().expect("sender");
+        assert_eq!(got.iter().map(|(d, _)| &d[..]).collect::<Vec<_>>(), [&b"while polling"[..]]);
+        assert!(started.elapsed() < Duration::from_millis(900), "it returned when the datagram came");
+        assert!(b.stats().receive_calls > 2, "it polled: {} calls", b.stats().receive_calls);
+        // Polling longer than the wait: the wait's timeout still ends it.
+        let (calls, started) = (b.stats().receive_calls, std::time::Instant::now());
+        let mut none = Vec::new();
+        b.recv_batch(Duration::from_millis(30), Duration::from_secs(5), &mut none).expect("recv");
+        assert!(none.is_empty());
+        assert!(started.elapsed() < Duration::from_secs(1), "ended after {:?}", started.elapsed());
+        assert!(b.stats().receive_calls > calls + 1, "it polled before it slept");
     }
 
     #[test]
@@ -499,7 +541,7 @@ mod tests {
         a.flush();
         let mut got = Vec::new();
         while got.len() < 2 {
-            b.recv_batch(Duration::from_secs(2), &mut got).expect("recv");
+            b.recv_batch(Duration::from_secs(2), Duration::ZERO, &mut got).expect("recv");
         }
         // One byte over the limit is kept, so the codec sees it is too long.
         assert_eq!(got[0].0.len(), MAX_DATAGRAM + 1);
