@@ -52,6 +52,8 @@ pub struct ClusterClient {
     /// Whether a request has completed, so every replica has seen this
     /// client's address (see [`ClusterClient::carry_out`]).
     introduced: bool,
+    /// Datagrams taken by the last receive, kept for their allocation.
+    arrived: Vec<(Bytes, SocketAddr)>,
 }
 
 impl ClusterClient {
@@ -103,6 +105,7 @@ impl ClusterClient {
             timeout: options.timeout,
             last_timestamp,
             introduced: false,
+            arrived: Vec::new(),
         })
     }
 
@@ -146,12 +149,18 @@ impl ClusterClient {
             self.transport.release_due(now);
             let wake = [self.client.poll_timeout(), self.transport.next_release(), Some(deadline)].into_iter().flatten().min();
             let wait = self.clock.until(wake.unwrap_or(deadline));
-            if let Some((bytes, _from)) = self.transport.recv(wait)? {
+            // Every reply that has arrived, in one system call.
+            let mut arrived = std::mem::take(&mut self.arrived);
+            self.transport.recv_batch(wait, Duration::ZERO, &mut arrived)?;
+            let mut completed = None;
+            for (bytes, _from) in arrived.drain(..) {
                 // The core authenticates; where the datagram came from proves nothing.
                 self.client.on_datagram(now, bytes, &mut self.out);
-                if let Some(result) = self.carry_out(self.clock.now()) {
-                    return Ok(result);
-                }
+                completed = completed.or(self.carry_out(self.clock.now()));
+            }
+            self.arrived = arrived;
+            if let Some(result) = completed {
+                return Ok(result);
             }
         }
     }
@@ -180,12 +189,12 @@ impl ClusterClient {
             match effect {
                 ClientEffect::Send { bytes, .. } if !self.introduced => {
                     for addr in &self.replicas {
-                        self.transport.send(now, *addr, bytes.clone());
+                        self.transport.queue(now, *addr, bytes.clone());
                     }
                 }
                 ClientEffect::Send { to, bytes } => {
                     if let Some(addr) = self.replicas.get(to.index()) {
-                        self.transport.send(now, *addr, bytes);
+                        self.transport.queue(now, *addr, bytes);
                     }
                 }
                 ClientEffect::Completed { result, .. } => {
@@ -195,6 +204,8 @@ impl ClusterClient {
             }
         }
         self.out = out;
+        // A request to several replicas leaves in one system call.
+        self.transport.flush();
         completed
     }
 }
