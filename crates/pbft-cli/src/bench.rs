@@ -58,8 +58,9 @@ pub struct BenchArgs {
     /// process, power); "none" is what the papers and Castro's library measured.
     #[arg(long, default_value = "none", value_parser = |s: &str| s.parse::<Durability>())]
     durability: Durability,
-    /// How long each replica polls its socket before it sleeps, in
-    /// microseconds (the cluster file's `spin_us`; 0 sleeps at once).
+    /// How long each replica, and each of the bench's clients, polls its
+    /// socket before it sleeps, in microseconds (the cluster file's
+    /// `spin_us`; 0 sleeps at once).
     #[arg(long, default_value_t = 0)]
     spin_us: u64,
     /// Rounds: normal, each runs the replicated cluster then the unreplicated

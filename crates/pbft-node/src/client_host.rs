@@ -29,11 +29,14 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Faults injected into the client's outgoing datagrams.
     pub faults: FaultConfig,
+    /// How long the client polls for replies before it sleeps; `None`: the
+    /// cluster file's `spin_us`, as its replicas do.
+    pub spin: Option<Duration>,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions { timeout: Duration::from_secs(10), faults: FaultConfig::default() }
+        ClientOptions { timeout: Duration::from_secs(10), faults: FaultConfig::default(), spin: None }
     }
 }
 
@@ -54,6 +57,8 @@ pub struct ClusterClient {
     introduced: bool,
     /// Datagrams taken by the last receive, kept for their allocation.
     arrived: Vec<(Bytes, SocketAddr)>,
+    /// How long a wait for replies polls before it sleeps.
+    spin: Duration,
 }
 
 impl ClusterClient {
@@ -106,6 +111,7 @@ impl ClusterClient {
             last_timestamp,
             introduced: false,
             arrived: Vec::new(),
+            spin: options.spin.unwrap_or(Duration::from_micros(cluster.file.protocol.spin_us)),
         })
     }
 
@@ -151,7 +157,7 @@ impl ClusterClient {
             let wait = self.clock.until(wake.unwrap_or(deadline));
             // Every reply that has arrived, in one system call.
             let mut arrived = std::mem::take(&mut self.arrived);
-            self.transport.recv_batch(wait, Duration::ZERO, &mut arrived)?;
+            self.transport.recv_batch(wait, self.spin, &mut arrived)?;
             let mut completed = None;
             for (bytes, _from) in arrived.drain(..) {
                 // The core authenticates; where the datagram came from proves nothing.

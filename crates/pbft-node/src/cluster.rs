@@ -101,9 +101,10 @@ pub struct Protocol {
     pub durability: crate::journal::Durability,
     /// Microseconds a replica keeps polling its socket, yielding the CPU
     /// between polls, before it sleeps for the next datagram (0: it sleeps at
-    /// once). Waking a sleeping process is most of an operation's cost on
-    /// one host; polling trades CPU while idle for latency (README,
-    /// "Benchmarks"). At most 10,000.
+    /// once); clients that load this file poll as long for their replies.
+    /// Waking a sleeping process is most of an operation's cost on one host;
+    /// polling trades CPU while idle for latency (README, "Benchmarks").
+    /// At most 10,000.
     pub spin_us: u64,
 }
 

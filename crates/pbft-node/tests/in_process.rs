@@ -30,8 +30,14 @@ impl Drop for Running {
 }
 
 fn start(clients: u32, faults: FaultConfig) -> Running {
+    start_polling(clients, faults, 0)
+}
+
+/// A cluster whose file sets `spin_us` (replicas and clients poll that long).
+fn start_polling(clients: u32, faults: FaultConfig, spin_us: u64) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut spec = KeygenSpec::local(4, clients);
+    spec.protocol.spin_us = spin_us;
     spec.protocol.status_interval_ms = 20;
     spec.protocol.client_retransmit_ms = 50;
     spec.service.kv_pages = 256;
@@ -101,6 +107,21 @@ fn serves_concurrent_clients_and_exports_metrics() {
     assert!(executed >= 150.0, "{executed} requests executed:\n{text}");
     assert_eq!(sample_value(&text, "pbft_client_addresses"), Some(3.0));
     assert!(sample_value(&text, "pbft_request_latency_seconds_count").expect("histogram") > 0.0);
+}
+
+#[test]
+fn polling_replicas_and_clients_give_the_same_results_and_do_poll() {
+    let r = start_polling(2, FaultConfig::default(), 300);
+    run_clients(&r, 2, 60);
+    let cluster = Cluster::load(&r.path).expect("load");
+    let metrics_addr = cluster.replicas[1].metrics_addr.expect("metrics address");
+    std::thread::sleep(Duration::from_millis(250));
+    let text = scrape(metrics_addr, Duration::from_secs(5)).expect("scrape");
+    let value = |name: &str| sample_value(&text, name).expect(name);
+    let (calls, datagrams) = (value("pbft_receive_calls_total"), value("pbft_datagrams_received_total"));
+    // A sleeping replica makes about one call per turn, fewer than datagrams
+    // (a turn takes all that have arrived); a polling one many more.
+    assert!(calls > 2.0 * datagrams, "{calls} receive calls for {datagrams} datagrams: it did not poll");
 }
 
 #[test]
