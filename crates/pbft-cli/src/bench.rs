@@ -61,7 +61,7 @@ pub struct BenchArgs {
     /// How long each replica, and each of the bench's clients, polls its
     /// socket before it sleeps, in microseconds (the cluster file's
     /// `spin_us`; 0 sleeps at once).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = pbft_node::cluster::Protocol::default().spin_us)]
     spin_us: u64,
     /// Rounds: normal, each runs the replicated cluster then the unreplicated
     /// baseline; durability, each runs every level once, in turn.
