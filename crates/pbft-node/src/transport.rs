@@ -56,7 +56,6 @@ pub const RECV_BATCH: usize = 32;
 pub struct Transport {
     socket: UdpSocket,
     faults: Option<FaultInjector>,
-    buf: Vec<u8>,
     /// [`RECV_BATCH`] receive buffers for `recvmmsg`, allocated on first use.
     bufs: Vec<u8>,
     scratch: Vec<Datagram>,
@@ -81,7 +80,6 @@ impl Transport {
         Ok(Transport {
             socket,
             faults,
-            buf: vec![0; MAX_DATAGRAM + 1],
             bufs: Vec::new(),
             scratch: Vec::new(),
             queued: Vec::new(),
@@ -320,25 +318,6 @@ impl Transport {
         }
         Ok(())
     }
-
-    /// Waits up to `timeout` for a datagram.
-    pub fn recv(&mut self, timeout: Duration) -> Result<Option<(Bytes, SocketAddr)>, NodeError> {
-        self.set_timeout(timeout)?;
-        self.stats.receive_calls += 1;
-        match self.socket.recv_from(&mut self.buf) {
-            Ok((n, from)) => {
-                self.stats.datagrams_in += 1;
-                self.stats.bytes_in += n as u64;
-                Ok(Some((Bytes::copy_from_slice(&self.buf[..n]), from)))
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
-                Ok(None)
-            }
-            // An ICMP error for an earlier send (a peer that is down): not ours to handle.
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => Ok(None),
-            Err(e) => Err(NodeError::io("receive", e)),
-        }
-    }
 }
 
 /// One message of a `sendmmsg` or `recvmmsg`: the address `name` (of
@@ -433,6 +412,14 @@ fn set_buffer_size(socket: &UdpSocket, option: libc::c_int) {
 mod tests {
     use super::*;
 
+    /// Waits up to `timeout` for one datagram.
+    fn recv_one(t: &mut Transport, timeout: Duration) -> Option<(Bytes, SocketAddr)> {
+        let mut got = Vec::new();
+        t.recv_batch(timeout, Duration::ZERO, &mut got).expect("recv");
+        assert!(got.len() <= 1, "one datagram expected, got {}", got.len());
+        got.pop()
+    }
+
     #[test]
     fn sends_and_receives_with_and_without_faults() {
         let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
@@ -441,13 +428,15 @@ mod tests {
         let mut b = Transport::bind(local, &dup).expect("bind");
         let (a_addr, b_addr) = (a.local_addr().expect("addr"), b.local_addr().expect("addr"));
         a.send(Instant(0), b_addr, Bytes::from_static(b"hello"));
-        let (got, from) = b.recv(Duration::from_secs(2)).expect("recv").expect("a datagram");
+        let (got, from) = recv_one(&mut b, Duration::from_secs(2)).expect("a datagram");
         assert_eq!((&got[..], from), (&b"hello"[..], a_addr));
         b.send(Instant(0), a_addr, Bytes::from_static(b"twice"));
-        for _ in 0..2 {
-            assert!(a.recv(Duration::from_secs(2)).expect("recv").is_some());
+        let mut twice = Vec::new();
+        while twice.len() < 2 {
+            a.recv_batch(Duration::from_secs(2), Duration::ZERO, &mut twice).expect("recv");
         }
-        assert_eq!(a.recv(Duration::from_millis(20)).expect("recv"), None);
+        assert_eq!(twice.len(), 2);
+        assert_eq!(recv_one(&mut a, Duration::from_millis(20)), None);
         assert_eq!(b.fault_stats().map(|s| s.duplicated), Some(1));
     }
 
@@ -460,7 +449,7 @@ mod tests {
         let addrs: Vec<SocketAddr> = receivers.iter().map(|r| r.local_addr().expect("addr")).collect();
         a.send_many(Instant(0), &addrs, &Bytes::from_static(b"to all"));
         for r in &mut receivers {
-            let (got, from) = r.recv(Duration::from_secs(2)).expect("recv").expect("a datagram");
+            let (got, from) = recv_one(r, Duration::from_secs(2)).expect("a datagram");
             assert_eq!((&got[..], from), (&b"to all"[..], a.local_addr().expect("addr")));
         }
         assert_eq!(a.stats().datagrams_out, 3);
