@@ -321,16 +321,29 @@ fn measure(run: &Running, w: &Workload, a: &BenchArgs, client_counts: &[u32]) ->
     Ok(fig)
 }
 
+/// A debug build, or one that `cargo build --workspace` or `cargo test` made
+/// (the simulator's features on), checks every invariant after every input.
+const CHECKED_BUILD: &str = "warning: this pbft checks every invariant after every input (a debug build, or one \
+     built with the simulator's features by `cargo build --workspace` or `cargo test`): its figures are not the \
+     library's; build it with `cargo build --release` or run `cargo run --release -p pbft-cli -- bench`";
+
 pub fn run(a: BenchArgs) -> Result<()> {
     use crate::bench_faults::Scenario;
     a.faults.check()?;
+    if pbft::INVARIANTS_CHECKED {
+        eprintln!("{CHECKED_BUILD}");
+    }
     if matches!(a.faults.scenario, Scenario::Normal | Scenario::All) {
         run_normal(&a)?;
     }
     if matches!(a.faults.scenario, Scenario::Durability | Scenario::All) {
         run_durability(&a)?;
     }
-    crate::bench_faults::run(&a.faults)
+    crate::bench_faults::run(&a.faults)?;
+    if pbft::INVARIANTS_CHECKED {
+        eprintln!("{CHECKED_BUILD}"); // again, below the figures it concerns
+    }
+    Ok(())
 }
 
 /// `--scenario durability`: each durability level on a fresh 4-replica

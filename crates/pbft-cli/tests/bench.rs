@@ -27,6 +27,9 @@ fn bench_alternates_configurations_and_counts_where_the_time_goes() {
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench failed: {stderr}");
+    // A build that checks invariants after every input says its figures are
+    // not the library's (this one, a test build, does).
+    assert_eq!(stderr.matches("checks every invariant after every input").count(), 2 * ::pbft::INVARIANTS_CHECKED as usize);
     // A B A B: the replicated cluster and the baseline alternate.
     let order: Vec<&str> = stderr
         .lines()

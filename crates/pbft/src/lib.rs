@@ -40,6 +40,6 @@ pub mod wire;
 pub use client::{Client, ClientError};
 pub use config::Config;
 pub use effects::{ClientEffect, ClientOutbox, Dest, Effect, Execution, Outbox, Received, Timer};
-pub use replica::{Replica, ReplicaError, Restored, SavedState};
+pub use replica::{Replica, ReplicaError, Restored, SavedState, INVARIANTS_CHECKED};
 pub use service::Service;
 pub use types::{ClientId, Digest, Instant, NodeId, ReplicaId, SeqNo, Timestamp, View};

@@ -41,6 +41,7 @@ mod checkpoints;
 mod executed;
 mod execution;
 mod invariants;
+pub use invariants::INVARIANTS_CHECKED;
 mod log;
 mod machine;
 mod new_view;
