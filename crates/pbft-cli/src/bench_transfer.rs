@@ -233,6 +233,10 @@ struct RestartLog {
     started_to_transferred_s: Option<f64>,
     /// From "state transfer started" to "state transferred", in seconds.
     transfer_s: Option<f64>,
+    /// Of `transfer_s`, the seconds spent saving the state ("state saved"
+    /// lines): a replica saves a stable checkpoint before it speaks of it,
+    /// so a save can fall inside the transfer's span or just after it.
+    save_s: f64,
 }
 
 /// Reads what the replica whose log is `log` wrote past byte `from`.
@@ -251,10 +255,19 @@ fn restart_log(log: &Path, from: u64) -> RestartLog {
         (Some(a), Some(b)) if b >= a => Some(secs(b - a)),
         _ => None,
     };
+    let save_s = text
+        .lines()
+        .skip_while(|l| !l.contains("state transfer started"))
+        .take_while(|l| !l.contains("state transferred"))
+        .filter(|l| l.contains("state saved"))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("ms=")?.parse::<f64>().ok()))
+        .fold(0.0, |a, ms| a + ms)
+        / 1e3;
     RestartLog {
         restored,
         started_to_transferred_s: span("replica started", "state transferred"),
         transfer_s: span("state transfer started", "state transferred"),
+        save_s,
     }
 }
 
@@ -351,16 +364,18 @@ pub(crate) fn transfer(a: &FaultBenchArgs) -> Result<()> {
         "transfer seconds three ways, from the restarted replica's log: 'xfer' from its \"state transfer started\" to \
          its \"state transferred\" line (the transfer itself); 'log' from its \"replica started\" line (also hearing \
          of the checkpoint to fetch); and 'poll' from the first to the last metrics scrape showing the transfer \
-         (metrics are published every 100 ms; NaN when shorter). Ratios are to reading as many bytes from a local file."
+         (metrics are published every 100 ms; NaN when shorter). Ratios are to reading as many bytes from a local file. \
+         'save s': of 'xfer', the time spent saving a checkpoint (a save the replica waits for before it speaks)."
     );
     println!(
-        "{:5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>9} {:>9} {:>6} {:>9}",
+        "{:5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>9} {:>9} {:>6} {:>9}",
         "case",
         "pages",
         "MiB",
         "xfer s",
         "MiB/s",
         "ratio",
+        "save s",
         "log s",
         "MiB/s",
         "ratio",
@@ -406,12 +421,13 @@ pub(crate) fn transfer(a: &FaultBenchArgs) -> Result<()> {
         let local = read as f64 / MIB / read_s.max(1e-9);
         let (poll_rate, log_rate, xfer_rate) = (mib / poll_s, mib / log_s, mib / xfer_s);
         println!(
-            "{case:5} {:>7} {:>7.1} {:>7.3} {:>7.1} {:>6.3}x {:>7.3} {:>7.1} {:>6.3}x {:>7.3} {:>6.3}x {:>6.0} {:>6.2} {:>9.2} {:>9} {:>6.3} {:>9.3}",
+            "{case:5} {:>7} {:>7.1} {:>7.3} {:>7.1} {:>6.3}x {:>7.3} {:>7.3} {:>7.1} {:>6.3}x {:>7.3} {:>6.3}x {:>6.0} {:>6.2} {:>9.2} {:>9} {:>6.3} {:>9.3}",
             c.pages,
             mib,
             xfer_s,
             xfer_rate,
             xfer_rate / local,
+            c.log.save_s,
             log_s,
             log_rate,
             log_rate / local,
@@ -433,6 +449,7 @@ pub(crate) fn transfer(a: &FaultBenchArgs) -> Result<()> {
         rows.add(case, "log_transfer_s", log_s);
         rows.add(case, "log_mib_per_s", log_rate);
         rows.add(case, "xfer_transfer_s", xfer_s);
+        rows.add(case, "xfer_save_s", c.log.save_s);
         rows.add(case, "xfer_mib_per_s", xfer_rate);
         rows.add(case, "xfer_ratio_to_local", xfer_rate / local);
         rows.add(case, "local_read_mib_per_s", local);
@@ -465,4 +482,30 @@ pub(crate) fn transfer(a: &FaultBenchArgs) -> Result<()> {
     rows.append(&a.faults_csv)?;
     eprintln!("transfer took {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_log_gives_the_transfer_and_the_saves_inside_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("replica.log");
+        let lines = [
+            "2026-12-02T03:51:00.000000Z  INFO pbft_node::replica_host: replica started replica=3",
+            "2026-12-02T03:51:00.250000Z  INFO pbft_node::replica_host: state transfer started seq=14560",
+            "2026-12-02T03:51:01.000000Z  INFO pbft_node::replica_host: state saved seq=14576 pages=65542 ms=600",
+            "2026-12-02T03:51:01.250000Z  INFO pbft_node::replica_host: state transferred seq=14576 pages=65542",
+            "2026-12-02T03:51:02.000000Z  INFO pbft_node::replica_host: state saved seq=14640 pages=1 ms=150",
+        ];
+        std::fs::write(&log, lines.join("\n")).expect("write");
+        let r = restart_log(&log, 0);
+        assert_eq!(r.restored, "empty");
+        assert_eq!(r.transfer_s, Some(1.0));
+        assert_eq!(r.started_to_transferred_s, Some(1.25));
+        assert_eq!(r.save_s, 0.6, "only the save inside the transfer's span");
+        let none = restart_log(&log, lines[..2].iter().map(|l| l.len() as u64 + 1).sum());
+        assert_eq!((none.transfer_s, none.save_s), (None, 0.0));
+    }
 }

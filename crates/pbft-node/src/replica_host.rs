@@ -419,12 +419,21 @@ impl<S: Service> Host for ReplicaHost<S> {
                 if let Some((journal, store)) = self.durable.as_mut() {
                     // The state first, then the journal moves past it: the
                     // records since the checkpoint on disk are always kept.
+                    let started = std::time::Instant::now();
                     let saved = journal
                         .sync()
                         .and_then(|()| store.save(self.replica.state(), seq, digest))
                         .and_then(|stats| journal.checkpoint_saved(seq).map(|()| stats));
                     match saved {
-                        Ok(stats) => self.local.saved_pages += stats.pages,
+                        Ok(stats) => {
+                            self.local.saved_pages += stats.pages;
+                            // The replica waits for a save before it speaks:
+                            // a long one (after a state transfer) is logged.
+                            let ms = started.elapsed().as_secs_f64() * 1e3;
+                            if ms >= 100.0 {
+                                tracing::info!(seq = seq.0, pages = stats.pages, ms = ms.round(), "state saved");
+                            }
+                        }
                         Err(e) => self.fail(e),
                     }
                 }

@@ -9,7 +9,9 @@
 //!   its last field the digest (BLAKE3) of the others.
 //!
 //! At each stable checkpoint the host writes the pages that changed since the
-//! checkpoint on disk, syncs them, then replaces `checkpoint` atomically (a
+//! checkpoint on disk (through a redo delta, [`Store::save_job`]; the first
+//! save, with no checkpoint on disk, straight into `pages`), syncs them, then
+//! replaces `checkpoint` atomically (a
 //! temporary file, synced, renamed over the old one, the directory synced). A
 //! crash at any point leaves a `checkpoint` record that is whole, old or new;
 //! if it is old, the pages file may hold some newer pages (a torn write). The
@@ -38,6 +40,8 @@ const RECORD_LEN: usize = 4 + 1 + 8 + 32 + 8 + 32;
 pub struct SaveStats {
     pub pages: u64,
     pub bytes: u64,
+    /// Bytes written to the redo delta first (0 for a first save).
+    pub delta_bytes: u64,
 }
 
 /// A replica's state directory.
@@ -140,14 +144,38 @@ impl Store {
         if job.seq <= self.saved {
             return Ok(SaveStats::default());
         }
+        if self.saved == SeqNo(0) {
+            return self.save_first(job);
+        }
         let delta = self.dir.join("pages.delta");
         let tmp = self.dir.join("pages.delta.tmp");
         write_delta(&tmp, job, self.sync).map_err(|source| NodeError::File { path: tmp.clone(), source })?;
         std::fs::rename(&tmp, &delta).map_err(|source| NodeError::File { path: tmp.clone(), source })?;
         self.sync_dir()?;
+        let delta_bytes = std::fs::metadata(&delta).map(|m| m.len()).unwrap_or(0);
         let stats = self.apply(job)?;
         self.write_record(job.seq, job.digest, job.num_pages)?;
         std::fs::remove_file(&delta).map_err(|source| NodeError::File { path: delta, source })?;
+        self.saved = job.seq;
+        Ok(SaveStats { delta_bytes, ..stats })
+    }
+
+    /// The first save, with no checkpoint on disk: there is nothing for a
+    /// crash to spoil, so the pages go straight into the pages file, without
+    /// the redo delta. A replica that fetched its whole state writes it once,
+    /// not twice (measured: 0.65 s of 1.3 s for 256 MiB here). A record left
+    /// behind (unreadable, or for another state size) goes first, so that a
+    /// crash before the new record leaves none and the replica starts empty.
+    fn save_first(&mut self, job: &SaveJob) -> Result<SaveStats, NodeError> {
+        let record = self.record_path();
+        match std::fs::remove_file(&record) {
+            Ok(()) => self.sync_dir()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(NodeError::File { path: record, source }),
+        }
+        self.pages.set_len(0).map_err(|e| NodeError::io("emptying the pages file", e))?;
+        let stats = self.apply(job)?;
+        self.write_record(job.seq, job.digest, job.num_pages)?;
         self.saved = job.seq;
         Ok(stats)
     }
@@ -421,10 +449,13 @@ mod tests {
         let mut store = Store::open(dir.path()).expect("open");
         assert!(store.load(64).expect("load").is_none(), "nothing saved yet");
         let (mut s, d1) = state_with(&[(1, 1), (9, 2), (63, 3)], 8);
-        assert_eq!(store.save(&s, SeqNo(8), d1).expect("save").pages, 3);
+        let first = store.save(&s, SeqNo(8), d1).expect("save");
+        assert_eq!((first.pages, first.delta_bytes), (3, 0), "the first save writes its pages once");
         s.write(9 * PAGE_SIZE as u64, &[4; 10]).expect("write");
         let d2 = s.take_checkpoint(SeqNo(16)).expect("checkpoint");
-        assert_eq!(store.save(&s, SeqNo(16), d2).expect("save").pages, 1, "only page 9 changed");
+        let second = store.save(&s, SeqNo(16), d2).expect("save");
+        assert_eq!(second.pages, 1, "only page 9 changed");
+        assert!(second.delta_bytes > PAGE_SIZE as u64, "a later save goes through the redo delta");
         assert!(Store::open(dir.path()).is_err(), "one store per directory at a time");
 
         drop(store);
@@ -469,6 +500,29 @@ mod tests {
         let saved = Store::open(dir.path()).expect("open").load(64).expect("load").expect("saved");
         assert_eq!(saved.seq, SeqNo(16));
         assert_eq!(std::fs::read(dir.path().join("checkpoint")).expect("record"), bytes);
+    }
+
+    #[test]
+    fn a_first_save_replaces_whatever_an_unusable_checkpoint_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let (s, d) = state_with(&[(2, 9), (20, 8)], 8);
+        store.save(&s, SeqNo(8), d).expect("save");
+        drop(store);
+        // The same directory for a state of another size: its checkpoint is
+        // not loaded, and the first save leaves nothing of it behind.
+        let mut store = Store::open(dir.path()).expect("open");
+        assert!(store.load(32).expect("load").is_none(), "a checkpoint for another state size");
+        let mut other = PagedState::new(32, pbft::state::TreeShape { fanout: 4, depth: 3 }).expect("state");
+        other.take_checkpoint(SeqNo(0)).expect("checkpoint 0");
+        other.write(5 * PAGE_SIZE as u64, &[7; 30]).expect("write");
+        let d = other.take_checkpoint(SeqNo(40)).expect("checkpoint");
+        assert_eq!(store.save(&other, SeqNo(40), d).expect("save").delta_bytes, 0);
+        drop(store);
+        let saved = Store::open(dir.path()).expect("open").load(32).expect("load").expect("saved");
+        assert_eq!((saved.seq, saved.digest), (SeqNo(40), d));
+        assert_eq!(saved.pages.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![5], "pages 2 and 20 of the old state are gone");
+        assert!(Store::open(dir.path()).expect("open").load(64).expect("load").is_none(), "the old record is gone");
     }
 
     #[test]
