@@ -100,7 +100,7 @@ pub struct Protocol {
     /// every replica losing power at once) or "none" (the papers' behaviour).
     pub durability: crate::journal::Durability,
     /// Microseconds a replica keeps polling its socket, yielding the CPU
-    /// between polls, before it sleeps for the next datagram (default 50; 0:
+    /// between polls, before it sleeps for the next datagram (default 200; 0:
     /// it sleeps at once); clients that load this file poll as long for their
     /// replies. Waking a sleeping process is most of an operation's cost on
     /// one host; polling trades CPU for latency (README, "Benchmarks").
@@ -129,7 +129,7 @@ impl Default for Protocol {
             max_op_bytes: c.max_op_bytes,
             max_reply_bytes: c.max_reply_bytes,
             durability: crate::journal::Durability::default(),
-            spin_us: 50,
+            spin_us: 200,
         }
     }
 }
@@ -520,8 +520,8 @@ mod tests {
         assert_eq!(c.config().status_interval_us, 7_000);
         assert_eq!(c.config().view_change_timeout_us, 2_000_000);
         assert_eq!(c.config().checkpoint_interval, Config::new(1).checkpoint_interval);
-        assert_eq!(c.file.protocol.spin_us, 50, "replicas poll 50 us unless told otherwise");
-        let sleeping = load_text(&sample(1, 1).to_toml().replace("spin_us = 50", "spin_us = 0")).expect("valid");
+        assert_eq!(c.file.protocol.spin_us, 200, "replicas poll 200 us unless told otherwise");
+        let sleeping = load_text(&sample(1, 1).to_toml().replace("spin_us = 200", "spin_us = 0")).expect("valid");
         assert_eq!(sleeping.file.protocol.spin_us, 0);
     }
 
@@ -535,7 +535,7 @@ mod tests {
             (sample(1, 1).to_toml().replacen("public_key = \"", "public_key = \"zz", 1), "not hex"),
             (sample(1, 1).to_toml() + "\nbogus = 1\n", "unknown field"),
             (sample(1, 1).to_toml().replace("checkpoint_interval = 128", "checkpoint_interval = 100"), "multiple"),
-            (sample(1, 1).to_toml().replace("spin_us = 50", "spin_us = 10001"), "spin_us = 10001 is above"),
+            (sample(1, 1).to_toml().replace("spin_us = 200", "spin_us = 10001"), "spin_us = 10001 is above"),
         ];
         for (text, expected) in cases {
             let e = load_text(&text).expect_err(expected).to_string();
