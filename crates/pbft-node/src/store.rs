@@ -149,10 +149,9 @@ impl Store {
         }
         let delta = self.dir.join("pages.delta");
         let tmp = self.dir.join("pages.delta.tmp");
-        write_delta(&tmp, job, self.sync).map_err(|source| NodeError::File { path: tmp.clone(), source })?;
+        let delta_bytes = write_delta(&tmp, job, self.sync).map_err(|source| NodeError::File { path: tmp.clone(), source })?;
         std::fs::rename(&tmp, &delta).map_err(|source| NodeError::File { path: tmp.clone(), source })?;
         self.sync_dir()?;
-        let delta_bytes = std::fs::metadata(&delta).map(|m| m.len()).unwrap_or(0);
         let stats = self.apply(job)?;
         self.write_record(job.seq, job.digest, job.num_pages)?;
         std::fs::remove_file(&delta).map_err(|source| NodeError::File { path: delta, source })?;
@@ -258,7 +257,8 @@ const DELTA_MAGIC: &[u8; 4] = b"PBDL";
 
 /// `magic | version | seq | digest | num_pages | count | (index, page) * count | check`,
 /// the check the digest of everything before it; written and synced.
-fn write_delta(path: &Path, job: &SaveJob, sync: bool) -> std::io::Result<()> {
+/// Returns the bytes written.
+fn write_delta(path: &Path, job: &SaveJob, sync: bool) -> std::io::Result<u64> {
     let mut out = std::io::BufWriter::with_capacity(1 << 20, File::create(path)?);
     let mut hasher = blake3::Hasher::new();
     let mut put = |out: &mut std::io::BufWriter<File>, b: &[u8]| -> std::io::Result<()> {
@@ -284,7 +284,7 @@ fn write_delta(path: &Path, job: &SaveJob, sync: bool) -> std::io::Result<()> {
     if sync {
         f.sync_data()?;
     }
-    Ok(())
+    Ok(f.metadata()?.len())
 }
 
 fn read_delta(bytes: &[u8]) -> Option<SaveJob> {
