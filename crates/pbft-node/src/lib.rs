@@ -5,7 +5,7 @@
 //! - [`keygen`]: writing a fresh cluster directory;
 //! - [`transport`]: the UDP socket, with the [`faults`] layer on its way out;
 //! - [`replica_host`]: one replica's event loop;
-//! - [`client_host`]: a blocking client, [`ClusterClient`];
+//! - [`client_host`]: clients, [`ClientGroup`] (many on one socket) and the blocking [`ClusterClient`];
 //! - [`metrics`]: Prometheus text over HTTP;
 //! - [`launcher`]: child processes of a local cluster, killed when dropped;
 //! - [`store`]: the state saved at each stable checkpoint, for restarts;
@@ -24,7 +24,7 @@ pub mod store;
 pub mod time;
 pub mod transport;
 
-pub use client_host::{ClientOptions, ClusterClient};
+pub use client_host::{ClientGroup, ClientOptions, ClusterClient, Completion, GroupStats};
 pub use cluster::{Cluster, ClusterFile};
 pub use error::NodeError;
 pub use faults::FaultConfig;

@@ -130,3 +130,65 @@ fn survives_dropped_and_duplicated_datagrams() {
     let r = start(2, faults);
     run_clients(&r, 2, 100);
 }
+
+#[test]
+fn a_group_of_clients_on_one_socket_each_gets_its_own_results() {
+    use pbft::metrics::DropReason;
+    use pbft_node::ClientGroup;
+    // Faults on the replicas' replies too: duplicated and lost replies.
+    let r = start(4, FaultConfig { drop: 0.03, duplicate: 0.1, ..Default::default() });
+    let cluster = Cluster::load(&r.path).expect("load");
+    let keys: Vec<PathBuf> = (0..4).map(|id| cluster.default_client_key_path(id)).collect();
+    let members: Vec<(u32, &std::path::Path)> = (0..4u32).zip(keys.iter().map(|k| k.as_path())).collect();
+    let options = ClientOptions { timeout: Duration::from_secs(20), ..Default::default() };
+    let mut group = ClientGroup::open(&cluster, &members, &options).expect("group");
+    assert_eq!(group.len(), 4);
+    // Each member works on keys of its own, checked against its own model,
+    // with the requests of all four outstanding at once.
+    let op = |m: usize, i: usize| {
+        let key = format!("m{m}-k{}", i % 5).into_bytes();
+        match i % 3 {
+            0 => KvOp::Put { key, value: format!("m{m}-v{i}").into_bytes() },
+            1 => KvOp::Get { key },
+            _ => KvOp::Delete { key },
+        }
+    };
+    const OPS: usize = 60;
+    let mut models: Vec<KvModel> = (0..4).map(|_| KvModel::new()).collect();
+    let mut issued = [0usize; 4];
+    let mut sent: Vec<Option<KvOp>> = vec![None; 4];
+    let mut submit = |group: &mut ClientGroup, m: usize, sent: &mut Vec<Option<KvOp>>| {
+        let o = op(m, issued[m]);
+        group.submit(m, Bytes::from(o.encode()), o.is_read_only()).expect("submit");
+        sent[m] = Some(o);
+        issued[m] += 1;
+        issued[m] < OPS
+    };
+    for m in 0..4 {
+        submit(&mut group, m, &mut sent);
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (mut done, mut completed) = (Vec::new(), 0);
+    let mut more = [true; 4];
+    while group.is_busy() {
+        assert!(Instant::now() < deadline, "out of time after {completed} operations");
+        group.wait(&mut done).expect("wait");
+        for (m, outcome) in done.drain(..) {
+            let o = sent[m].take().expect("a member completes only what it sent");
+            let got = KvResult::decode(&outcome.expect("operation completes")).expect("result decodes");
+            assert_eq!(got, models[m].apply(&o), "member {m}: {o:?}");
+            completed += 1;
+            if more[m] {
+                more[m] = submit(&mut group, m, &mut sent);
+            }
+        }
+    }
+    assert_eq!(completed, 4 * OPS);
+    // A reply for a request already certified never reaches a core: the
+    // group drops it (and counts it) before its MAC is checked.
+    for m in 0..4 {
+        let metrics = group.metrics(m).expect("member");
+        assert_eq!(metrics.dropped(DropReason::Unexpected), 0, "member {m}'s core saw a stale reply");
+    }
+    assert_eq!(group.stats().unroutable, 0);
+}

@@ -99,6 +99,10 @@ impl Client {
     pub fn is_busy(&self) -> bool {
         self.pending.is_some()
     }
+    /// The outstanding request's timestamp: the only one a reply can match.
+    pub fn pending_timestamp(&self) -> Option<Timestamp> {
+        self.pending.as_ref().map(|p| p.timestamp)
+    }
 
     /// Submits an operation. Completion arrives as [`ClientEffect::Completed`].
     pub fn submit(&mut self, now: Instant, op: Bytes, read_only: bool, out: &mut ClientOutbox) -> Result<Timestamp, ClientError> {

@@ -112,6 +112,13 @@ proptest! {
         // Canonical: encoding the decoded message gives the same bytes.
         let (again, _) = encode_unauthenticated(env.sender, &env.message, tags);
         prop_assert_eq!(&again[..], &raw[..]);
+        // A reply's claimed client and timestamp are the decoded ones; no
+        // other message claims to be a reply.
+        let claimed = match &m {
+            Message::Reply(r) => Some((r.client, r.timestamp)),
+            _ => None,
+        };
+        prop_assert_eq!(claimed_reply(&raw), claimed);
     }
 
     #[test]
@@ -124,6 +131,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = claimed_reply(&b);
         let _ = decode(Bytes::from(b), 1 << 20);
     }
 
