@@ -56,8 +56,8 @@ pub const RECV_BATCH: usize = 32;
 pub struct Transport {
     socket: UdpSocket,
     faults: Option<FaultInjector>,
-    /// [`RECV_BATCH`] receive buffers for `recvmmsg`, allocated on first use.
-    bufs: Vec<u8>,
+    /// `recvmmsg`'s buffers and headers, allocated on first use.
+    recv: Option<RecvSlots>,
     scratch: Vec<Datagram>,
     /// Datagrams waiting for [`Transport::flush`]: first the `urgent` ones
     /// ([`Transport::queue_first`]), then the rest, each in queueing order.
@@ -80,7 +80,7 @@ impl Transport {
         Ok(Transport {
             socket,
             faults,
-            bufs: Vec::new(),
+            recv: None,
             scratch: Vec::new(),
             queued: Vec::new(),
             urgent: 0,
@@ -256,24 +256,8 @@ impl Transport {
     /// datagram that reaches a polling process wakes nobody.
     pub fn recv_batch(&mut self, timeout: Duration, spin: Duration, out: &mut Vec<(Bytes, SocketAddr)>) -> Result<(), NodeError> {
         self.set_timeout(timeout)?;
-        const SLOT: usize = MAX_DATAGRAM + 1;
-        if self.bufs.is_empty() {
-            self.bufs = vec![0; RECV_BATCH * SLOT];
-        }
-        // SAFETY: sockaddr_storage is plain data; all zeros is a valid value.
-        let mut names: [libc::sockaddr_storage; RECV_BATCH] = unsafe { std::mem::zeroed() };
-        let mut iovs: Vec<libc::iovec> = self
-            .bufs
-            .chunks_exact_mut(SLOT)
-            .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: SLOT })
-            .collect();
-        let mut msgs: Vec<libc::mmsghdr> = names
-            .iter_mut()
-            .zip(iovs.iter_mut())
-            .map(|(name, iov)| {
-                message_header(name, std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t, iov)
-            })
-            .collect();
+        let slots = self.recv.get_or_insert_with(RecvSlots::new);
+        slots.reset();
         // Polls (without blocking) until `spin` has passed, yielding the CPU
         // between polls to whoever else wants it; then blocks.
         let spin = spin.min(timeout);
@@ -281,14 +265,15 @@ impl Transport {
         let rc = loop {
             let polling = polling_since.is_some_and(|t| t.elapsed() < spin);
             self.stats.receive_calls += 1;
-            // SAFETY: every header points at a live, writable sockaddr_storage in
-            // `names` and at one iovec in `iovs` over its own SLOT bytes of
-            // `bufs`; all outlive the call. MSG_WAITFORONE: block (up to the read
-            // timeout) for the first datagram only; MSG_DONTWAIT: do not block.
+            // SAFETY: every header points at a live, writable sockaddr_storage
+            // and at one iovec over its own SLOT bytes, all owned by `slots`
+            // (see RecvSlots), which outlives the call. MSG_WAITFORONE: block
+            // (up to the read timeout) for the first datagram only;
+            // MSG_DONTWAIT: do not block.
             let rc = unsafe {
                 libc::recvmmsg(
                     self.socket.as_raw_fd(),
-                    msgs.as_mut_ptr(),
+                    slots.msgs.as_mut_ptr(),
                     RECV_BATCH as libc::c_uint,
                     libc::MSG_WAITFORONE | if polling { libc::MSG_DONTWAIT } else { 0 },
                     std::ptr::null_mut(),
@@ -309,14 +294,71 @@ impl Transport {
                 _ => Err(NodeError::io("receive", e)),
             };
         }
-        for (k, msg) in msgs.iter().take(rc as usize).enumerate() {
-            let n = (msg.msg_len as usize).min(SLOT);
-            let Some(from) = socket_addr(&names[k]) else { continue };
+        for (k, msg) in slots.msgs.iter().take(rc as usize).enumerate() {
+            let n = (msg.msg_len as usize).min(RecvSlots::SLOT);
+            let Some(from) = socket_addr(&slots.names[k]) else { continue };
             self.stats.datagrams_in += 1;
             self.stats.bytes_in += n as u64;
-            out.push((Bytes::copy_from_slice(&self.bufs[k * SLOT..k * SLOT + n]), from));
+            out.push((Bytes::copy_from_slice(&slots.bufs[k * RecvSlots::SLOT..k * RecvSlots::SLOT + n]), from));
         }
         Ok(())
+    }
+}
+
+/// [`RECV_BATCH`] receive buffers, source addresses, and the `recvmmsg`
+/// headers that point at them, built once: a poll that finds nothing then
+/// costs its system call alone (building them on every call was two
+/// allocations and 4 KiB of zeroing, and a polling replica makes several
+/// empty calls an operation).
+struct RecvSlots {
+    bufs: Vec<u8>,
+    names: Vec<libc::sockaddr_storage>,
+    /// Only read by the kernel, through `msgs`.
+    _iovs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the raw pointers in `iovs` and `msgs` point only into the heap
+// buffers of `bufs`, `names` and `_iovs`, which this struct owns and never
+// resizes after `new`; moving it to another thread moves what they point at
+// with it, and nothing else refers to them.
+unsafe impl Send for RecvSlots {}
+
+impl std::fmt::Debug for RecvSlots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvSlots").field("slots", &self.msgs.len()).finish()
+    }
+}
+
+impl RecvSlots {
+    /// One byte more than the largest datagram, so that a longer one shows
+    /// as too long to the codec instead of being cut to a valid length.
+    const SLOT: usize = MAX_DATAGRAM + 1;
+
+    fn new() -> RecvSlots {
+        let mut bufs = vec![0u8; RECV_BATCH * Self::SLOT];
+        // SAFETY: sockaddr_storage is plain data; all zeros is a valid value.
+        let mut names: Vec<libc::sockaddr_storage> = (0..RECV_BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+        let mut iovs: Vec<libc::iovec> = bufs
+            .chunks_exact_mut(Self::SLOT)
+            .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: Self::SLOT })
+            .collect();
+        let msgs = names
+            .iter_mut()
+            .zip(iovs.iter_mut())
+            .map(|(name, iov)| message_header(name, std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t, iov))
+            .collect();
+        RecvSlots { bufs, names, _iovs: iovs, msgs }
+    }
+
+    /// Readies the headers for a call: the kernel overwrote each address
+    /// length and message length it filled.
+    fn reset(&mut self) {
+        for m in &mut self.msgs {
+            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            m.msg_hdr.msg_flags = 0;
+            m.msg_len = 0;
+        }
     }
 }
 
