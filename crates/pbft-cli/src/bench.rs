@@ -34,7 +34,7 @@ use pbft_kv::KvOp;
 use pbft_node::journal::Durability;
 use pbft_node::keygen::KeygenSpec;
 
-use crate::local::{open_client, start_with, Running};
+use crate::local::{open_client, open_group, start_with, Running};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -63,6 +63,16 @@ pub struct BenchArgs {
     /// `spin_us`; 0 sleeps at once).
     #[arg(long, default_value_t = pbft_node::cluster::Protocol::default().spin_us)]
     spin_us: u64,
+    /// Threads that drive the throughput runs' clients, each thread a group
+    /// of clients on one socket (`ClientGroup`); at least one client a
+    /// thread. A client is still one PBFT client with one request
+    /// outstanding; fewer threads leave the replicas more of the CPU.
+    #[arg(long, default_value_t = 1)]
+    client_threads: u32,
+    /// How long the bench's clients poll before they sleep, in microseconds
+    /// [default: `--spin-us`].
+    #[arg(long)]
+    client_spin_us: Option<u64>,
     /// Rounds: normal, each runs the replicated cluster then the unreplicated
     /// baseline; durability, each runs every level once, in turn.
     #[arg(long, default_value_t = 3)]
@@ -282,15 +292,31 @@ fn measure(run: &Running, w: &Workload, a: &BenchArgs, client_counts: &[u32]) ->
         std::thread::sleep(Duration::from_millis(150));
         let before = Counters::now(run, &pids);
         let started = Instant::now();
-        let workers: Vec<_> = (0..clients)
-            .map(|id| {
+        let threads = a.client_threads.clamp(1, clients.max(1));
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
                 let (path, stop, op, ro) = (run.path.clone(), stop.clone(), op.clone(), w.read_only);
+                let ids: Vec<u32> = (0..clients).filter(|c| c % threads == t).collect();
+                let spin = a.client_spin_us.map(Duration::from_micros);
                 std::thread::spawn(move || -> Result<u64> {
-                    let mut c = open_client(&path, id)?;
+                    let mut group = open_group(&path, &ids, spin)?;
+                    for i in 0..group.len() {
+                        group.submit(i, op.clone(), ro)?;
+                    }
                     let mut done = 0u64;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        c.invoke(op.clone(), ro)?;
-                        done += 1;
+                    let mut outcomes = Vec::new();
+                    // Each client sends its next request as soon as its last
+                    // completes, until told to stop.
+                    while group.is_busy() {
+                        group.wait(&mut outcomes)?;
+                        let stopping = stop.load(std::sync::atomic::Ordering::Relaxed);
+                        for (i, outcome) in outcomes.drain(..) {
+                            outcome?;
+                            done += 1;
+                            if !stopping {
+                                group.submit(i, op.clone(), ro)?;
+                            }
+                        }
                     }
                     Ok(done)
                 })
@@ -418,6 +444,11 @@ fn run_normal(a: &BenchArgs) -> Result<()> {
     anyhow::ensure!((1..=100).contains(&a.rounds), "--rounds must be in 1..=100");
     let counts = a.client_counts(&[1, 4, 16])?;
     let max_clients = *counts.iter().max().unwrap_or(&1);
+    eprintln!(
+        "throughput: closed-loop clients, each one PBFT client with one request outstanding, driven by {} thread(s) of \
+         this process (one socket a thread)",
+        a.client_threads.clamp(1, max_clients)
+    );
     // figures[round][configuration: 0 replicated, 1 unreplicated][workload]
     let mut figures: Vec<[Vec<Figures>; 2]> = Vec::new();
     for round in 0..a.rounds {

@@ -15,7 +15,7 @@ use anyhow::{ensure, Context, Result};
 use pbft_node::keygen::{keygen, KeygenSpec};
 use pbft_node::launcher::{replica_command, wait_until_up, Processes};
 use pbft_node::metrics::Reading;
-use pbft_node::{ClientOptions, Cluster, ClusterClient};
+use pbft_node::{ClientGroup, ClientOptions, Cluster, ClusterClient};
 
 /// How long a replica may take to start answering, at start and after a restart.
 const START_LIMIT: Duration = Duration::from_secs(20);
@@ -133,4 +133,15 @@ pub(crate) fn open_client(path: &Path, id: u32) -> Result<ClusterClient> {
     let cluster = Cluster::load(path)?;
     let options = ClientOptions { timeout: Duration::from_secs(10), ..Default::default() };
     Ok(ClusterClient::open(&cluster, id, &cluster.default_client_key_path(id), &options)?)
+}
+
+/// The clients `ids` of the cluster whose file is `path`, as one group on one
+/// socket (their default key files), polling for `spin` before they sleep
+/// (`None`: the cluster file's `spin_us`).
+pub(crate) fn open_group(path: &Path, ids: &[u32], spin: Option<Duration>) -> Result<ClientGroup> {
+    let cluster = Cluster::load(path)?;
+    let options = ClientOptions { timeout: Duration::from_secs(10), spin, ..Default::default() };
+    let keys: Vec<_> = ids.iter().map(|&id| cluster.default_client_key_path(id)).collect();
+    let members: Vec<(u32, &Path)> = ids.iter().copied().zip(keys.iter().map(|k| k.as_path())).collect();
+    Ok(ClientGroup::open(&cluster, &members, &options)?)
 }
