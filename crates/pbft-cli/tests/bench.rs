@@ -52,7 +52,10 @@ fn bench_alternates_configurations_and_counts_where_the_time_goes() {
         // An operation on four replicas is many more datagrams than on one
         // (request, pre-prepare, prepares, commits, replies)...
         assert!(row[col("datagrams_per_op")] > 2.0 * row[col("base_datagrams_per_op")], "{text}");
-        assert!(row[col("base_datagrams_per_op")] >= 1.9, "a request and its reply at least: {text}");
+        // A request and its reply at most: the bench's clients share one
+        // socket, so requests to one replica, and replies, share datagrams.
+        let base = row[col("base_datagrams_per_op")];
+        assert!(base > 0.0 && base <= 2.1, "{text}");
         // ...but not as many system calls: a multicast is one sendmmsg, and a
         // turn receives what has arrived in one recvmmsg.
         assert!(row[col("syscalls_per_op")] > 0.0, "{text}");

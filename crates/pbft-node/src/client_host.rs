@@ -183,6 +183,11 @@ impl ClientGroup {
         self.stats
     }
 
+    /// The socket's traffic: datagrams, bundles, system calls.
+    pub fn transport_stats(&self) -> crate::transport::TransportStats {
+        self.transport.stats()
+    }
+
     /// Whether any member has a request outstanding.
     pub fn is_busy(&self) -> bool {
         self.members.iter().any(|m| m.client.is_busy())

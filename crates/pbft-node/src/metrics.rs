@@ -173,6 +173,10 @@ impl ReplicaSnapshot {
         metric("send_errors_total", "counter", "UDP sends that failed.", t.send_errors);
         metric("receive_calls_total", "counter", "System calls that received datagrams (or found none).", t.receive_calls);
         metric("send_calls_total", "counter", "System calls that sent datagrams.", t.send_calls);
+        metric("bundles_sent_total", "counter", "Datagrams sent that carried several messages.", t.bundles_out);
+        metric("bundled_messages_sent_total", "counter", "Messages sent inside bundles.", t.bundled_messages_out);
+        metric("bundles_received_total", "counter", "Datagrams received that carried several messages.", t.bundles_in);
+        metric("malformed_bundles_total", "counter", "Bundles dropped whole as malformed.", t.malformed_bundles);
         metric(
             "replies_without_address_total",
             "counter",

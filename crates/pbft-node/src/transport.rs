@@ -14,6 +14,15 @@
 //!
 //! Every protocol message fits in one datagram; anything larger than
 //! [`MAX_DATAGRAM`] is cut by the receive buffer and then refused by the codec.
+//!
+//! Small messages that one flush sends to the same address share a datagram,
+//! a bundle of up to [`BUNDLE_BYTES`]: the replies a replica's turn sends to
+//! a `ClientGroup`'s socket, the requests a group sends to the primary. Each
+//! message in a bundle keeps its own authenticator; the receiving transport
+//! splits the bundle and hands on the messages as if each had come alone, so
+//! the core never sees one. A datagram costs the sender a trip through the
+//! kernel's network stack (on one host, the receiver's side of it too); a
+//! bundle pays it once for all its messages.
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
@@ -28,6 +37,15 @@ use crate::faults::{Datagram, FaultConfig, FaultInjector, FaultStats};
 
 /// Largest datagram a node sends or accepts.
 pub const MAX_DATAGRAM: usize = 65_000;
+
+/// A datagram that carries several messages starts with these two bytes (a
+/// message starts with [`pbft::wire::MAGIC`]), followed, for each message, by
+/// its length (two bytes, little-endian) and its bytes.
+pub const BUNDLE_MAGIC: [u8; 2] = *b"PN";
+
+/// Largest bundle sent or accepted: within one Ethernet frame, so that
+/// bundling never makes a datagram that IP must fragment.
+pub const BUNDLE_BYTES: usize = 1_400;
 
 /// Socket buffer size asked of the kernel (it caps it at `net.core.rmem_max`):
 /// bursts of pre-prepares and replies must not overflow the default 208 KiB.
@@ -46,6 +64,12 @@ pub struct TransportStats {
     pub receive_calls: u64,
     /// System calls that sent (`sendto`, `sendmmsg`).
     pub send_calls: u64,
+    /// Datagrams sent that were bundles, and the messages in them.
+    pub bundles_out: u64,
+    pub bundled_messages_out: u64,
+    /// Bundles received, and those dropped whole as malformed.
+    pub bundles_in: u64,
+    pub malformed_bundles: u64,
 }
 
 /// Most datagrams one [`Transport::recv_batch`] takes.
@@ -155,7 +179,12 @@ impl Transport {
     /// Sends every queued datagram, in order, with as few `sendmmsg` calls as
     /// the kernel allows (one, below 1,024 datagrams).
     pub fn flush(&mut self) {
-        let queued = std::mem::take(&mut self.queued);
+        let mut queued = std::mem::take(&mut self.queued);
+        if queued.len() > 1 {
+            let (bundles, messages) = bundle(&mut queued);
+            self.stats.bundles_out += bundles;
+            self.stats.bundled_messages_out += messages;
+        }
         if queued.len() == 1 {
             self.send_now(queued[0].0, &queued[0].1);
         } else if !queued.is_empty() {
@@ -299,10 +328,97 @@ impl Transport {
             let Some(from) = socket_addr(&slots.names[k]) else { continue };
             self.stats.datagrams_in += 1;
             self.stats.bytes_in += n as u64;
-            out.push((Bytes::copy_from_slice(&slots.bufs[k * RecvSlots::SLOT..k * RecvSlots::SLOT + n]), from));
+            let datagram = &slots.bufs[k * RecvSlots::SLOT..k * RecvSlots::SLOT + n];
+            if datagram.starts_with(&BUNDLE_MAGIC) {
+                self.stats.bundles_in += 1;
+                if !unbundle(Bytes::copy_from_slice(datagram), from, out) {
+                    self.stats.malformed_bundles += 1;
+                }
+            } else {
+                out.push((Bytes::copy_from_slice(datagram), from));
+            }
         }
         Ok(())
     }
+}
+
+/// Merges the messages in `queued` for the same address into bundles of at
+/// most [`BUNDLE_BYTES`], in place. Each address's messages keep their order,
+/// and a bundle takes the place of its first message (so urgent ones stay
+/// first). A message too large to share a bundle goes alone, and closes the
+/// bundle open for its address. Returns the bundles made and the messages in
+/// them.
+fn bundle(queued: &mut Vec<(SocketAddr, Bytes)>) -> (u64, u64) {
+    const ENTRY: usize = 2;
+    // Per outgoing datagram: its address, its messages, its bundled size.
+    let mut out: Vec<(SocketAddr, Vec<Bytes>, usize)> = Vec::with_capacity(queued.len());
+    // The bundle still open for each address, by index in `out`.
+    let mut open: Vec<(SocketAddr, usize)> = Vec::new();
+    for (addr, bytes) in queued.drain(..) {
+        let size = ENTRY + bytes.len();
+        let slot = open.iter().position(|(a, _)| *a == addr);
+        if BUNDLE_MAGIC.len() + size > BUNDLE_BYTES {
+            if let Some(k) = slot {
+                open.swap_remove(k);
+            }
+            out.push((addr, vec![bytes], 0));
+            continue;
+        }
+        if let Some(k) = slot {
+            let i = open[k].1;
+            if out[i].2 + size <= BUNDLE_BYTES {
+                out[i].1.push(bytes);
+                out[i].2 += size;
+                continue;
+            }
+            open[k].1 = out.len();
+        } else {
+            open.push((addr, out.len()));
+        }
+        out.push((addr, vec![bytes], BUNDLE_MAGIC.len() + size));
+    }
+    let (mut bundles, mut messages) = (0, 0);
+    for (addr, mut parts, size) in out {
+        if parts.len() == 1 {
+            queued.extend(parts.pop().map(|b| (addr, b)));
+            continue;
+        }
+        bundles += 1;
+        messages += parts.len() as u64;
+        let mut b = bytes::BytesMut::with_capacity(size);
+        b.extend_from_slice(&BUNDLE_MAGIC);
+        for p in &parts {
+            b.extend_from_slice(&(p.len() as u16).to_le_bytes());
+            b.extend_from_slice(p);
+        }
+        queued.push((addr, b.freeze()));
+    }
+    (bundles, messages)
+}
+
+/// Appends the messages of `bundle` (which starts with [`BUNDLE_MAGIC`]) to
+/// `out`, each from `from`; a bundle larger than [`BUNDLE_BYTES`], with an
+/// empty message or a length past its end, is dropped whole (returns false).
+fn unbundle(bundle: Bytes, from: SocketAddr, out: &mut Vec<(Bytes, SocketAddr)>) -> bool {
+    if bundle.len() > BUNDLE_BYTES {
+        return false;
+    }
+    let mut parts = Vec::new();
+    let mut at = BUNDLE_MAGIC.len();
+    while at < bundle.len() {
+        let Some(len) = bundle.get(at..at + 2).map(|l| usize::from(u16::from_le_bytes([l[0], l[1]]))) else { return false };
+        let (start, end) = (at + 2, at + 2 + len);
+        if len == 0 || end > bundle.len() {
+            return false;
+        }
+        parts.push(bundle.slice(start..end));
+        at = end;
+    }
+    if parts.len() < 2 {
+        return false;
+    }
+    out.extend(parts.into_iter().map(|p| (p, from)));
+    true
 }
 
 /// [`RECV_BATCH`] receive buffers, source addresses, and the `recvmmsg`
@@ -510,7 +626,11 @@ mod tests {
         a.queue(Instant(0), c_addr, Bytes::from_static(b"to c"));
         a.queue_first(Instant(0), c_addr, Bytes::from_static(b"first"));
         a.flush();
-        assert_eq!((a.stats().send_calls, a.stats().datagrams_out, a.stats().bytes_out), (1, 7, 510 + 4 + 5));
+        // Two datagrams: the five messages to b share one bundle, the two
+        // to c another (each message behind a two-byte length).
+        let s = a.stats();
+        assert_eq!((s.send_calls, s.datagrams_out, s.bytes_out), (1, 2, (2 + 5 * 2 + 510) + (2 + 2 * 2 + 4 + 5)));
+        assert_eq!((s.bundles_out, s.bundled_messages_out), (2, 7));
         // Nothing queued: nothing sent, no call.
         a.flush();
         assert_eq!(a.stats().send_calls, 1);
@@ -522,6 +642,7 @@ mod tests {
         assert_eq!(lens, [100, 101, 102, 103, 104], "in order, each whole");
         assert!(got.iter().all(|(d, from)| *from == a.local_addr().expect("addr") && d.iter().all(|x| *x == d[0])));
         assert!(b.stats().receive_calls <= 5);
+        assert_eq!((b.stats().datagrams_in, b.stats().bundles_in, b.stats().malformed_bundles), (1, 1, 0));
         let mut two = Vec::new();
         while two.len() < 2 {
             c.recv_batch(Duration::from_secs(2), Duration::ZERO, &mut two).expect("recv");
@@ -531,6 +652,79 @@ mod tests {
         let mut none = Vec::new();
         c.recv_batch(Duration::from_millis(10), Duration::ZERO, &mut none).expect("recv");
         assert!(none.is_empty());
+    }
+
+    /// Takes datagrams from `t` until `count` messages have arrived.
+    fn recv_n(t: &mut Transport, count: usize) -> Vec<Bytes> {
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while got.len() < count && std::time::Instant::now() < deadline {
+            t.recv_batch(Duration::from_millis(50), Duration::ZERO, &mut got).expect("recv");
+        }
+        got.into_iter().map(|(b, _)| b).collect()
+    }
+
+    #[test]
+    fn bundles_keep_each_address_in_order_and_stay_under_their_limit() {
+        let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let mut a = Transport::bind(local, &FaultConfig::default()).expect("bind");
+        let mut b = Transport::bind(local, &FaultConfig::default()).expect("bind");
+        let b_addr = b.local_addr().expect("addr");
+        // A small message, one too large to share, then 30 small ones:
+        // the first goes alone (nothing to share with before the large
+        // one), the large one alone, and the 30 in bundles of 13 (2 + 13 *
+        // 102 bytes), 13 and 4.
+        let mut sent = vec![Bytes::from_static(b"alone")];
+        sent.push(Bytes::from(vec![9u8; BUNDLE_BYTES - 3]));
+        sent.extend((0..30u8).map(|k| Bytes::from(vec![k; 100])));
+        for m in &sent {
+            a.queue(Instant(0), b_addr, m.clone());
+        }
+        a.flush();
+        let s = a.stats();
+        assert_eq!((s.send_calls, s.datagrams_out, s.bundles_out, s.bundled_messages_out), (1, 5, 3, 30));
+        let got = recv_n(&mut b, sent.len());
+        assert_eq!(got, sent, "every message, whole and in order");
+        assert_eq!((b.stats().datagrams_in, b.stats().bundles_in), (5, 3));
+        assert!(b.stats().bytes_in <= 5 * BUNDLE_BYTES as u64);
+    }
+
+    #[test]
+    fn malformed_bundles_are_dropped_whole_and_counted() {
+        let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let mut b = Transport::bind(local, &FaultConfig::default()).expect("bind");
+        let raw = UdpSocket::bind(local).expect("bind");
+        let entry = |m: &[u8]| [&(m.len() as u16).to_le_bytes()[..], m].concat();
+        let bundle = |parts: &[Vec<u8>]| [&BUNDLE_MAGIC[..], &parts.concat()].concat();
+        let good = bundle(&[entry(b"one"), entry(b"two")]);
+        let bad: Vec<Vec<u8>> = vec![
+            // A length past the end.
+            [&good[..], &[9, 0, 1][..]].concat(),
+            // An empty message.
+            bundle(&[entry(b"one"), entry(b"")]),
+            // A lone message: never sent as a bundle.
+            bundle(&[entry(b"one")]),
+            // Larger than a bundle may be.
+            bundle(&[entry(&[1u8; 700]), entry(&[2u8; 700])]),
+            // Only the magic, and a length cut in two.
+            BUNDLE_MAGIC.to_vec(),
+            [&BUNDLE_MAGIC[..], &[3][..]].concat(),
+        ];
+        for d in &bad {
+            raw.send_to(d, b.local_addr().expect("addr")).expect("send");
+        }
+        raw.send_to(&good, b.local_addr().expect("addr")).expect("send");
+        let got = recv_n(&mut b, 2);
+        assert_eq!(got, [&b"one"[..], &b"two"[..]]);
+        assert_eq!((b.stats().bundles_in, b.stats().malformed_bundles), (7, 6));
+        // Every cut of a good bundle is either dropped or the messages whole
+        // up to the cut; none panics.
+        let from = b.local_addr().expect("addr");
+        for cut in 0..good.len() {
+            let mut out = Vec::new();
+            let ok = unbundle(Bytes::copy_from_slice(&good[..cut]), from, &mut out);
+            assert!(!ok && out.is_empty(), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -191,4 +191,8 @@ fn a_group_of_clients_on_one_socket_each_gets_its_own_results() {
         assert_eq!(metrics.dropped(DropReason::Unexpected), 0, "member {m}'s core saw a stale reply");
     }
     assert_eq!(group.stats().unroutable, 0);
+    // The members' first requests, to every replica at once, shared
+    // datagrams: four messages to each replica in one flush.
+    let t = group.transport_stats();
+    assert!(t.bundles_out >= 4 && t.bundled_messages_out >= 16, "{t:?}");
 }
