@@ -654,6 +654,15 @@ mod tests {
         assert!(none.is_empty());
     }
 
+    /// Two fault-free transports on loopback, and the second's address.
+    fn pair() -> (Transport, Transport, SocketAddr) {
+        let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let a = Transport::bind(local, &FaultConfig::default()).expect("bind");
+        let b = Transport::bind(local, &FaultConfig::default()).expect("bind");
+        let b_addr = b.local_addr().expect("addr");
+        (a, b, b_addr)
+    }
+
     /// Takes datagrams from `t` until `count` messages have arrived.
     fn recv_n(t: &mut Transport, count: usize) -> Vec<Bytes> {
         let mut got = Vec::new();
@@ -666,10 +675,7 @@ mod tests {
 
     #[test]
     fn bundles_keep_each_address_in_order_and_stay_under_their_limit() {
-        let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let mut a = Transport::bind(local, &FaultConfig::default()).expect("bind");
-        let mut b = Transport::bind(local, &FaultConfig::default()).expect("bind");
-        let b_addr = b.local_addr().expect("addr");
+        let (mut a, mut b, b_addr) = pair();
         // A small message, one too large to share, then 30 small ones:
         // the first goes alone (nothing to share with before the large
         // one), the large one alone, and the 30 in bundles of 13 (2 + 13 *
@@ -757,10 +763,7 @@ mod tests {
 
     #[test]
     fn a_datagram_above_the_limit_arrives_cut_and_the_next_is_intact() {
-        let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let mut a = Transport::bind(local, &FaultConfig::default()).expect("bind");
-        let mut b = Transport::bind(local, &FaultConfig::default()).expect("bind");
-        let b_addr = b.local_addr().expect("addr");
+        let (mut a, mut b, b_addr) = pair();
         a.queue(Instant(0), b_addr, Bytes::from(vec![7u8; MAX_DATAGRAM + 500]));
         a.queue(Instant(0), b_addr, Bytes::from_static(b"next"));
         a.flush();
