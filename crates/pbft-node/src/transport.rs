@@ -350,50 +350,64 @@ impl Transport {
 /// them.
 fn bundle(queued: &mut Vec<(SocketAddr, Bytes)>) -> (u64, u64) {
     const ENTRY: usize = 2;
-    // Per outgoing datagram: its address, its messages, its bundled size.
-    let mut out: Vec<(SocketAddr, Vec<Bytes>, usize)> = Vec::with_capacity(queued.len());
+    // Per outgoing datagram: its address, bundled size and message count;
+    // and for each message, the datagram it goes in.
+    let mut out: Vec<(SocketAddr, usize, usize)> = Vec::with_capacity(queued.len());
+    let mut into: Vec<usize> = Vec::with_capacity(queued.len());
     // The bundle still open for each address, by index in `out`.
     let mut open: Vec<(SocketAddr, usize)> = Vec::new();
-    for (addr, bytes) in queued.drain(..) {
+    for (addr, bytes) in queued.iter() {
         let size = ENTRY + bytes.len();
-        let slot = open.iter().position(|(a, _)| *a == addr);
+        let slot = open.iter().position(|(a, _)| a == addr);
         if BUNDLE_MAGIC.len() + size > BUNDLE_BYTES {
             if let Some(k) = slot {
                 open.swap_remove(k);
             }
-            out.push((addr, vec![bytes], 0));
+            into.push(out.len());
+            out.push((*addr, 0, 1));
             continue;
         }
         if let Some(k) = slot {
             let i = open[k].1;
-            if out[i].2 + size <= BUNDLE_BYTES {
-                out[i].1.push(bytes);
-                out[i].2 += size;
+            if out[i].1 + size <= BUNDLE_BYTES {
+                out[i].1 += size;
+                out[i].2 += 1;
+                into.push(i);
                 continue;
             }
             open[k].1 = out.len();
         } else {
-            open.push((addr, out.len()));
+            open.push((*addr, out.len()));
         }
-        out.push((addr, vec![bytes], BUNDLE_MAGIC.len() + size));
+        into.push(out.len());
+        out.push((*addr, BUNDLE_MAGIC.len() + size, 1));
     }
-    let (mut bundles, mut messages) = (0, 0);
-    for (addr, mut parts, size) in out {
-        if parts.len() == 1 {
-            queued.extend(parts.pop().map(|b| (addr, b)));
+    if out.len() == queued.len() {
+        return (0, 0);
+    }
+    // Messages by datagram, each datagram's in queueing order (a stable sort).
+    let mut order: Vec<usize> = (0..queued.len()).collect();
+    order.sort_by_key(|&j| into[j]);
+    let messages = std::mem::take(queued);
+    let (mut bundles, mut bundled) = (0, 0);
+    let mut next = order.into_iter().peekable();
+    for (i, (addr, size, count)) in out.into_iter().enumerate() {
+        if count == 1 {
+            queued.extend(next.next().map(|j| (addr, messages[j].1.clone())));
             continue;
         }
         bundles += 1;
-        messages += parts.len() as u64;
+        bundled += count as u64;
         let mut b = bytes::BytesMut::with_capacity(size);
         b.extend_from_slice(&BUNDLE_MAGIC);
-        for p in &parts {
-            b.extend_from_slice(&(p.len() as u16).to_le_bytes());
-            b.extend_from_slice(p);
+        while let Some(j) = next.next_if(|&j| into[j] == i) {
+            let m = &messages[j].1;
+            b.extend_from_slice(&(m.len() as u16).to_le_bytes());
+            b.extend_from_slice(m);
         }
         queued.push((addr, b.freeze()));
     }
-    (bundles, messages)
+    (bundles, bundled)
 }
 
 /// Appends the messages of `bundle` (which starts with [`BUNDLE_MAGIC`]) to
