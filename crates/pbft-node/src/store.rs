@@ -261,8 +261,10 @@ const DELTA_MAGIC: &[u8; 4] = b"PBDL";
 fn write_delta(path: &Path, job: &SaveJob, sync: bool) -> std::io::Result<u64> {
     let mut out = std::io::BufWriter::with_capacity(1 << 20, File::create(path)?);
     let mut hasher = blake3::Hasher::new();
+    let mut written = 0u64;
     let mut put = |out: &mut std::io::BufWriter<File>, b: &[u8]| -> std::io::Result<()> {
         hasher.update(b);
+        written += b.len() as u64;
         out.write_all(b)
     };
     put(&mut out, DELTA_MAGIC)?;
@@ -284,7 +286,7 @@ fn write_delta(path: &Path, job: &SaveJob, sync: bool) -> std::io::Result<u64> {
     if sync {
         f.sync_data()?;
     }
-    Ok(f.metadata()?.len())
+    Ok(written + check.len() as u64)
 }
 
 fn read_delta(bytes: &[u8]) -> Option<SaveJob> {
@@ -456,6 +458,8 @@ mod tests {
         let second = store.save(&s, SeqNo(16), d2).expect("save");
         assert_eq!(second.pages, 1, "only page 9 changed");
         assert!(second.delta_bytes > PAGE_SIZE as u64, "a later save goes through the redo delta");
+        // magic, version, seq, digest, num_pages, count; (index, page); check.
+        assert_eq!(second.delta_bytes, (4 + 1 + 8 + 32 + 8 + 8) + (8 + PAGE_SIZE as u64) + 32);
         assert!(Store::open(dir.path()).is_err(), "one store per directory at a time");
 
         drop(store);
