@@ -130,9 +130,19 @@ pub struct PagedState {
     records: BTreeMap<SeqNo, CheckpointRecord>,
     /// Sequence number of the last checkpoint ever taken, retained or not.
     last_taken: Option<SeqNo>,
-    /// While an undo mark is set: each page written since, as it was at the
-    /// mark (`None` for the zero page).
-    undo: Option<BTreeMap<u64, Option<Arc<Page>>>>,
+    /// While an undo mark is set: what each change since it overwrote,
+    /// oldest first.
+    undo: Option<Vec<Overwritten>>,
+}
+
+/// What one change made since the undo mark overwrote. A write keeps only
+/// the bytes it covered, so a small write (a reply slot's header) does not
+/// copy its page; a page replaced wholesale keeps the old version, shared.
+#[derive(Debug)]
+enum Overwritten {
+    Bytes { offset: u64, old: Box<[u8]> },
+    /// `None`: the zero page.
+    Page { index: u64, version: Option<Arc<Page>> },
 }
 
 impl PagedState {
@@ -177,10 +187,11 @@ impl PagedState {
     /// does not lie within the state.
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StateError> {
         if let Some(undo) = self.undo.as_mut() {
-            if offset.checked_add(data.len() as u64).is_some_and(|end| end <= self.pages.num_pages() * PAGE_SIZE as u64) {
-                let last = if data.is_empty() { offset / PAGE_SIZE as u64 } else { (offset + data.len() as u64 - 1) / PAGE_SIZE as u64 };
-                for index in offset / PAGE_SIZE as u64..=last {
-                    undo.entry(index).or_insert_with(|| self.pages.version(index));
+            if !data.is_empty() {
+                let mut old = vec![0u8; data.len()].into_boxed_slice();
+                // Out of range: nothing is written below, so nothing to keep.
+                if self.pages.read(offset, &mut old).is_ok() {
+                    undo.push(Overwritten::Bytes { offset, old });
                 }
             }
         }
@@ -236,12 +247,12 @@ impl PagedState {
         self.checkpoint_with(seq, &known)
     }
 
-    /// While an undo mark is set, keeps page `index` as it is now, unless it
-    /// was kept already since the mark (or is not a page of the state).
+    /// While an undo mark is set, keeps page `index` as it is now (unless it
+    /// is not a page of the state).
     fn remember_for_undo(&mut self, index: u64) {
         if let Some(undo) = self.undo.as_mut() {
             if index < self.pages.num_pages() {
-                undo.entry(index).or_insert_with(|| self.pages.version(index));
+                undo.push(Overwritten::Page { index, version: self.pages.version(index) });
             }
         }
     }
@@ -319,13 +330,15 @@ impl PagedState {
     }
 
     /// Restores the current state to the last checkpoint (undoes every write
-    /// since). `NoSuchCheckpoint` if no checkpoint is retained.
+    /// since) and forgets the undo mark, which named a state that is gone.
+    /// `NoSuchCheckpoint`, with nothing changed, if no checkpoint is retained.
     pub fn rollback_to_last_checkpoint(&mut self) -> Result<(), StateError> {
         let (_, record) = self
             .records
             .iter_mut()
             .next_back()
             .ok_or(StateError::NoSuchCheckpoint)?;
+        self.undo = None;
         // The tree already describes the last checkpoint; only pages moved on.
         self.pages.rollback(&mut record.saved_pages);
         Ok(())
@@ -335,7 +348,7 @@ impl PagedState {
     /// they are now. Tentative execution sets one before each batch, since a
     /// view change may undo that batch. A mark already set is replaced.
     pub fn set_undo_mark(&mut self) {
-        self.undo = Some(BTreeMap::new());
+        self.undo = Some(Vec::new());
     }
 
     /// Whether an undo mark is set.
@@ -348,14 +361,21 @@ impl PagedState {
         self.undo = None;
     }
 
-    /// Restores every page written since the undo mark and clears the mark.
-    /// Costs the pages written since the mark. Returns whether a mark was set.
+    /// Restores everything changed since the undo mark, newest change first,
+    /// and clears the mark. Costs the bytes changed since the mark. Returns
+    /// whether a mark was set.
     pub fn undo(&mut self) -> bool {
-        let Some(saved) = self.undo.take() else { return false };
-        for (index, version) in saved {
-            let content = version.as_deref().unwrap_or(&ZERO_PAGE);
-            // In range: the index was written, so it is a page of the state.
-            let restored = self.replace_page(index, content);
+        let Some(overwritten) = self.undo.take() else { return false };
+        for change in overwritten.into_iter().rev() {
+            let saved = self.records.values_mut().next_back().map(|r| &mut r.saved_pages);
+            // In range: each was checked when the change was made.
+            let restored = match change {
+                Overwritten::Bytes { offset, old } => self.pages.write(offset, &old, saved),
+                Overwritten::Page { index, version } => {
+                    let content = version.unwrap_or_else(|| Arc::new(ZERO_PAGE));
+                    self.pages.replace(index, content, saved)
+                }
+            };
             debug_assert!(restored.is_ok());
         }
         true

@@ -492,6 +492,12 @@ enum Op {
         pick: usize,
     },
     Rollback,
+    /// Sets an undo mark (tentative execution of a batch).
+    Mark,
+    /// Undoes back to the mark (a view change dropped the batch).
+    Undo,
+    /// Forgets the mark (the batch committed).
+    ClearMark,
 }
 
 fn op(size: u64) -> impl Strategy<Value = Op> {
@@ -503,6 +509,9 @@ fn op(size: u64) -> impl Strategy<Value = Op> {
         3 => (1..4u64).prop_map(|gap| Op::Checkpoint { gap }),
         1 => any::<usize>().prop_map(|pick| Op::Discard { pick }),
         1 => Just(Op::Rollback),
+        1 => Just(Op::Mark),
+        1 => Just(Op::Undo),
+        1 => Just(Op::ClearMark),
     ]
 }
 
@@ -577,8 +586,9 @@ fn check_against(st: &PagedState, shape: TreeShape, n: u64, snaps: &BTreeMap<Seq
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// The incremental tree, the copy-on-write versions, discard and rollback
-    /// agree with a from-scratch model after any sequence of operations.
+    /// The incremental tree, the copy-on-write versions, discard, rollback and
+    /// the undo mark agree with a from-scratch model after any sequence of
+    /// operations.
     #[test]
     fn matches_naive_model((shape, n, ops) in scenario()) {
         let mut st = PagedState::new(n, shape).unwrap();
@@ -589,6 +599,8 @@ proptest! {
         let mut last: Option<SeqNo> = None;
         let mut last_tree = naive_tree(shape, n, &cur);
         let mut lm: Vec<Vec<SeqNo>> = last_tree.iter().map(|l| vec![SeqNo(0); l.len()]).collect();
+        // The content at the undo mark, and the pages changed since it.
+        let mut mark: Option<(Vec<u8>, BTreeSet<u64>)> = None;
         for op in ops {
             match op {
                 Op::Write { offset, len, seed } => {
@@ -600,7 +612,10 @@ proptest! {
                         // An empty write touches no page.
                         if len > 0 {
                             let pages = offset / PAGE_SIZE as u64..(offset + len as u64).div_ceil(PAGE_SIZE as u64);
-                            dirty.extend(pages);
+                            dirty.extend(pages.clone());
+                            if let Some((_, changed)) = mark.as_mut() {
+                                changed.extend(pages);
+                            }
                         }
                     } else {
                         prop_assert_eq!(result, Err(StateError::OutOfRange));
@@ -612,6 +627,9 @@ proptest! {
                         prop_assert_eq!(result, Ok(()));
                         cur[index as usize * PAGE_SIZE..(index as usize + 1) * PAGE_SIZE].fill(fill);
                         dirty.insert(index);
+                        if let Some((_, changed)) = mark.as_mut() {
+                            changed.insert(index);
+                        }
                     } else {
                         prop_assert_eq!(result, Err(StateError::OutOfRange));
                     }
@@ -644,9 +662,26 @@ proptest! {
                         prop_assert_eq!(st.rollback_to_last_checkpoint(), Ok(()));
                         cur.clone_from(&snap.content);
                         dirty.clear();
+                        mark = None;
                     }
                     None => prop_assert_eq!(st.rollback_to_last_checkpoint(), Err(StateError::NoSuchCheckpoint)),
                 },
+                Op::Mark => {
+                    st.set_undo_mark();
+                    mark = Some((cur.clone(), BTreeSet::new()));
+                }
+                Op::Undo => {
+                    prop_assert_eq!(st.undo(), mark.is_some());
+                    if let Some((content, changed)) = mark.take() {
+                        // What changed since the mark is written back: dirty.
+                        cur = content;
+                        dirty.extend(changed);
+                    }
+                }
+                Op::ClearMark => {
+                    st.clear_undo_mark();
+                    mark = None;
+                }
             }
             prop_assert_eq!(st.dirty_pages(), dirty.len());
         }
