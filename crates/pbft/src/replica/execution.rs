@@ -89,10 +89,11 @@ impl<S: Service> Replica<S> {
         let batch = self.log.batch(n).expect("caller checked the batch");
         let nondet = batch.nondet_time_us();
         let digest = batch.digest();
-        let requests: Vec<Request> = batch.requests().iter().filter_map(|e| e.body.as_ref().map(|b| b.0.clone())).collect();
+        // Each entry's digest is its request's (checked when the body was filled).
+        let requests: Vec<(Request, Digest)> = batch.requests().iter().filter_map(|e| e.body.as_ref().map(|b| (b.0.clone(), e.digest))).collect();
         let requests_empty = batch.requests().is_empty();
         let mut executed = Vec::with_capacity(requests.len());
-        for req in requests {
+        for (req, req_digest) in requests {
             // A read-only request has no place in a batch: all correct replicas skip it.
             if req.read_only || !self.cfg.is_client(req.client) {
                 continue;
@@ -107,7 +108,7 @@ impl<S: Service> Replica<S> {
                 result.clear();
             }
             self.machine.store_reply(req.client, req.timestamp, &result);
-            self.requests.forget(&req, &req.digest());
+            self.requests.forget(&req, &req_digest);
             self.send_reply(&req, Bytes::from(result), tentative, out);
             executed.push((req.client, req.timestamp));
         }

@@ -147,7 +147,7 @@ impl<S: Service> Replica<S> {
         let bodies: Vec<(crate::wire::Request, Bytes)> =
             self.log.batch(t).map(|b| b.requests().iter().filter_map(|e| e.body.clone()).collect()).unwrap_or_default();
         for (req, raw) in bodies {
-            self.remember_request(&req, &raw);
+            self.remember_request(&req, req.digest(), &raw);
         }
         self.metrics.rollbacks += 1;
         out.push(Effect::RolledBack { seq: t });

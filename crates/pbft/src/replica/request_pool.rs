@@ -79,9 +79,8 @@ impl RequestPool {
 
     /// Keeps a request body (checked against its client's MAC) that a later
     /// pre-prepare may name by digest: one per client, a newer request
-    /// replacing an older one.
-    pub(super) fn remember(&mut self, req: &Request, raw: &Bytes) -> Result<(), DropReason> {
-        let digest = req.digest();
+    /// replacing an older one. `digest` is the request's.
+    pub(super) fn remember(&mut self, req: &Request, digest: Digest, raw: &Bytes) -> Result<(), DropReason> {
         if self.bodies.contains_key(&digest) {
             return Ok(());
         }

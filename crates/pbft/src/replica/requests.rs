@@ -13,7 +13,7 @@ use crate::auth::Vouched;
 use crate::effects::Outbox;
 use crate::metrics::DropReason;
 use crate::service::Service;
-use crate::types::Instant;
+use crate::types::{Digest, Instant};
 use crate::wire::{BatchEntry, Request};
 
 impl<S: Service> Replica<S> {
@@ -24,8 +24,10 @@ impl<S: Service> Replica<S> {
         if req.read_only {
             return self.on_read_only(req, out);
         }
+        // Hashed once here, for every use below.
+        let digest = req.digest();
         // A batch may wait for this body even if the request is otherwise old news.
-        self.fill_missing_body(&req, &raw, true, out);
+        self.fill_missing_body(&req, digest, &raw, true, out);
         let last = self.last_timestamp(req.client);
         if req.timestamp < last {
             return self.metrics.drop(DropReason::StaleRequest);
@@ -33,15 +35,15 @@ impl<S: Service> Replica<S> {
         if req.timestamp == last && !self.bug_execute_twice() {
             return self.resend_reply(&req, out);
         }
-        let new = !self.requests.has_body(&req.digest());
-        self.remember_request(&req, &raw);
+        let new = !self.requests.has_body(&digest);
+        self.remember_request(&req, digest, &raw);
         if !self.view_active() {
             return;
         }
         if self.is_primary() {
             self.enqueue(req, raw);
             self.try_send_batches(now, out);
-        } else if self.requests.has_body(&req.digest()) {
+        } else if self.requests.has_body(&digest) {
             // A backup that gets a request (a client retransmitting to all)
             // passes it to the primary, whose MAC is in the authenticator, and
             // watches the primary: if it does not execute in time, the view
@@ -54,9 +56,9 @@ impl<S: Service> Replica<S> {
     }
 
     /// Keeps a request body (checked against its client's MAC) that a later
-    /// pre-prepare may name by digest.
-    pub(super) fn remember_request(&mut self, req: &Request, raw: &Bytes) {
-        if let Err(reason) = self.requests.remember(req, raw) {
+    /// pre-prepare may name by digest (`digest`, the request's).
+    pub(super) fn remember_request(&mut self, req: &Request, digest: Digest, raw: &Bytes) {
+        if let Err(reason) = self.requests.remember(req, digest, raw) {
             self.metrics.drop(reason);
         }
     }
@@ -66,8 +68,7 @@ impl<S: Service> Replica<S> {
     /// whether this replica checked the client's MAC on it; a batch with an
     /// unauthenticated body proceeds only once f+1 replicas vouch for it (see
     /// `normal_case.rs`).
-    fn fill_missing_body(&mut self, req: &Request, raw: &Bytes, authenticated: bool, out: &mut Outbox) {
-        let digest = req.digest();
+    fn fill_missing_body(&mut self, req: &Request, digest: Digest, raw: &Bytes, authenticated: bool, out: &mut Outbox) {
         let waiting = self.log.awaiting_body(digest);
         for seq in waiting.iter().copied() {
             // Fill what is missing, and replace a body that failed our MAC check
@@ -88,8 +89,8 @@ impl<S: Service> Replica<S> {
     /// names by digest: it fills the batch, which then proceeds only once
     /// f+1 replicas vouch for it.
     pub(super) fn fill_vouched_body(&mut self, body: Vouched<Request>, out: &mut Outbox) {
-        let (req, raw, _) = body.into_parts();
-        self.fill_missing_body(&req, &raw, false, out);
+        let (req, raw, digest) = body.into_parts();
+        self.fill_missing_body(&req, digest, &raw, false, out);
     }
 
     pub(super) fn enqueue(&mut self, req: Request, raw: Bytes) {

@@ -273,7 +273,7 @@ impl<S: Service> Replica<S> {
         self.view_changes.leave_for(v);
         // The old primary's queued requests stay known, for whoever proposes them.
         for (req, raw) in self.requests.leave_view() {
-            self.remember_request(&req, &raw);
+            self.remember_request(&req, req.digest(), &raw);
         }
         let msg = self.build_view_change(v);
         let raw = self.multicast(&Message::ViewChange(msg.clone()), out);
