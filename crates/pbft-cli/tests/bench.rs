@@ -59,6 +59,18 @@ fn bench_alternates_configurations_and_counts_where_the_time_goes() {
         // ...but not as many system calls: a multicast is one sendmmsg, and a
         // turn receives what has arrived in one recvmmsg.
         assert!(row[col("syscalls_per_op")] > 0.0, "{text}");
-        assert!(row[col("syscalls_per_op")] < row[col("datagrams_per_op")], "{text}");
+    }
+    // Read-write operations multicast (a prepare or commit is three
+    // datagrams in one call); read-only ones do not, and a replica that
+    // keeps up takes each request in a call of its own and sends its reply
+    // in another: one call a datagram, at most, but for the rare wait that
+    // times out.
+    for (row, line) in rows.iter().zip(text.lines().skip(1)) {
+        let (calls, datagrams) = (row[col("syscalls_per_op")], row[col("datagrams_per_op")]);
+        if line.contains(" rw,") {
+            assert!(calls < datagrams, "{text}");
+        } else {
+            assert!(calls <= 1.05 * datagrams, "{text}");
+        }
     }
 }
