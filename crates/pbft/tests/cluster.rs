@@ -1,6 +1,7 @@
 //! A 4-replica cluster driven by hand with a perfect network: the normal case,
-//! checkpoints and garbage collection, read-only requests, large requests and
-//! retransmitted requests, checked message by message.
+//! checkpoints and garbage collection, read-only requests, large requests,
+//! retransmitted requests, and a tentative execution that a view change
+//! undoes, checked message by message.
 
 use std::collections::VecDeque;
 
@@ -262,4 +263,131 @@ fn a_crashed_backup_catches_up_from_status_and_duplicates_get_the_cached_reply()
     let executed_after: u64 = c.replicas.iter().map(|r| r.metrics().requests_executed).sum();
     assert_eq!(executed_after, executed + 4, "the new request once per replica, the replay never");
     assert!(c.replicas.iter().map(|r| r.metrics().replies_resent).sum::<u64>() >= 4);
+}
+
+impl Cluster {
+    /// Delivers until the network is quiet, dropping what `keep` refuses
+    /// (given the destination and the message's kind).
+    fn run_filtered(&mut self, keep: impl Fn(usize, Option<pbft::wire::Kind>) -> bool) {
+        let mut kept = VecDeque::new();
+        loop {
+            while let Some((to, bytes)) = self.net.pop_front() {
+                if keep(to, pbft::wire::claimed_kind(&bytes)) {
+                    kept.push_back((to, bytes));
+                }
+            }
+            if kept.is_empty() {
+                return;
+            }
+            self.net.append(&mut kept);
+            // Deliver one round; what it sends is filtered on the next pass.
+            let round: Vec<_> = self.net.drain(..).collect();
+            for (to, bytes) in round {
+                self.now += 10;
+                if to >= 1000 {
+                    let mut out = ClientOutbox::new();
+                    self.clients[to - 1000].on_datagram(Instant(self.now), bytes, &mut out);
+                    self.route_client(&mut out);
+                } else if !self.down.contains(&to) {
+                    let mut out = Outbox::new();
+                    self.replicas[to].on_datagram(Instant(self.now), bytes, &mut out);
+                    self.route(Some(to), &mut out);
+                }
+            }
+        }
+    }
+
+    /// Lets `us` of time pass, firing every timer that falls due (replicas
+    /// that are up, and clients), and delivers what follows, dropping what
+    /// `keep` refuses (as `run_filtered`).
+    fn advance(&mut self, us: u64, keep: impl Fn(usize, Option<pbft::wire::Kind>) -> bool) {
+        let end = self.now + us;
+        while self.now < end {
+            self.now += 10_000;
+            for i in 0..self.replicas.len() {
+                if self.down.contains(&i) || self.replicas[i].poll_timeout().is_none_or(|at| at.as_us() > self.now) {
+                    continue;
+                }
+                let mut out = Outbox::new();
+                self.replicas[i].handle_timeout(Instant(self.now), &mut out);
+                self.route(Some(i), &mut out);
+            }
+            for c in 0..self.clients.len() {
+                if self.clients[c].poll_timeout().is_some_and(|at| at.as_us() <= self.now) {
+                    let mut out = ClientOutbox::new();
+                    self.clients[c].handle_timeout(Instant(self.now), &mut out);
+                    self.route_client(&mut out);
+                }
+            }
+            self.run_filtered(&keep);
+        }
+    }
+}
+
+/// A backup that executed a batch tentatively (it prepared; nobody else
+/// did) undoes it when the new view puts nothing at that sequence number:
+/// its state goes back to before the batch, and the request, executed again
+/// in the new view, counts once at every replica.
+#[test]
+fn a_tentative_batch_the_new_view_drops_is_undone() {
+    use pbft::wire::Kind;
+    let mut cfg = Config::new(1);
+    cfg.max_clients = 1;
+    let mut c = Cluster::new(cfg, 1);
+    c.submit(0, &[5], false);
+    // Only replica 3 gets the prepares, and no commit reaches anyone.
+    c.run_filtered(|to: usize, kind: Option<Kind>| match kind {
+        Some(Kind::Prepare) => to == 3,
+        Some(Kind::Commit) => false,
+        _ => true,
+    });
+    assert_eq!(c.replicas[3].last_executed(), SeqNo(1), "replica 3 executed the batch tentatively");
+    for r in 0..3 {
+        assert_eq!(c.replicas[r].last_executed(), SeqNo(0), "replica {r} did not prepare");
+    }
+    assert!(c.completed.is_empty(), "one tentative reply is not a certificate");
+    // Replica 3 is cut off, and the others cannot prepare the batch (their
+    // prepares and commits are lost) until they change view: their
+    // VIEW-CHANGEs report the batch pre-prepared, never prepared, so the new
+    // view puts a null batch at sequence number 1.
+    c.down = vec![3];
+    let mut waited = 0;
+    while !(0..3).all(|r| c.replicas[r].view().0 >= 1 && c.replicas[r].view_active()) {
+        assert!(waited < 20, "no new view after {waited} s");
+        c.advance(1_000_000, |_, kind| !matches!(kind, Some(Kind::Prepare | Kind::Commit)));
+        waited += 1;
+    }
+    // Back, replica 3 learns of the new view and undoes its tentative batch;
+    // still nobody prepares anything, so every state is as before the batch.
+    c.down.clear();
+    let mut waited = 0;
+    while !(c.replicas[3].view() == c.replicas[0].view() && c.replicas[3].view_active()) {
+        assert!(waited < 20, "replica 3 not in the new view after {waited} s");
+        c.advance(1_000_000, |_, kind| !matches!(kind, Some(Kind::Prepare | Kind::Commit)));
+        waited += 1;
+    }
+    assert_eq!(c.replicas[3].metrics().rollbacks, 1, "replica 3 undid the tentative batch");
+    assert_eq!(c.replicas[3].last_executed(), SeqNo(0));
+    same_state(&c, "after the undo");
+    // Then the request runs in the new view.
+    c.advance(3_000_000, |_, _| true);
+    assert_eq!(c.completed.len(), 1, "the client's request completed in the new view");
+    assert_eq!(value(&c.completed[0].0), 5, "executed once: the undone execution left no trace");
+    let last = c.replicas[0].last_executed();
+    for r in 0..4 {
+        assert_eq!(c.replicas[r].last_executed(), last, "replica {r}");
+        assert_eq!(c.replicas[r].view(), c.replicas[0].view(), "replica {r}");
+    }
+    same_state(&c, "at the end");
+}
+
+/// Every replica's pages are the same (service state and reply table).
+fn same_state(c: &Cluster, when: &str) {
+    let pages = c.replicas[0].state().num_pages();
+    for p in 0..pages {
+        let first = c.replicas[0].state().page(p).expect("page");
+        for r in 1..c.replicas.len() {
+            assert!(c.replicas[r].state().page(p).expect("page") == first, "{when}: page {p} of replica {r} differs from replica 0's");
+        }
+    }
 }
