@@ -111,16 +111,22 @@ impl Cluster {
     /// Delivers everything until the network is quiet.
     fn run(&mut self) {
         while let Some((to, bytes)) = self.net.pop_front() {
-            self.now += 10;
-            if to >= 1000 {
-                let mut out = ClientOutbox::new();
-                self.clients[to - 1000].on_datagram(Instant(self.now), bytes, &mut out);
-                self.route_client(&mut out);
-            } else if !self.down.contains(&to) {
-                let mut out = Outbox::new();
-                self.replicas[to].on_datagram(Instant(self.now), bytes, &mut out);
-                self.route(Some(to), &mut out);
-            }
+            self.deliver(to, bytes);
+        }
+    }
+
+    /// Delivers one datagram (nothing to a replica that is down) and queues
+    /// what its receiver sends.
+    fn deliver(&mut self, to: usize, bytes: Bytes) {
+        self.now += 10;
+        if to >= 1000 {
+            let mut out = ClientOutbox::new();
+            self.clients[to - 1000].on_datagram(Instant(self.now), bytes, &mut out);
+            self.route_client(&mut out);
+        } else if !self.down.contains(&to) {
+            let mut out = Outbox::new();
+            self.replicas[to].on_datagram(Instant(self.now), bytes, &mut out);
+            self.route(Some(to), &mut out);
         }
     }
 
@@ -283,16 +289,7 @@ impl Cluster {
             // Deliver one round; what it sends is filtered on the next pass.
             let round: Vec<_> = self.net.drain(..).collect();
             for (to, bytes) in round {
-                self.now += 10;
-                if to >= 1000 {
-                    let mut out = ClientOutbox::new();
-                    self.clients[to - 1000].on_datagram(Instant(self.now), bytes, &mut out);
-                    self.route_client(&mut out);
-                } else if !self.down.contains(&to) {
-                    let mut out = Outbox::new();
-                    self.replicas[to].on_datagram(Instant(self.now), bytes, &mut out);
-                    self.route(Some(to), &mut out);
-                }
+                self.deliver(to, bytes);
             }
         }
     }
