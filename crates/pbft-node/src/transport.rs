@@ -323,19 +323,19 @@ impl Transport {
                 _ => Err(NodeError::io("receive", e)),
             };
         }
-        for (k, msg) in slots.msgs.iter().take(rc as usize).enumerate() {
-            let n = (msg.msg_len as usize).min(RecvSlots::SLOT);
+        for k in 0..rc as usize {
+            let n = (slots.msgs[k].msg_len as usize).min(RecvSlots::SLOT);
             let Some(from) = socket_addr(&slots.names[k]) else { continue };
             self.stats.datagrams_in += 1;
             self.stats.bytes_in += n as u64;
-            let datagram = &slots.bufs[k * RecvSlots::SLOT..k * RecvSlots::SLOT + n];
+            let datagram = slots.take(k, n);
             if datagram.starts_with(&BUNDLE_MAGIC) {
                 self.stats.bundles_in += 1;
-                if !unbundle(Bytes::copy_from_slice(datagram), from, out) {
+                if !unbundle(datagram, from, out) {
                     self.stats.malformed_bundles += 1;
                 }
             } else {
-                out.push((Bytes::copy_from_slice(datagram), from));
+                out.push((datagram, from));
             }
         }
         Ok(())
@@ -441,17 +441,20 @@ fn unbundle(bundle: Bytes, from: SocketAddr, out: &mut Vec<(Bytes, SocketAddr)>)
 /// allocations and 4 KiB of zeroing, and a polling replica makes several
 /// empty calls an operation).
 struct RecvSlots {
-    bufs: Vec<u8>,
+    /// One buffer of `SLOT` bytes' capacity a slot; its length is 0 (what
+    /// the kernel writes is read through `take`).
+    bufs: Vec<Vec<u8>>,
     names: Vec<libc::sockaddr_storage>,
-    /// Only read by the kernel, through `msgs`.
-    _iovs: Vec<libc::iovec>,
+    /// Read by the kernel through `msgs`; `take` points one at a new buffer.
+    iovs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
 }
 
 // SAFETY: the raw pointers in `iovs` and `msgs` point only into the heap
-// buffers of `bufs`, `names` and `_iovs`, which this struct owns and never
-// resizes after `new`; moving it to another thread moves what they point at
-// with it, and nothing else refers to them.
+// buffers of `bufs`, `names` and `iovs`, which this struct owns (the outer
+// vectors are never resized after `new`; `take` repoints an iovec when it
+// replaces its buffer); moving it to another thread moves what they point
+// at with it, and nothing else refers to them.
 unsafe impl Send for RecvSlots {}
 
 impl std::fmt::Debug for RecvSlots {
@@ -465,12 +468,18 @@ impl RecvSlots {
     /// as too long to the codec instead of being cut to a valid length.
     const SLOT: usize = MAX_DATAGRAM + 1;
 
+    /// A datagram at least this long (a state transfer's DATA) is handed on
+    /// in the buffer the kernel wrote it to, and the slot gets a new one;
+    /// a shorter one is copied out, so that a small message kept for long
+    /// (a request body in the log) does not hold a whole slot's memory.
+    const HAND_ON: usize = Self::SLOT / 2;
+
     fn new() -> RecvSlots {
-        let mut bufs = vec![0u8; RECV_BATCH * Self::SLOT];
+        let mut bufs: Vec<Vec<u8>> = (0..RECV_BATCH).map(|_| Vec::with_capacity(Self::SLOT)).collect();
         // SAFETY: sockaddr_storage is plain data; all zeros is a valid value.
         let mut names: Vec<libc::sockaddr_storage> = (0..RECV_BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
         let mut iovs: Vec<libc::iovec> = bufs
-            .chunks_exact_mut(Self::SLOT)
+            .iter_mut()
             .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: Self::SLOT })
             .collect();
         let msgs = names
@@ -478,7 +487,23 @@ impl RecvSlots {
             .zip(iovs.iter_mut())
             .map(|(name, iov)| message_header(name, std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t, iov))
             .collect();
-        RecvSlots { bufs, names, _iovs: iovs, msgs }
+        RecvSlots { bufs, names, iovs, msgs }
+    }
+
+    /// The `n` bytes the kernel wrote into slot `k`'s buffer (`n` at most
+    /// `SLOT`, the length `recvmmsg` reported for it).
+    fn take(&mut self, k: usize, n: usize) -> Bytes {
+        debug_assert!(n <= Self::SLOT);
+        if n < Self::HAND_ON {
+            // SAFETY: the kernel wrote the first n bytes of this buffer (its
+            // capacity is SLOT >= n) in the call that just returned.
+            return Bytes::copy_from_slice(unsafe { std::slice::from_raw_parts(self.bufs[k].as_ptr(), n) });
+        }
+        let mut full = std::mem::replace(&mut self.bufs[k], Vec::with_capacity(Self::SLOT));
+        // SAFETY: as above, the first n bytes are written, and n <= capacity.
+        unsafe { full.set_len(n) };
+        self.iovs[k].iov_base = self.bufs[k].as_mut_ptr().cast();
+        Bytes::from(full)
     }
 
     /// Readies the headers for a call: the kernel overwrote each address
@@ -773,6 +798,33 @@ mod tests {
         assert!(none.is_empty());
         assert!(started.elapsed() < Duration::from_secs(1), "ended after {:?}", started.elapsed());
         assert!(b.stats().receive_calls > calls + 1, "it polled before it slept");
+    }
+
+    /// Large datagrams are handed on in the buffer they arrived in and the
+    /// slot gets a new one: what was handed on stays intact while later
+    /// datagrams arrive in the same slots, and small ones are copied out.
+    #[test]
+    fn large_datagrams_are_handed_on_and_later_ones_do_not_overwrite_them() {
+        let (mut a, mut b, b_addr) = pair();
+        let sizes = [40_000, 100, RecvSlots::HAND_ON, RecvSlots::HAND_ON - 1, MAX_DATAGRAM];
+        let round = |r: u8| -> Vec<Bytes> {
+            sizes.iter().enumerate().map(|(i, &n)| Bytes::from((0..n).map(|j| (j as u8) ^ (i as u8 * 31) ^ r).collect::<Vec<u8>>())).collect()
+        };
+        let mut kept = Vec::new();
+        for r in 0..3u8 {
+            for m in round(r) {
+                a.queue(Instant(0), b_addr, m);
+            }
+            a.flush();
+            let got = recv_n(&mut b, sizes.len());
+            // Compared whole, reported by length: the contents are large.
+            let lengths = |v: &[Bytes]| v.iter().map(Bytes::len).collect::<Vec<_>>();
+            assert!(got == round(r), "round {r}: got lengths {:?}", lengths(&got));
+            kept.push(got);
+        }
+        for (r, got) in kept.iter().enumerate() {
+            assert!(*got == round(r as u8), "round {r} changed after later rounds arrived");
+        }
     }
 
     #[test]
