@@ -275,19 +275,12 @@ impl Cluster {
     /// Delivers until the network is quiet, dropping what `keep` refuses
     /// (given the destination and the message's kind).
     fn run_filtered(&mut self, keep: impl Fn(usize, Option<pbft::wire::Kind>) -> bool) {
-        let mut kept = VecDeque::new();
         loop {
-            while let Some((to, bytes)) = self.net.pop_front() {
-                if keep(to, pbft::wire::claimed_kind(&bytes)) {
-                    kept.push_back((to, bytes));
-                }
-            }
-            if kept.is_empty() {
+            // One round at a time: what a round sends is filtered on the next.
+            let round: Vec<_> = self.net.drain(..).filter(|(to, bytes)| keep(*to, pbft::wire::claimed_kind(bytes))).collect();
+            if round.is_empty() {
                 return;
             }
-            self.net.append(&mut kept);
-            // Deliver one round; what it sends is filtered on the next pass.
-            let round: Vec<_> = self.net.drain(..).collect();
             for (to, bytes) in round {
                 self.deliver(to, bytes);
             }
