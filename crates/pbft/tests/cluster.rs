@@ -381,3 +381,87 @@ fn same_state(c: &Cluster, when: &str) {
         }
     }
 }
+
+impl Cluster {
+    /// Delivers until the network is quiet, holding back what `hold` picks
+    /// (given the destination and the datagram), which it returns.
+    fn run_holding(&mut self, hold: &impl Fn(usize, &Bytes) -> bool) -> Vec<(usize, Bytes)> {
+        let mut held = Vec::new();
+        while let Some((to, bytes)) = self.net.pop_front() {
+            if hold(to, &bytes) {
+                held.push((to, bytes));
+            } else {
+                self.deliver(to, bytes);
+            }
+        }
+        held
+    }
+
+    /// One client operation, run to completion, holding back what `hold` picks.
+    fn op_holding(&mut self, hold: &impl Fn(usize, &Bytes) -> bool) -> Vec<(usize, Bytes)> {
+        let before = self.completed.len();
+        self.submit(0, &[1], false);
+        let held = self.run_holding(hold);
+        assert_eq!(self.completed.len(), before + 1, "the operation completed");
+        held
+    }
+}
+
+/// Replica 3 falls three checkpoints behind, starts fetching checkpoint 16,
+/// and the FETCHes that `held` picks (of those it sends to the others) are
+/// held back until the others have gone on to checkpoint 20 and discarded
+/// 16. When they arrive, the answers come from 20: replica 3 learns from them
+/// that its target is gone and fetches 20 instead at once, with no timer
+/// firing (before, it waited for a status tick to find them overdue).
+fn transfer_whose_target_is_discarded(held: impl Fn(&pbft::wire::Fetch) -> bool) {
+    use pbft::wire::{decode, Kind, Message};
+    let mut cfg = Config::new(1);
+    cfg.max_clients = 1;
+    cfg.checkpoint_interval = 4;
+    cfg.log_window = 8;
+    let mut c = Cluster::new(cfg, 1);
+    let hold = |to: usize, bytes: &Bytes| {
+        to != 3
+            && pbft::wire::claimed_kind(bytes) == Some(Kind::Fetch)
+            && matches!(decode(bytes.clone(), usize::MAX).map(|e| e.message), Ok(Message::Fetch(f)) if held(&f))
+    };
+    c.down = vec![3];
+    for _ in 0..12 {
+        c.op_holding(&|_, _| false);
+    }
+    c.down.clear();
+    // Back, replica 3 hears of the next checkpoint, far beyond its window,
+    // and starts fetching it.
+    let mut fetches = Vec::new();
+    for _ in 0..4 {
+        fetches.extend(c.op_holding(&hold));
+    }
+    assert_eq!(c.replicas[0].last_executed(), SeqNo(16));
+    assert_eq!(c.replicas[3].metrics().state_transfers, 1, "replica 3 is fetching checkpoint 16");
+    assert!(!fetches.is_empty(), "FETCHes held back");
+    for _ in 0..4 {
+        fetches.extend(c.op_holding(&hold));
+    }
+    assert_eq!(c.replicas[0].last_executed(), SeqNo(20));
+    assert_eq!(c.replicas[0].state().checkpoints().first().map(|(s, _)| *s), Some(SeqNo(20)), "checkpoint 16 is gone");
+    assert!(c.replicas[3].last_executed() < SeqNo(20));
+    c.net.extend(fetches);
+    c.run();
+    assert_eq!(c.replicas[3].last_executed(), SeqNo(20), "replica 3 transferred checkpoint 20");
+    assert_eq!(c.replicas[3].metrics().state_transfers, 2, "one retarget");
+    same_state(&c, "after the transfer");
+}
+
+/// The tree's root, asked of a source that has discarded the target.
+#[test]
+fn a_transfer_whose_target_is_discarded_moves_on_from_a_node_answer() {
+    transfer_whose_target_is_discarded(|_| true);
+}
+
+/// The pages, asked for after the tree was walked, of sources that have
+/// discarded the target since.
+#[test]
+fn a_transfer_whose_target_is_discarded_moves_on_from_a_page_answer() {
+    let depth = pbft::state::TreeShape::default().depth;
+    transfer_whose_target_is_discarded(|f| f.level == depth);
+}

@@ -38,6 +38,7 @@ impl<S: Service> Replica<S> {
         if c.seq > self.high_water_mark() {
             self.transfer_if_far_behind(out);
         }
+        self.retarget_if_discarded(out);
         let ours = self.checkpoints.mine(c.seq).is_some();
         // Votes for a checkpoint this replica went past without taking (it
         // transferred state beyond it) are of no use.

@@ -17,7 +17,9 @@
 //!
 //! The state keeps changing during a large transfer, and sources discard a
 //! checkpoint once a newer one is stable, so the transfer retargets to the
-//! newest certified checkpoint at each status tick. A retarget loses nothing
+//! newest certified checkpoint at each status tick, and at once when a source
+//! shows it has discarded the target (it answers from its oldest checkpoint
+//! after the one asked for, and a node or page there differs). A retarget loses nothing
 //! it learned: fetched pages and answers still in flight are kept by digest,
 //! and subtrees whose digests did not change are expanded again from the
 //! children already known, without asking. Requests go out in a window of
@@ -93,6 +95,10 @@ pub(super) struct Transfer {
     /// target or an earlier one: a node whose digest is unchanged after a
     /// retarget is expanded again without asking.
     children_known: BTreeMap<Node, (Digest, Vec<Digest>)>,
+    /// A source answered from a newer checkpoint with a node or page that
+    /// differs from the target's: the sources have discarded the target,
+    /// so the transfer moves on as soon as f+1 vouch for a newer one.
+    discarded: bool,
     pub(super) pages_fetched: u64,
 }
 
@@ -165,6 +171,7 @@ impl<S: Service> Replica<S> {
             carried: BTreeMap::new(),
             previous: BTreeMap::new(),
             children_known: BTreeMap::new(),
+            discarded: false,
             pages_fetched: 0,
         };
         match self.transfer.take() {
@@ -291,23 +298,24 @@ impl<S: Service> Replica<S> {
         if budget.left(FETCH_ANSWERS_PER_INTERVAL) == 0 {
             return self.metrics.drop(DropReason::RateLimited);
         }
+        // Nodes and pages from the checkpoint asked for or, if we have
+        // already discarded it, from our oldest one after it: the receiver
+        // takes what did not change in between (most of it) as the answer,
+        // and what did tells it that its target is gone, at once rather
+        // than by a request left unanswered until a status tick.
+        let Some(seq) = self.machine.state().retained_from(f.seq) else {
+            return self.metrics.drop(DropReason::Unexpected);
+        };
         let depth = self.machine.state().shape().depth;
         if f.level != depth {
             budget.spend(1);
-            let reply = match self.machine.state().children_at(f.seq, f.level, f.index) {
-                Ok(children) => Message::MetaData(MetaData { seq: f.seq, level: f.level, index: f.index, children }),
+            let reply = match self.machine.state().children_at(seq, f.level, f.index) {
+                Ok(children) => Message::MetaData(MetaData { seq, level: f.level, index: f.index, children }),
                 Err(_) => return self.metrics.drop(DropReason::Unexpected),
             };
             let bytes = self.keys.seal(&reply, crate::auth::Audience::Replicas);
             return out.send(Dest::Replica(from), bytes);
         }
-        // Pages from the checkpoint asked for or, if we have already
-        // discarded it, from our oldest one after it: the receiver takes
-        // pages by digest, and most did not change in between, so a
-        // transfer that is retargeting loses none of its requests.
-        let Some(seq) = self.machine.state().retained_from(f.seq) else {
-            return self.metrics.drop(DropReason::Unexpected);
-        };
         let count = usize::from(f.count).clamp(1, PAGES_PER_FETCH) as u64;
         let end = f.index.saturating_add(count).min(self.machine.state().num_pages()).max(f.index.saturating_add(1));
         let mut first = f.index;
@@ -357,11 +365,23 @@ impl<S: Service> Replica<S> {
         let fanout = self.machine.state().shape().fanout as u64;
         let depth = self.machine.state().shape().depth;
         let Some(t) = self.transfer.as_mut() else { return self.metrics.drop(DropReason::Unexpected) };
-        let Some(expected) = (m.seq == t.seq).then(|| t.wanted.get(&(m.level, m.index))).flatten().copied() else {
+        let Some(expected) = (m.seq >= t.seq).then(|| t.wanted.get(&(m.level, m.index))).flatten().copied() else {
             return self.metrics.drop(DropReason::Unexpected);
         };
-        if m.level >= depth || m.children.len() as u64 != fanout || PagedState::hash_children(m.level, &m.children) != expected {
+        if m.level >= depth || m.children.len() as u64 != fanout {
             return self.reject_source(from, out);
+        }
+        let digest = PagedState::hash_children(m.level, &m.children);
+        if digest != expected {
+            if m.seq == t.seq {
+                return self.reject_source(from, out);
+            }
+            // From a newer checkpoint, where the node changed: the source
+            // has discarded the target. Its children are kept by their
+            // digest (a newer target may want this very node).
+            t.children_known.insert((m.level, m.index), (digest, m.children));
+            self.metrics.drop(DropReason::Unexpected);
+            return self.target_discarded(out);
         }
         t.wanted.remove(&(m.level, m.index));
         t.requested.remove(&(m.level, m.index));
@@ -384,6 +404,7 @@ impl<S: Service> Replica<S> {
         // current target asked for with the wrong digest rejects the source.
         let mut accepted = Vec::new();
         let mut kept = 0;
+        let mut newer = false;
         for (k, (page, digest)) in d.pages.into_iter().zip(d.digests).enumerate() {
             let index = d.index.saturating_add(k as u64);
             let wanted = t.wanted.get(&(depth, index)).copied();
@@ -400,9 +421,19 @@ impl<S: Service> Replica<S> {
                 kept += 1;
             } else if d.seq == t.seq && wanted.is_some() {
                 return self.reject_source(from, out);
+            } else if d.seq > t.seq {
+                // From a newer checkpoint, where the page changed: the
+                // source has discarded the target. The page is kept by its
+                // digest for a newer target.
+                t.carried.insert(index, (digest, page));
+                newer = true;
             }
         }
         if accepted.is_empty() && kept == 0 {
+            if newer {
+                self.metrics.drop(DropReason::Unexpected);
+                return self.target_discarded(out);
+            }
             return self.metrics.drop(DropReason::Duplicate);
         }
         let accepted_count = accepted.len();
@@ -420,6 +451,30 @@ impl<S: Service> Replica<S> {
         self.metrics.transfer_pages += verified;
         self.metrics.transfer_bytes += verified * PAGE_SIZE as u64;
         self.after_transfer_progress(out);
+        if newer {
+            self.target_discarded(out);
+        }
+    }
+
+    /// A source answered from a checkpoint newer than the target with
+    /// something the target does not have: it has discarded the target (as
+    /// the others will), and what it is still asked for would wait a status
+    /// tick to be found overdue. The transfer moves to the newest checkpoint
+    /// f+1 vouch for now if there is one, or when one is certified.
+    fn target_discarded(&mut self, out: &mut Outbox) {
+        let Some(t) = self.transfer.as_mut() else { return };
+        t.discarded = true;
+        self.retarget_if_discarded(out);
+    }
+
+    /// Moves a transfer whose target the sources discarded to the newest
+    /// checkpoint f+1 vouch for, if that is newer (on a CHECKPOINT, and
+    /// when an answer shows the target gone).
+    pub(super) fn retarget_if_discarded(&mut self, out: &mut Outbox) {
+        let Some(current) = self.transfer.as_ref().filter(|t| t.discarded).map(|t| t.seq) else { return };
+        if let Some((seq, digest, sources)) = self.transfer_target().filter(|(seq, _, _)| *seq > current) {
+            self.start_transfer(seq, digest, sources, out);
+        }
     }
 
     fn after_transfer_progress(&mut self, out: &mut Outbox) {
