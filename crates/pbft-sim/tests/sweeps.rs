@@ -179,10 +179,12 @@ fn a_new_view_that_drops_prepared_requests_is_caught_by_an_invariant_first() {
 /// primary often: without the durable log they forget their view and what
 /// they said, and these families find the fork (two batches committed at one
 /// sequence number) that a 3-minute chaos run with real processes found.
+/// One replica at a time forks it rarely (about one seed in a hundred: 92
+/// and 93 of the first 150), hence the longer rotating sweep.
 #[test]
 fn restarting_without_the_durable_log_forks_the_history() {
     caught("forgetful-restart", Some(Family::ClusterCrash), 0..20, "agreement");
-    caught("forgetful-restart", Some(Family::Rotating), 0..60, "agreement");
+    caught("forgetful-restart", Some(Family::Rotating), 0..150, "agreement");
 }
 
 /// Half the cluster-crash runs model `durability = "power"`: a record is
@@ -203,7 +205,7 @@ fn without_bugs_the_same_sweeps_are_clean() {
         (Family::Lossy, 0..150),
         (Family::Primaries, 0..800),
         (Family::ClusterCrash, 0..100),
-        (Family::Rotating, 0..100),
+        (Family::Rotating, 0..150),
     ] {
         let reports = sweep(seeds, Some(family), Bugs::default(), threads());
         let failed = failures(&reports);
