@@ -407,24 +407,25 @@ impl Cluster {
     }
 }
 
-/// Replica 3 falls three checkpoints behind, starts fetching checkpoint 16,
-/// and the FETCHes that `held` picks (of those it sends to the others) are
-/// held back until the others have gone on to checkpoint 20 and discarded
-/// 16. When they arrive, the answers come from 20: replica 3 learns from them
-/// that its target is gone and fetches 20 instead at once, with no timer
-/// firing (before, it waited for a status tick to find them overdue).
-fn transfer_whose_target_is_discarded(held: impl Fn(&pbft::wire::Fetch) -> bool) {
+/// Holds back the FETCHes replica 3 sends that `held` picks.
+fn holding_fetches(held: impl Fn(&pbft::wire::Fetch) -> bool) -> impl Fn(usize, &Bytes) -> bool {
     use pbft::wire::{decode, Kind, Message};
+    move |to: usize, bytes: &Bytes| {
+        to != 3
+            && pbft::wire::claimed_kind(bytes) == Some(Kind::Fetch)
+            && matches!(decode(bytes.clone(), usize::MAX).map(|e| e.message), Ok(Message::Fetch(f)) if held(&f))
+    }
+}
+
+/// Replica 3 falls three checkpoints behind and starts fetching checkpoint
+/// 16; the FETCHes `hold` picks are held back while the others go on to
+/// checkpoint 20 and discard 16. Returns the cluster and those FETCHes.
+fn fetching_a_discarded_target(hold: &impl Fn(usize, &Bytes) -> bool) -> (Cluster, Vec<(usize, Bytes)>) {
     let mut cfg = Config::new(1);
     cfg.max_clients = 1;
     cfg.checkpoint_interval = 4;
     cfg.log_window = 8;
     let mut c = Cluster::new(cfg, 1);
-    let hold = |to: usize, bytes: &Bytes| {
-        to != 3
-            && pbft::wire::claimed_kind(bytes) == Some(Kind::Fetch)
-            && matches!(decode(bytes.clone(), usize::MAX).map(|e| e.message), Ok(Message::Fetch(f)) if held(&f))
-    };
     c.down = vec![3];
     for _ in 0..12 {
         c.op_holding(&|_, _| false);
@@ -434,17 +435,26 @@ fn transfer_whose_target_is_discarded(held: impl Fn(&pbft::wire::Fetch) -> bool)
     // and starts fetching it.
     let mut fetches = Vec::new();
     for _ in 0..4 {
-        fetches.extend(c.op_holding(&hold));
+        fetches.extend(c.op_holding(hold));
     }
     assert_eq!(c.replicas[0].last_executed(), SeqNo(16));
     assert_eq!(c.replicas[3].metrics().state_transfers, 1, "replica 3 is fetching checkpoint 16");
     assert!(!fetches.is_empty(), "FETCHes held back");
     for _ in 0..4 {
-        fetches.extend(c.op_holding(&hold));
+        fetches.extend(c.op_holding(hold));
     }
     assert_eq!(c.replicas[0].last_executed(), SeqNo(20));
     assert_eq!(c.replicas[0].state().checkpoints().first().map(|(s, _)| *s), Some(SeqNo(20)), "checkpoint 16 is gone");
     assert!(c.replicas[3].last_executed() < SeqNo(20));
+    (c, fetches)
+}
+
+/// When the held FETCHes arrive, the answers come from checkpoint 20:
+/// replica 3 learns from them that its target is gone and fetches 20
+/// instead at once, with no timer firing (before, it waited for a status
+/// tick to find them overdue).
+fn transfer_whose_target_is_discarded(held: impl Fn(&pbft::wire::Fetch) -> bool) {
+    let (mut c, fetches) = fetching_a_discarded_target(&holding_fetches(held));
     c.net.extend(fetches);
     c.run();
     assert_eq!(c.replicas[3].last_executed(), SeqNo(20), "replica 3 transferred checkpoint 20");
@@ -464,4 +474,37 @@ fn a_transfer_whose_target_is_discarded_moves_on_from_a_node_answer() {
 fn a_transfer_whose_target_is_discarded_moves_on_from_a_page_answer() {
     let depth = pbft::state::TreeShape::default().depth;
     transfer_whose_target_is_discarded(|f| f.level == depth);
+}
+
+/// A transfer moves on between status ticks once an interval at most: when
+/// the new target is discarded too before the next tick, the tick moves it
+/// on, so that fast checkpoints (or a source that lies about having moved
+/// on) cannot make it walk the tree again for every checkpoint.
+#[test]
+fn a_transfer_moves_on_between_ticks_once_an_interval() {
+    let hold = holding_fetches(|_| true);
+    let (mut c, fetches) = fetching_a_discarded_target(&hold);
+    for (to, bytes) in fetches {
+        c.deliver(to, bytes);
+    }
+    let mut fetches = c.run_holding(&hold);
+    assert_eq!(c.replicas[3].metrics().state_transfers, 2, "moved on to checkpoint 20 at once");
+    assert!(!fetches.is_empty(), "FETCHes for checkpoint 20 held back");
+    for _ in 0..4 {
+        fetches.extend(c.op_holding(&hold));
+    }
+    assert_eq!(c.replicas[0].state().checkpoints().first().map(|(s, _)| *s), Some(SeqNo(24)), "checkpoint 20 is gone");
+    c.net.extend(fetches);
+    c.run();
+    assert_eq!(c.replicas[3].metrics().state_transfers, 2, "no second move in the same interval");
+    assert!(c.replicas[3].last_executed() < SeqNo(24));
+    // The next status tick moves it on to 24.
+    let mut waited = 0;
+    while c.replicas[3].last_executed() < SeqNo(24) {
+        assert!(waited < 5, "replica 3 has not transferred checkpoint 24 after {waited} status intervals");
+        c.advance(100_000, |_, _| true);
+        waited += 1;
+    }
+    assert_eq!(c.replicas[3].metrics().state_transfers, 3);
+    same_state(&c, "after the transfer");
 }

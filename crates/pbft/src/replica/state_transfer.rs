@@ -99,6 +99,12 @@ pub(super) struct Transfer {
     /// differs from the target's: the sources have discarded the target,
     /// so the transfer moves on as soon as f+1 vouch for a newer one.
     discarded: bool,
+    /// Status ticks seen during the transfer, retargets included, and the
+    /// one at which it last retargeted between ticks: at most once an
+    /// interval, so that neither fast checkpoints nor a lying source make it
+    /// walk the tree again for every checkpoint.
+    interval: u64,
+    moved_on_at: Option<u64>,
     pub(super) pages_fetched: u64,
 }
 
@@ -109,6 +115,9 @@ impl<S: Service> Replica<S> {
         let stuck = !self.executed.progressed_since_last_tick();
         if !stuck && self.transfer.is_none() {
             return;
+        }
+        if let Some(t) = self.transfer.as_mut() {
+            t.interval += 1;
         }
         match (self.transfer_target(), self.transfer.as_ref()) {
             // A newer certified checkpoint replaces the target: sources may have
@@ -172,12 +181,16 @@ impl<S: Service> Replica<S> {
             previous: BTreeMap::new(),
             children_known: BTreeMap::new(),
             discarded: false,
+            interval: 0,
+            moved_on_at: None,
             pages_fetched: 0,
         };
         match self.transfer.take() {
             None => out.push(Effect::StateTransferStarted { seq }),
             Some(old) => {
                 t.ticks = old.ticks;
+                t.interval = old.interval;
+                t.moved_on_at = old.moved_on_at;
                 t.pages_fetched = old.pages_fetched;
                 t.children_known = old.children_known;
                 t.carried = old.carried;
@@ -469,11 +482,16 @@ impl<S: Service> Replica<S> {
 
     /// Moves a transfer whose target the sources discarded to the newest
     /// checkpoint f+1 vouch for, if that is newer (on a CHECKPOINT, and
-    /// when an answer shows the target gone).
+    /// when an answer shows the target gone), once a status interval at
+    /// most; the status tick retargets as before.
     pub(super) fn retarget_if_discarded(&mut self, out: &mut Outbox) {
-        let Some(current) = self.transfer.as_ref().filter(|t| t.discarded).map(|t| t.seq) else { return };
+        let Some(t) = self.transfer.as_ref().filter(|t| t.discarded && t.moved_on_at != Some(t.interval)) else { return };
+        let (current, interval) = (t.seq, t.interval);
         if let Some((seq, digest, sources)) = self.transfer_target().filter(|(seq, _, _)| *seq > current) {
             self.start_transfer(seq, digest, sources, out);
+            if let Some(t) = self.transfer.as_mut() {
+                t.moved_on_at = Some(interval);
+            }
         }
     }
 
