@@ -17,15 +17,16 @@
 //!
 //! The state keeps changing during a large transfer, and sources discard a
 //! checkpoint once a newer one is stable, so the transfer retargets to the
-//! newest certified checkpoint at each status tick, and at once when a source
-//! shows it has discarded the target (it answers from its oldest checkpoint
-//! after the one asked for, and a node or page there differs). A retarget loses nothing
-//! it learned: fetched pages and answers still in flight are kept by digest,
-//! and subtrees whose digests did not change are expanded again from the
-//! children already known, without asking. Requests go out in a window of
-//! FETCH_WINDOW, up to PAGES_PER_FETCH consecutive pages in one FETCH,
-//! answered with one DATA per PAGES_PER_DATA; one left unanswered for a whole
-//! status interval is asked of the next source.
+//! newest certified checkpoint at each status tick, and in between (once an
+//! interval) when a source shows it has discarded the target: it answers from
+//! its oldest checkpoint after the one asked for, and a node or page there
+//! differs. A retarget loses nothing it learned: fetched pages and answers
+//! still in flight are kept by digest, and subtrees whose digests did not
+//! change are expanded again from the children already known, without asking.
+//! Requests go out in a window of FETCH_WINDOW, up to PAGES_PER_FETCH
+//! consecutive pages in one FETCH, answered with one DATA per PAGES_PER_DATA;
+//! one left unanswered for a whole status interval is asked of the next
+//! source.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
