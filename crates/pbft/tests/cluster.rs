@@ -275,16 +275,7 @@ impl Cluster {
     /// Delivers until the network is quiet, dropping what `keep` refuses
     /// (given the destination and the message's kind).
     fn run_filtered(&mut self, keep: impl Fn(usize, Option<pbft::wire::Kind>) -> bool) {
-        loop {
-            // One round at a time: what a round sends is filtered on the next.
-            let round: Vec<_> = self.net.drain(..).filter(|(to, bytes)| keep(*to, pbft::wire::claimed_kind(bytes))).collect();
-            if round.is_empty() {
-                return;
-            }
-            for (to, bytes) in round {
-                self.deliver(to, bytes);
-            }
-        }
+        self.run_holding(&|to, bytes: &Bytes| !keep(to, pbft::wire::claimed_kind(bytes)));
     }
 
     /// Lets `us` of time pass, firing every timer that falls due (replicas
