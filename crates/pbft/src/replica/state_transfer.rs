@@ -79,8 +79,8 @@ pub(super) struct Transfer {
     queue: BTreeSet<Node>,
     /// Of `wanted`, those asked for, with the status tick they were asked at.
     requested: BTreeMap<Node, u64>,
-    /// Status ticks since the transfer began, those that retargeted it
-    /// included (a retargeted transfer goes on counting).
+    /// Status ticks since the transfer began (a retargeted transfer goes on
+    /// counting).
     ticks: u64,
     /// Pages fetched and checked for this target, in the order they came
     /// (each at most once: a page leaves `wanted` when it is taken).
@@ -100,9 +100,11 @@ pub(super) struct Transfer {
     /// differs from the target's: the sources have discarded the target,
     /// so the transfer moves on as soon as f+1 vouch for a newer one.
     discarded: bool,
-    /// The tick at which it last retargeted between ticks: at most once an
+    /// Status ticks seen during the transfer, retargets included, and the
+    /// one at which it last retargeted between ticks: at most once an
     /// interval, so that neither fast checkpoints nor a lying source make it
     /// walk the tree again for every checkpoint.
+    interval: u64,
     moved_on_at: Option<u64>,
     pub(super) pages_fetched: u64,
 }
@@ -116,7 +118,7 @@ impl<S: Service> Replica<S> {
             return;
         }
         if let Some(t) = self.transfer.as_mut() {
-            t.ticks += 1;
+            t.interval += 1;
         }
         match (self.transfer_target(), self.transfer.as_ref()) {
             // A newer certified checkpoint replaces the target: sources may have
@@ -180,6 +182,7 @@ impl<S: Service> Replica<S> {
             previous: BTreeMap::new(),
             children_known: BTreeMap::new(),
             discarded: false,
+            interval: 0,
             moved_on_at: None,
             pages_fetched: 0,
         };
@@ -187,6 +190,7 @@ impl<S: Service> Replica<S> {
             None => out.push(Effect::StateTransferStarted { seq }),
             Some(old) => {
                 t.ticks = old.ticks;
+                t.interval = old.interval;
                 t.moved_on_at = old.moved_on_at;
                 t.pages_fetched = old.pages_fetched;
                 t.children_known = old.children_known;
@@ -291,6 +295,7 @@ impl<S: Service> Replica<S> {
     /// again, of the next source.
     fn retry_overdue(&mut self, out: &mut Outbox) {
         let Some(t) = self.transfer.as_mut() else { return };
+        t.ticks += 1;
         let overdue: Vec<Node> = t.requested.iter().filter(|(_, at)| **at + 1 < t.ticks).map(|(k, _)| *k).collect();
         if !overdue.is_empty() {
             t.source = (t.source + 1) % t.sources.len();
@@ -481,12 +486,12 @@ impl<S: Service> Replica<S> {
     /// when an answer shows the target gone), once a status interval at
     /// most; the status tick retargets as before.
     pub(super) fn retarget_if_discarded(&mut self, out: &mut Outbox) {
-        let Some(t) = self.transfer.as_ref().filter(|t| t.discarded && t.moved_on_at != Some(t.ticks)) else { return };
-        let (current, tick) = (t.seq, t.ticks);
+        let Some(t) = self.transfer.as_ref().filter(|t| t.discarded && t.moved_on_at != Some(t.interval)) else { return };
+        let (current, interval) = (t.seq, t.interval);
         if let Some((seq, digest, sources)) = self.transfer_target().filter(|(seq, _, _)| *seq > current) {
             self.start_transfer(seq, digest, sources, out);
             if let Some(t) = self.transfer.as_mut() {
-                t.moved_on_at = Some(tick);
+                t.moved_on_at = Some(interval);
             }
         }
     }
