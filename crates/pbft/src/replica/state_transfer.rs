@@ -103,7 +103,9 @@ pub(super) struct Transfer {
     /// Status ticks seen during the transfer, retargets included, and the
     /// one at which it last retargeted between ticks: at most once an
     /// interval, so that neither fast checkpoints nor a lying source make it
-    /// walk the tree again for every checkpoint.
+    /// walk the tree again for every checkpoint. (`ticks` skips the ticks
+    /// that retargeted; counting them in the overdue clock made transfers
+    /// wait longer, docs/decisions.md §28.)
     interval: u64,
     moved_on_at: Option<u64>,
     pub(super) pages_fetched: u64,
